@@ -1,0 +1,186 @@
+"""The ``freqd`` command line: ``freqd <subcommand> [options] [--key=value ...]``.
+
+Any ``--key=value`` not listed in a subcommand's ``--help`` is a RecBole/freqd config override
+(``--embedding_size=20 --learning_rate=0.01 --epochs=50``), with RecBole's precedence:
+``--key=value`` > ``--config`` files (later beat earlier) > freqd defaults > RecBole defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Any, Sequence
+
+EPILOG = """config overrides:
+  any further --key=value is a RecBole/freqd config key, e.g. --embedding_size=20
+  --epochs=100 --learning_rate=0.005 --seed=1 --protocol=reference --show_progress=False
+
+examples:
+  freqd quickstart                                   # teacher + student on ml-100k
+  freqd train --model BPR --dataset ml-100k --embedding_size=300
+  freqd train --model LightGCN --dataset gowalla --config configs/dataset/gowalla.yaml
+  freqd datasets list
+"""
+
+# Known, harmless noise from RecBole 1.2.1 on pandas 3 / torch 2.13 and from PyG's CSR support.
+_NOISY_WARNINGS = [
+    (r".*inplace.*", None),
+    (r".*ChainedAssignment.*", None),
+    (r".*chained assignment.*", None),
+    (r".*torch\.cuda\.amp\.GradScaler.*", FutureWarning),
+    (r".*Sparse CSR tensor support is in beta.*", UserWarning),
+    (r".*Sparse invariant checks are implicitly disabled.*", UserWarning),
+]
+
+
+def _quiet_known_warnings() -> None:
+    for message, category in _NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category or Warning)
+
+
+def parse_overrides(extra: Sequence[str]) -> dict[str, Any]:
+    """``['--a=1', '--b=x']`` -> ``{'a': '1', 'b': 'x'}``; RecBole's Config evaluates the strings."""
+    overrides: dict[str, Any] = {}
+    for token in extra:
+        if not token.startswith("--") or "=" not in token or token.startswith("--="):
+            raise SystemExit(
+                f"freqd: unrecognised argument {token!r}; config overrides are written --key=value"
+            )
+        key, value = token[2:].split("=", 1)
+        overrides[key] = value
+    return overrides
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        cells = [f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_row(label: str, result: dict[str, Any]) -> dict[str, Any]:
+    test = result["test_result"]
+    return {
+        "model": label,
+        "d": result["embedding_size"],
+        "params": f"{result['n_parameters']:,}",
+        "Recall@20": test["recall@20"],
+        "NDCG@20": test["ndcg@20"],
+        "Hit@20": test["hit@20"],
+        "epochs": result["epochs_run"],
+        "s/epoch": result["train_seconds_per_epoch"],
+    }
+
+
+SUMMARY_COLUMNS = ["model", "d", "params", "Recall@20", "NDCG@20", "Hit@20", "epochs", "s/epoch"]
+
+
+def cmd_train(args, overrides) -> int:
+    from freqd.quick_start import run_freqd
+
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    result = run_freqd(
+        args.model, args.dataset, config_file_list=args.config, config_dict=overrides, resume=args.resume
+    )
+    print(_table([summary_row(result["model"], result)], SUMMARY_COLUMNS))
+    print(f"checkpoint: {result['checkpoint']}\nresults:    {result['run_dir']}/results.json")
+    return 0
+
+
+def cmd_quickstart(args, overrides) -> int:
+    """Teacher, then a small student from scratch, on one dataset; prints the comparison."""
+    from freqd.quick_start import run_freqd
+
+    base = {"seed": args.seed if args.seed is not None else 2020, **overrides}
+    runs = []
+    for label, size in (("teacher", args.teacher_size), ("student (scratch)", args.student_size)):
+        print(f"== training {label}: {args.model} d={size} on {args.dataset}", flush=True)
+        result = run_freqd(
+            args.model, args.dataset, config_file_list=args.config, config_dict={**base, "embedding_size": size}
+        )
+        runs.append((label, result))
+    rows = [summary_row(f"{label}: {r['model']}", r) for label, r in runs]
+    teacher, student = runs[0][1], runs[1][1]
+    print()
+    print(_table(rows, SUMMARY_COLUMNS))
+    ratio = teacher["n_parameters"] / student["n_parameters"]
+    print(f"\nstudent keeps {student['test_result']['ndcg@20'] / teacher['test_result']['ndcg@20']:.1%} of the "
+          f"teacher's NDCG@20 with {ratio:.0f}x fewer parameters ({args.dataset}, protocol={teacher['protocol']}).")
+    return 0
+
+
+def cmd_datasets(args, overrides) -> int:
+    from freqd.datasets import known_datasets, prepare_dataset
+
+    if args.action == "list":
+        for name in sorted(known_datasets()):
+            print(name)
+        return 0
+    for name in args.names:
+        prepared = prepare_dataset(name, out_root=args.out, seed=args.seed if args.seed is not None else 2020)
+        print(json.dumps(prepared))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="freqd",
+        description="Compress recommenders by knowledge distillation, on RecBole 1.2.1.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, model_default: str | None) -> None:
+        p.add_argument("--model", default=model_default, required=model_default is None,
+                       help="backbone: BPR or LightGCN (or any RecBole general recommender)")
+        p.add_argument("--dataset", default="ml-100k",
+                       help="ml-100k (bundled), a named dataset (see 'freqd datasets list') or "
+                            "atomic files under <data_path>/<dataset>/")
+        p.add_argument("--config", action="append", default=[], metavar="YAML",
+                       help="YAML config file; repeatable, later files override earlier ones")
+        p.add_argument("--seed", type=int, default=None, help="random seed (RecBole's 'seed')")
+
+    train = sub.add_parser("train", help="train and evaluate one model", epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(train, None)
+    train.add_argument("--resume", metavar="PTH", help="continue from a checkpoint in saved/")
+    train.set_defaults(func=cmd_train)
+
+    quick = sub.add_parser("quickstart", help="teacher + small student on one dataset, side by side",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(quick, "BPR")
+    quick.add_argument("--teacher-size", dest="teacher_size", type=int, default=300)
+    quick.add_argument("--student-size", dest="student_size", type=int, default=20)
+    quick.set_defaults(func=cmd_quickstart)
+
+    data = sub.add_parser("datasets", help="list or prepare the named datasets (../shared/data)")
+    data.add_argument("action", choices=["list", "prepare"])
+    data.add_argument("names", nargs="*", help="dataset names for 'prepare'")
+    data.add_argument("--out", default="dataset", help="folder for the atomic files (RecBole's data_path)")
+    data.add_argument("--seed", type=int, default=None, help="split seed")
+    data.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = parse_overrides(extra)
+    _quiet_known_warnings()
+    import freqd  # noqa: F401  (compat shims before RecBole)
+
+    try:
+        return args.func(args, overrides)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"freqd: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

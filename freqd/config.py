@@ -1,0 +1,61 @@
+"""``freqd.Config``: RecBole's Config, with freqd's models and defaults and no ``sys.argv`` parsing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from recbole.config import Config as _RecBoleConfig
+
+PROPERTIES = Path(__file__).parent / "properties"
+PROTOCOLS = ("recbole", "reference")
+
+
+class Config(_RecBoleConfig):
+    """A RecBole ``Config`` that resolves freqd's own models first and layers freqd's defaults.
+
+    Differences from RecBole's, each deliberate:
+
+    * ``sys.argv`` is never read. RecBole injects every ``--key=value`` of the running process
+      with the highest priority, so pytest's or the ``freqd`` CLI's own flags leaked into the
+      config. Pass overrides through ``config_dict`` (the CLI does this for you).
+    * ``model`` may be a freqd name (``"bpr"``, ``"LightGCN"``) or a class; the defaults in
+      ``freqd/properties/overall.yaml`` and ``freqd/properties/model/<Model>.yaml`` are layered
+      above RecBole's.
+    """
+
+    def __init__(
+        self,
+        model: str | type | None = None,
+        dataset: str | None = None,
+        config_file_list: list[str] | None = None,
+        config_dict: dict[str, Any] | None = None,
+    ) -> None:
+        for file in config_file_list or []:
+            if not os.path.isfile(file):
+                raise FileNotFoundError(f"config file not found: {file}")
+        super().__init__(model, dataset, config_file_list, dict(config_dict or {}))
+        protocol = self.final_config_dict.get("protocol", "recbole")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS}")
+
+    def _load_cmd_line(self) -> dict:
+        return {}
+
+    def _get_model_and_dataset(self, model, dataset):
+        from freqd.models import get_model
+
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError("model must be given as an argument, in a config file or config_dict")
+        if isinstance(model, str):
+            model = get_model(model)
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset) -> None:
+        super()._load_internal_config_dict(model, model_class, dataset)
+        for file in (PROPERTIES / "overall.yaml", PROPERTIES / "model" / f"{model}.yaml"):
+            if file.is_file():
+                self._update_internal_config_dict(str(file))

@@ -1,0 +1,72 @@
+"""Shared base of freqd's backbones: user/item embedding tables scored by inner product."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.init import xavier_normal_initialization, xavier_uniform_initialization
+from recbole.model.loss import BPRLoss
+from recbole.utils import InputType
+
+_INITIALISERS = {"xavier_normal": xavier_normal_initialization, "xavier_uniform": xavier_uniform_initialization}
+
+
+class EmbeddingRecommender(GeneralRecommender):
+    """Inner-product recommender over ``user_embedding``/``item_embedding`` (RecBole's names).
+
+    Subclasses define :meth:`embeddings`, the final (user, item) tables used for scoring; for
+    BPR-MF they are the ID tables, for LightGCN the propagated ones. Distillers read the same
+    method, so every backbone can be a teacher or a student at any ``embedding_size``.
+    Full-sort evaluation caches the final tables until the model is trained again.
+    """
+
+    input_type = InputType.PAIRWISE
+    default_init = "xavier_normal"
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        self.embedding_size = int(config["embedding_size"])
+        if self.embedding_size <= 0:
+            raise ValueError(f"embedding_size must be positive, got {self.embedding_size}")
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
+        self.loss = BPRLoss()
+        self._cache: tuple[Tensor, Tensor] | None = None
+
+    def reset_parameters(self, init_std: float | None) -> None:
+        """RecBole's initialiser for this backbone, or N(0, init_std²) as in the reference code."""
+        if init_std is None:
+            self.apply(_INITIALISERS[self.default_init])
+        else:
+            for table in (self.user_embedding, self.item_embedding):
+                nn.init.normal_(table.weight, std=float(init_std))
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final user and item tables, differentiable w.r.t. the parameters."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    @torch.no_grad()
+    def cached_embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final tables without gradients, computed once per evaluation."""
+        if self._cache is None:
+            self._cache = tuple(t.detach() for t in self.embeddings())
+        return self._cache
+
+    def bpr_loss(self, user: Tensor, pos: Tensor, neg: Tensor, user_all: Tensor, item_all: Tensor) -> Tensor:
+        u = user_all[user]
+        pos_score = torch.mul(u, item_all[pos]).sum(dim=1)
+        neg_score = torch.mul(u, item_all[neg]).sum(dim=1)
+        return self.loss(pos_score, neg_score)
+
+    def predict(self, interaction) -> Tensor:
+        user_all, item_all = self.cached_embeddings() if not self.training else self.embeddings()
+        return torch.mul(user_all[interaction[self.USER_ID]], item_all[interaction[self.ITEM_ID]]).sum(dim=1)
+
+    def full_sort_predict(self, interaction) -> Tensor:
+        user_all, item_all = self.cached_embeddings()
+        return torch.matmul(user_all[interaction[self.USER_ID]], item_all.T).view(-1)

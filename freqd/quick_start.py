@@ -1,0 +1,169 @@
+"""``run_freqd``: train and evaluate one model with RecBole's pipeline (the ``run_recbole`` twin).
+
+Never imports ``recbole.quick_start`` (it imports ray, which breaks on setuptools >= 82 and
+numpy 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from recbole.data import create_dataset
+from recbole.utils import init_logger, init_seed
+
+import freqd
+from freqd._compat import atomic_write_text
+from freqd.config import Config
+from freqd.evaluation import build_dataloaders
+from freqd.evaluation.protocol import n_real_users
+from freqd.models import get_model
+from freqd.trainers import FreqdTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def dataset_fingerprint(train_dataset) -> str:
+    """sha1 of the training (user, item) tokens: identifies the data a checkpoint was trained on."""
+    inter = train_dataset.inter_feat
+    users = train_dataset.id2token(train_dataset.uid_field, inter[train_dataset.uid_field].numpy())
+    items = train_dataset.id2token(train_dataset.iid_field, inter[train_dataset.iid_field].numpy())
+    pairs = sorted(zip(users.tolist(), items.tolist()))
+    return hashlib.sha1(repr(pairs).encode()).hexdigest()
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def dataset_config(dataset: str, config_dict: dict[str, Any]) -> dict[str, Any]:
+    """Config entries that load ``dataset``: a named freqd dataset is prepared as atomic files."""
+    if dataset == "ml-100k":  # bundled in the recbole wheel; RecBole redirects data_path itself
+        return config_dict
+    from freqd.datasets import check_atomic_file, known_datasets, prepare_dataset
+
+    if dataset in known_datasets():
+        prepared = prepare_dataset(
+            dataset,
+            out_root=config_dict.get("data_path", "dataset"),
+            seed=int(config_dict.get("split_seed", 2020)),
+        )
+        return {**prepared, **{k: v for k, v in config_dict.items() if k != "data_path"}}
+    folder = Path(config_dict.get("data_path", "dataset")) / dataset
+    files = sorted(folder.glob(f"{dataset}*.inter")) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(
+            f"dataset {dataset!r}: no atomic files {folder}/{dataset}*.inter and not one of the named "
+            f"datasets {sorted(known_datasets())}"
+        )
+    for file in files:
+        check_atomic_file(file)
+    return dict(config_dict)
+
+
+def _versions() -> dict[str, str]:
+    import recbole
+    import torch_geometric
+
+    return {
+        "freqd": freqd.__version__,
+        "recbole": recbole.__version__,
+        "torch": torch.__version__,
+        "torch_geometric": torch_geometric.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def run_freqd(
+    model: str | type,
+    dataset: str = "ml-100k",
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    saved: bool = True,
+    resume: str | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` on ``dataset``, evaluate the best-validation checkpoint on test.
+
+    Returns ``run_recbole``'s dict (best_valid_score, valid_score_bigger, best_valid_result,
+    test_result) plus the run's bookkeeping (checkpoint, results files, sizes, timings), and
+    writes it to ``<results_dir>/<run name>/results.json`` next to ``metrics.csv``.
+    """
+    config_dict = dataset_config(dataset, dict(config_dict or {}))
+    config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = build_dataloaders(config, data)
+
+    init_seed(config["seed"], config["reproducibility"])
+    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    n_params = count_parameters(net)
+    logger.info(f"{config['model']}: {n_params:,} trainable parameters")
+
+    run_name = f"{config['model']}-{config['dataset']}-d{config['embedding_size']}-s{config['seed']}-{datetime.now():%Y%m%d-%H%M%S-%f}"
+    run_dir = Path(config["results_dir"]) / run_name
+    metadata = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "n_users": net.n_users,
+        "n_items": net.n_items,
+        "n_real_users": n_real_users(data),
+        "embedding_size": config["embedding_size"],
+        "data_fingerprint": dataset_fingerprint(train_data._dataset),
+        "protocol": config["protocol"],
+    }
+    trainer = FreqdTrainer(config, net, metadata=metadata, metrics_path=run_dir / "metrics.csv")
+    if resume:
+        trainer.resume_checkpoint(resume)
+    show_progress = bool(config["show_progress"])
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=show_progress
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
+    logger.info(f"best valid: {best_valid_result}")
+    logger.info(f"test result: {test_result}")
+
+    history = trainer.history
+    train_seconds = [r["train_seconds"] for r in history]
+    valid_seconds = [r["valid_seconds"] for r in history if "valid_seconds" in r]
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "protocol": config["protocol"],
+        "seed": config["seed"],
+        "embedding_size": config["embedding_size"],
+        "n_parameters": n_params,
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "epochs_run": len(history),
+        "train_seconds_per_epoch": float(np.mean(train_seconds)) if train_seconds else None,
+        "valid_seconds_per_eval": float(np.mean(valid_seconds)) if valid_seconds else None,
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "run_dir": str(run_dir),
+        "config": {k: config[k] for k in sorted(config.final_config_dict) if k not in ("device",)},
+        "versions": _versions(),
+    }
+    result = _jsonable(result)
+    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    return result

@@ -1,0 +1,123 @@
+"""``FreqdTrainer``: RecBole's Trainer with safe checkpoint I/O, named protocols and run records."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from freqd._compat import atomic_torch_save, atomic_write_text, load_checkpoint
+from freqd.evaluation.protocol import rescale_to_all_users
+
+
+class FreqdTrainer(Trainer):
+    """RecBole's ``Trainer``, changed where RecBole 1.2.1 breaks or loses information.
+
+    * Checkpoints are RecBole's dict (so RecBole tools read them) plus a ``freqd`` metadata entry
+      (model, dataset, sizes, training-data fingerprint), written atomically; reloads use
+      :func:`freqd.load_checkpoint` (torch >= 2.6 cannot weights-only-load RecBole's pickles).
+    * ``protocol: reference`` rescales metrics to an average over all users.
+    * Every epoch's losses, timings and validation metrics are kept in :attr:`history` and, with
+      ``metrics_path`` set, rewritten to a CSV after each epoch.
+    """
+
+    def __init__(self, config, model, metadata: dict[str, Any] | None = None, metrics_path: str | Path | None = None):
+        super().__init__(config, model)
+        self.metadata = dict(metadata or {})
+        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.history: list[dict[str, Any]] = []
+        self.n_all_users: int | None = self.metadata.get("n_real_users")
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "freqd": self.metadata,
+        }
+        atomic_torch_save(state, saved_model_file, pickle_protocol=4)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def resume_checkpoint(self, resume_file):
+        """Continue training from a checkpoint written by this trainer (or RecBole's)."""
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            raise ValueError(
+                f"{resume_file} holds a {checkpoint['config']['model']} model, not {self.config['model']}"
+            )
+        self.saved_model_file = str(resume_file)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        start = perf_counter()
+        result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        self.last_eval_seconds = perf_counter() - start
+        if self.config["protocol"] == "reference":
+            n_users = self.n_all_users or eval_data._dataset.user_num - 1
+            result = rescale_to_all_users(result, eval_data, n_users)
+        return result
+
+    # -- per-epoch records -------------------------------------------------------------------
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        start = perf_counter()
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        record = {"epoch": epoch_idx, "train_seconds": perf_counter() - start}
+        parts = loss if isinstance(loss, tuple) else (loss,)
+        record["train_loss"] = float(sum(parts))
+        if isinstance(loss, tuple):
+            record.update({f"train_loss_{i}": float(p) for i, p in enumerate(parts)})
+        self.history.append(record)
+        self._write_metrics()
+        return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        if self.history:
+            record = self.history[-1]
+            record["valid_seconds"] = self.last_eval_seconds
+            record.update({f"valid_{k}": float(v) for k, v in valid_result.items()})
+            for key, value in valid_result.items():
+                self.tensorboard.add_scalar(f"Valid/{key}", value, record["epoch"])
+            self._write_metrics()
+        return valid_score, valid_result
+
+    def _write_metrics(self) -> None:
+        if self.metrics_path is None or not self.history:
+            return
+        columns: list[str] = []
+        for record in self.history:
+            columns += [key for key in record if key not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(self.metrics_path, buffer.getvalue())

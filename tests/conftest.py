@@ -1,0 +1,39 @@
+"""Shared fixtures: every test runs in its own folder (RecBole writes log/, saved/ there)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+import freqd  # noqa: F401  (compat shims first)
+
+FAST = {"show_progress": False, "state": "ERROR", "epochs": 2, "use_gpu": False}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture
+def fast_config() -> dict:
+    return dict(FAST)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def argv_with_flags(monkeypatch):
+    """A process argv full of flags, like pytest's or the freqd CLI's own."""
+    monkeypatch.setattr(sys, "argv", ["prog", "--epochs=1", "--tb=short", "--embedding_size=3"])

@@ -1,0 +1,93 @@
+"""Each RecBole-on-modern-stack workaround, with a test that fails without it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from freqd import load_checkpoint
+from freqd.config import Config
+
+
+def test_numpy2_aliases_let_recbole_config_build():
+    # RecBole's Config.compatibility_settings reads np.float_ (removed in numpy 2).
+    assert np.float_ is np.float64
+    config = Config(model="BPR", dataset="ml-100k", config_dict={"use_gpu": False})
+    assert config["model"] == "BPR"
+
+
+def test_config_ignores_process_argv(argv_with_flags):
+    config = Config(model="BPR", dataset="ml-100k", config_dict={"epochs": 7, "use_gpu": False})
+    assert config["epochs"] == 7
+    assert config["tb"] is None
+    assert config["embedding_size"] == 64
+
+
+def test_stock_recbole_config_does_read_argv(argv_with_flags):
+    """The behaviour we guard against: stock RecBole lets argv beat config_dict."""
+    from recbole.config import Config as RecBoleConfig
+
+    config = RecBoleConfig(model="BPR", dataset="ml-100k", config_dict={"epochs": 7, "use_gpu": False})
+    assert config["epochs"] == 1 and config["tb"] == "short"
+
+
+def test_freqd_never_imports_ray_or_quick_start():
+    code = (
+        "import sys, freqd, freqd.cli, freqd.quick_start, freqd.trainers, freqd.models;"
+        "bad = [m for m in ('ray', 'recbole.quick_start') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_import_freqd_does_not_change_torch_load_default(tmp_path, monkeypatch):
+    """A user's own torch.load keeps torch's weights_only default (no process-wide switch)."""
+    import os
+
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+    path = tmp_path / "obj.pt"
+    torch.save({"when": np.float64(1.0)}, path, pickle_protocol=4)
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+        torch.load(path)
+
+
+def test_load_checkpoint_reads_recbole_pickles(tmp_path):
+    config = Config(model="BPR", dataset="ml-100k", config_dict={"use_gpu": False})
+    path = tmp_path / "ckpt.pth"
+    torch.save({"config": config, "state_dict": {"w": torch.ones(2)}}, path, pickle_protocol=4)
+    with pytest.raises(Exception):
+        torch.load(path)  # what RecBole's Trainer.evaluate does on torch >= 2.6
+    assert load_checkpoint(path)["config"]["model"] == "BPR"
+
+
+@pytest.mark.parametrize("content, message", [(b"not a checkpoint", "cannot read"), (None, "not found")])
+def test_load_checkpoint_errors_name_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.pth"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as info:
+        load_checkpoint(path)
+    assert "bad.pth" in str(info.value)
+
+
+def test_get_model_resolves_freqd_lightgcn_not_recboles():
+    """RecBole's LightGCN builds its graph with dok_matrix._update (gone in scipy >= 1.13)."""
+    from freqd.models import LightGCN, get_model
+
+    for name in ("LightGCN", "lightgcn", "light_gcn", "Light-GCN"):
+        assert get_model(name) is LightGCN
+
+
+def test_unknown_model_is_a_value_error_not_lightgbm():
+    from freqd.models import get_model
+
+    with pytest.raises(ValueError, match="unknown model 'NoSuchNet'"):
+        get_model("NoSuchNet")
+    from recbole.model.general_recommender import ItemKNN
+
+    assert get_model("itemknn") is ItemKNN
