@@ -115,10 +115,10 @@ def cmd_quickstart(args, overrides) -> int:
 
 
 def cmd_datasets(args, overrides) -> int:
-    from freqd.datasets import known_datasets, prepare_dataset
+    from freqd.datasets import KNOWN_DATASETS, prepare_dataset
 
     if args.action == "list":
-        for name in sorted(known_datasets()):
+        for name in KNOWN_DATASETS:
             print(name)
         return 0
     for name in args.names:

@@ -19,7 +19,7 @@ from recbole.data import create_dataset
 from recbole.utils import init_logger, init_seed
 
 import freqd
-from freqd._compat import atomic_write_text
+from freqd.io import atomic_write_text
 from freqd.config import Config
 from freqd.evaluation import build_dataloaders
 from freqd.evaluation.protocol import n_real_users
@@ -46,9 +46,9 @@ def dataset_config(dataset: str, config_dict: dict[str, Any]) -> dict[str, Any]:
     """Config entries that load ``dataset``: a named freqd dataset is prepared as atomic files."""
     if dataset == "ml-100k":  # bundled in the recbole wheel; RecBole redirects data_path itself
         return config_dict
-    from freqd.datasets import check_atomic_file, known_datasets, prepare_dataset
+    from freqd.datasets import KNOWN_DATASETS, check_atomic_file, prepare_dataset
 
-    if dataset in known_datasets():
+    if dataset in KNOWN_DATASETS:
         prepared = prepare_dataset(
             dataset,
             out_root=config_dict.get("data_path", "dataset"),
@@ -60,7 +60,7 @@ def dataset_config(dataset: str, config_dict: dict[str, Any]) -> dict[str, Any]:
     if not files:
         raise FileNotFoundError(
             f"dataset {dataset!r}: no atomic files {folder}/{dataset}*.inter and not one of the named "
-            f"datasets {sorted(known_datasets())}"
+            f"datasets {list(KNOWN_DATASETS)}"
         )
     for file in files:
         check_atomic_file(file)

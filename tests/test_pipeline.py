@@ -35,7 +35,7 @@ def test_bpr_matches_stock_recbole_metrics():
 
     settings = {"epochs": 3, "show_progress": False, "state": "ERROR", "use_gpu": False, "embedding_size": 32,
                 "metrics": ["Recall", "NDCG", "Hit"], "topk": [10, 20], "valid_metric": "NDCG@20",
-                "metric_decimal_place": 6}
+                "metric_decimal_place": 6, "fused_optimizer": False}
     config = RecBoleConfig(model="BPR", dataset="ml-100k", config_dict=dict(settings))
     init_seed(config["seed"], config["reproducibility"])
     data = create_dataset(config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization, xavier_uniform_initialization
 from recbole.model.loss import BPRLoss
@@ -58,9 +59,10 @@ class EmbeddingRecommender(GeneralRecommender):
         return self._cache
 
     def bpr_loss(self, user: Tensor, pos: Tensor, neg: Tensor, user_all: Tensor, item_all: Tensor) -> Tensor:
-        u = user_all[user]
-        pos_score = torch.mul(u, item_all[pos]).sum(dim=1)
-        neg_score = torch.mul(u, item_all[neg]).sum(dim=1)
+        # F.embedding's backward is a dense scatter, several times faster on CPU than indexing's.
+        u = F.embedding(user, user_all)
+        pos_score = torch.mul(u, F.embedding(pos, item_all)).sum(dim=1)
+        neg_score = torch.mul(u, F.embedding(neg, item_all)).sum(dim=1)
         return self.loss(pos_score, neg_score)
 
     def predict(self, interaction) -> Tensor:

@@ -8,10 +8,12 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from freqd._compat import atomic_torch_save, atomic_write_text, load_checkpoint
+from freqd._compat import load_checkpoint
+from freqd.io import atomic_torch_save, atomic_write_text
 from freqd.evaluation.protocol import rescale_to_all_users
 
 
@@ -32,6 +34,25 @@ class FreqdTrainer(Trainer):
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self.history: list[dict[str, Any]] = []
         self.n_all_users: int | None = self.metadata.get("n_real_users")
+
+    # -- optimiser ---------------------------------------------------------------------------
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimiser; Adam/AdamW use torch's fused kernel unless ``fused_optimizer: False``.
+
+        Same update rule (coupled L2 for ``adam``), about 3x faster per step on CPU for large
+        embedding tables (the step touches every row: dense embedding gradients).
+        """
+        learner = kwargs.get("learner", self.learner)
+        if learner.lower() not in ("adam", "adamw") or self.config["fused_optimizer"] is False:
+            return super()._build_optimizer(**kwargs)
+        params = list(kwargs.get("params", self.model.parameters()))
+        cls = torch.optim.Adam if learner.lower() == "adam" else torch.optim.AdamW
+        return cls(
+            params,
+            lr=kwargs.get("learning_rate", self.learning_rate),
+            weight_decay=kwargs.get("weight_decay", self.weight_decay),
+            fused=True,
+        )
 
     # -- checkpoints -------------------------------------------------------------------------
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):

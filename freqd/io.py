@@ -1,0 +1,42 @@
+"""Atomic file writes: readers never see a half-written file, an interrupted write keeps the old one."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to a temporary file in the target folder, fsync, then ``os.replace`` it.
+
+    The file gets the usual permissions (0o666 minus the umask), unlike ``mkstemp``'s 0o600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """``torch.save`` into memory, then an atomic write: never a torn checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, **kwargs)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,62 @@
+"""The ``freqd`` command: help, overrides, errors, and one real (tiny) training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from freqd.cli import build_parser, main, parse_overrides
+
+
+def test_help_lists_subcommands_and_override_syntax(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("train", "quickstart", "datasets", "--key=value", "--embedding_size=20"):
+        assert word in out
+
+
+def test_overrides_are_key_value_strings():
+    assert parse_overrides(["--epochs=3", "--eval_args={'mode': 'full'}"]) == {
+        "epochs": "3", "eval_args": "{'mode': 'full'}"}
+
+
+@pytest.mark.parametrize("token", ["--epochs", "epochs=3", "--=3"])
+def test_malformed_override_is_rejected(token):
+    with pytest.raises(SystemExit, match="--key=value"):
+        parse_overrides([token])
+
+
+def test_train_runs_and_prints_table(capsys, fast_config):
+    args = ["train", "--model", "bpr", "--dataset", "ml-100k", "--seed", "3"]
+    args += [f"--{k}={v}" for k, v in {**fast_config, "embedding_size": 8, "epochs": 1}.items()]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| BPR | 8 |" in out
+    results = next(Path("results").glob("*/results.json"))
+    stored = json.loads(results.read_text())
+    assert stored["seed"] == 3 and stored["embedding_size"] == 8 and stored["epochs_run"] == 1
+
+
+def test_unknown_model_exits_2_with_message(capsys):
+    assert main(["train", "--model", "NoSuchNet", "--use_gpu=False"]) == 2
+    assert "unknown model 'NoSuchNet'" in capsys.readouterr().err
+
+
+def test_unknown_dataset_names_the_folder(capsys):
+    assert main(["train", "--model", "BPR", "--dataset", "nowhere", "--use_gpu=False"]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "gowalla" in err
+
+
+def test_datasets_list(capsys):
+    assert main(["datasets", "list"]) == 0
+    assert capsys.readouterr().out.split() == ["citeulike-t", "citeulike-t-kds", "gowalla", "ml-100k", "ml-1m"]
+
+
+def test_quickstart_parser_defaults():
+    args = build_parser().parse_args(["quickstart"])
+    assert (args.model, args.dataset, args.teacher_size, args.student_size) == ("BPR", "ml-100k", 300, 20)
