@@ -92,6 +92,81 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _setup(model, dataset, config_file_list, config_dict):
+    """Config, dataset and loaders, seeded exactly as ``run_recbole`` does."""
+    config_dict = dataset_config(dataset, dict(config_dict or {}))
+    config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    data = create_dataset(config)
+    logger.info(data)
+    return config, data, build_dataloaders(config, data)
+
+
+def _build_model(config, train_data):
+    init_seed(config["seed"], config["reproducibility"])
+    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(f"{config['model']}: {count_parameters(net):,} trainable parameters")
+    return net
+
+
+def _run_dir(config, tag: str = "") -> Path:
+    name = f"{config['model']}{tag}-{config['dataset']}-d{config['embedding_size']}-s{config['seed']}"
+    return Path(config["results_dir"]) / f"{name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
+
+
+def _metadata(config, net, data, train_data) -> dict[str, Any]:
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "n_users": net.n_users,
+        "n_items": net.n_items,
+        "n_real_users": n_real_users(data),
+        "embedding_size": config["embedding_size"],
+        "data_fingerprint": dataset_fingerprint(train_data._dataset),
+        "protocol": config["protocol"],
+    }
+
+
+def _fit_and_report(config, trainer, net, loaders, run_dir: Path, saved: bool, resume: str | None,
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fit, evaluate the best checkpoint on test, write results.json; return the result dict."""
+    train_data, valid_data, test_data = loaders
+    if resume:
+        trainer.resume_checkpoint(resume)
+    show_progress = bool(config["show_progress"])
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved, show_progress=show_progress)
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
+    logger.info(f"best valid: {best_valid_result}")
+    logger.info(f"test result: {test_result}")
+    history = trainer.history
+    train_seconds = [r["train_seconds"] for r in history]
+    valid_seconds = [r["valid_seconds"] for r in history if "valid_seconds" in r]
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "protocol": config["protocol"],
+        "seed": config["seed"],
+        "embedding_size": config["embedding_size"],
+        "n_parameters": count_parameters(net),
+        **(extra or {}),
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "epochs_run": len(history),
+        "train_seconds_per_epoch": float(np.mean(train_seconds)) if train_seconds else None,
+        "valid_seconds_per_eval": float(np.mean(valid_seconds)) if valid_seconds else None,
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "run_dir": str(run_dir),
+        "config": {k: config[k] for k in sorted(config.final_config_dict) if k != "device"},
+        "versions": _versions(),
+    }
+    result = _jsonable(result)
+    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def run_freqd(
     model: str | type,
     dataset: str = "ml-100k",
@@ -106,64 +181,45 @@ def run_freqd(
     test_result) plus the run's bookkeeping (checkpoint, results files, sizes, timings), and
     writes it to ``<results_dir>/<run name>/results.json`` next to ``metrics.csv``.
     """
-    config_dict = dataset_config(dataset, dict(config_dict or {}))
-    config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    data = create_dataset(config)
-    logger.info(data)
-    train_data, valid_data, test_data = build_dataloaders(config, data)
+    config, data, loaders = _setup(model, dataset, config_file_list, config_dict)
+    net = _build_model(config, loaders[0])
+    run_dir = _run_dir(config)
+    trainer = FreqdTrainer(config, net, metadata=_metadata(config, net, data, loaders[0]),
+                           metrics_path=run_dir / "metrics.csv")
+    return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume)
 
-    init_seed(config["seed"], config["reproducibility"])
-    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    n_params = count_parameters(net)
-    logger.info(f"{config['model']}: {n_params:,} trainable parameters")
 
-    run_name = f"{config['model']}-{config['dataset']}-d{config['embedding_size']}-s{config['seed']}-{datetime.now():%Y%m%d-%H%M%S-%f}"
-    run_dir = Path(config["results_dir"]) / run_name
-    metadata = {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "n_users": net.n_users,
-        "n_items": net.n_items,
-        "n_real_users": n_real_users(data),
-        "embedding_size": config["embedding_size"],
-        "data_fingerprint": dataset_fingerprint(train_data._dataset),
-        "protocol": config["protocol"],
-    }
-    trainer = FreqdTrainer(config, net, metadata=metadata, metrics_path=run_dir / "metrics.csv")
-    if resume:
-        trainer.resume_checkpoint(resume)
-    show_progress = bool(config["show_progress"])
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=show_progress
-    )
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
-    logger.info(f"best valid: {best_valid_result}")
-    logger.info(f"test result: {test_result}")
+def run_distill(
+    teacher: str,
+    student: str | type = "BPR",
+    kd: str = "FreqD",
+    dataset: str | None = None,
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    saved: bool = True,
+    resume: str | None = None,
+) -> dict[str, Any]:
+    """Distil the frozen teacher checkpoint ``teacher`` into a new ``student`` with distiller ``kd``.
 
-    history = trainer.history
-    train_seconds = [r["train_seconds"] for r in history]
-    valid_seconds = [r["valid_seconds"] for r in history if "valid_seconds" in r]
-    result = {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "protocol": config["protocol"],
-        "seed": config["seed"],
-        "embedding_size": config["embedding_size"],
-        "n_parameters": n_params,
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-        "epochs_run": len(history),
-        "train_seconds_per_epoch": float(np.mean(train_seconds)) if train_seconds else None,
-        "valid_seconds_per_eval": float(np.mean(valid_seconds)) if valid_seconds else None,
-        "checkpoint": trainer.saved_model_file if saved else None,
-        "run_dir": str(run_dir),
-        "config": {k: config[k] for k in sorted(config.final_config_dict) if k not in ("device",)},
-        "versions": _versions(),
-    }
-    result = _jsonable(result)
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2) + "\n")
-    return result
+    The dataset defaults to the teacher's. The teacher is checked against the data before any
+    training (:func:`freqd.distillers.load_teacher`); the student's checkpoint holds the student
+    alone and serves like any BPR/LightGCN checkpoint.
+    """
+    from freqd._compat import load_checkpoint
+    from freqd.distillers import get_distiller, load_teacher
+    from freqd.trainers import DistillTrainer
+
+    distiller_cls = get_distiller(kd)
+    if dataset is None:
+        dataset = load_checkpoint(teacher)["config"]["dataset"]
+    config, data, loaders = _setup(student, dataset, config_file_list, config_dict)
+    teacher_model = load_teacher(teacher, config, loaders[0]._dataset)
+    net = _build_model(config, loaders[0])
+    distiller = distiller_cls(config, teacher_model, net, loaders[0]._dataset)
+    run_dir = _run_dir(config, tag=f"-{distiller_cls.name}")
+    metadata = {**_metadata(config, net, data, loaders[0]), "kd": distiller_cls.name, "teacher": str(teacher),
+                "teacher_model": teacher_model.__class__.__name__, "teacher_embedding_size": teacher_model.embedding_size}
+    trainer = DistillTrainer(config, net, distiller, metadata=metadata, metrics_path=run_dir / "metrics.csv")
+    extra = {"kd": distiller_cls.name, "kd_weight": config["kd_weight"], "teacher": str(teacher),
+             "teacher_model": metadata["teacher_model"], "teacher_embedding_size": teacher_model.embedding_size}
+    return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, extra)

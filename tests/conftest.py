@@ -15,7 +15,6 @@ FAST = {"show_progress": False, "state": "ERROR", "epochs": 2, "use_gpu": False}
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    torch.set_num_threads(2)
     yield
 
 

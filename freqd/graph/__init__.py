@@ -1,5 +1,23 @@
-"""Graph and spectral utilities: normalised adjacencies and sparse propagation."""
+"""Graph and spectral utilities: normalised adjacencies, co-occurrence graphs, polynomial filters."""
 
 from freqd.graph.adjacency import bipartite_edge_index, normalized_adjacency, sym_spmm
+from freqd.graph.cooccurrence import cooccurrence_adjacency
+from freqd.graph.filters import SCHEDULES, PolynomialFilter, alpha_schedule, edge_dropout
+from freqd.graph.local import filter_rows, k_hop
+from freqd.graph.spectral import laplacian_eigh, per_frequency_losses, rayleigh_quotients
 
-__all__ = ["bipartite_edge_index", "normalized_adjacency", "sym_spmm"]
+__all__ = [
+    "SCHEDULES",
+    "PolynomialFilter",
+    "alpha_schedule",
+    "bipartite_edge_index",
+    "cooccurrence_adjacency",
+    "edge_dropout",
+    "filter_rows",
+    "k_hop",
+    "laplacian_eigh",
+    "normalized_adjacency",
+    "per_frequency_losses",
+    "rayleigh_quotients",
+    "sym_spmm",
+]

@@ -33,6 +33,7 @@ class FreqdTrainer(Trainer):
         self.metadata = dict(metadata or {})
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self.history: list[dict[str, Any]] = []
+        self.loss_names: list[str] | None = None
         self.n_all_users: int | None = self.metadata.get("n_real_users")
 
     # -- optimiser ---------------------------------------------------------------------------
@@ -115,7 +116,8 @@ class FreqdTrainer(Trainer):
         parts = loss if isinstance(loss, tuple) else (loss,)
         record["train_loss"] = float(sum(parts))
         if isinstance(loss, tuple):
-            record.update({f"train_loss_{i}": float(p) for i, p in enumerate(parts)})
+            names = self.loss_names or [f"train_loss_{i}" for i in range(len(parts))]
+            record.update({name: float(p) for name, p in zip(names, parts)})
         self.history.append(record)
         self._write_metrics()
         return loss

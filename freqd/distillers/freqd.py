@@ -1,0 +1,243 @@
+"""FreqD: feature distillation with graph-frequency reweighting (freqd-method.md §5–§11).
+
+Loss on a batch of (user, positive, negative) triples, with B_U, B_+, B_− the unique users,
+positives and negatives:
+
+    L = [ ℓ_U(B_U) + ½ (ℓ_I(B_+) + ℓ_I(B_−)) ] / B,   ℓ(S) = Σ_{e∈S} dist([H·P(S)]_e, [H·T]_e)
+
+with H = h(L) a polynomial filter on the chosen graph, P the projector and T the frozen
+teacher's final tables. Dividing the reference's sum by the number of triples B keeps reference
+``kd_weight`` values valid next to RecBole's mean BPR loss. For squared L2 over all rows this is
+Σ_k h(λ_k)² ‖u_kᵀ(P(S) − T)‖² (tested against eigendecompositions), so α = 0 is plain feature
+distillation.
+
+Only the batch rows and their K-hop neighbourhoods are touched per step (``filter_rows``); with
+a bias-free linear projector the filter runs in the student's d_S dimensions and only batch rows
+are projected (H·P(S) = P(H·S)); otherwise the projector runs once on the K-hop node set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from freqd.distillers.base import Distiller
+from freqd.distillers.projectors import PROJECTORS, build_projector
+from freqd.distillers.teacher import teacher_tables
+from freqd.graph import (
+    SCHEDULES,
+    PolynomialFilter,
+    alpha_schedule,
+    bipartite_edge_index,
+    cooccurrence_adjacency,
+    filter_rows,
+    normalized_adjacency,
+    rayleigh_quotients,
+)
+
+GRAPHS = ("bipartite", "cooccurrence")
+DISTANCES = ("mse", "cosine")
+
+
+@dataclass(frozen=True)
+class FreqDSettings:
+    """FreqD's config keys (flat, RecBole-style), with defaults and validation.
+
+    ``freqd_graph``: ``bipartite`` user–item graph on [users; items] (paper-era) or separate
+    top-``freqd_topk`` ``cooccurrence`` user–user / item–item graphs (current reference).
+    ``freqd_order``: 1 → h(λ) = 1 − αλ; 2 → h(λ) = (1 − αλ)²; ``freqd_coefficients`` [a0, a1, a2]
+    overrides both with h(λ) = a0 + a1 λ + a2 λ². ``freqd_schedule`` moves α over epochs
+    (const, cos, linear, reverse) from ``freqd_alpha`` to ``freqd_alpha_end`` in
+    ``freqd_schedule_epochs``. ``freqd_keep_prob`` < 1 is edge dropout, redrawn every step.
+    ``freqd_student_signal``: ``final`` (the student's scoring tables; propagated for LightGCN)
+    or ``raw`` (ID tables, as the reference code does). ``freqd_spectral_log_every``: log the
+    residual's Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, every n epochs (0 = never).
+    """
+
+    freqd_graph: str = "bipartite"
+    freqd_alpha: float = 0.5
+    freqd_order: int = 1
+    freqd_coefficients: tuple[float, ...] | None = None
+    freqd_schedule: str = "const"
+    freqd_alpha_end: float = 0.0
+    freqd_schedule_epochs: int = 50
+    freqd_topk: int = 5
+    freqd_keep_prob: float = 1.0
+    freqd_distance: str = "mse"
+    freqd_student_signal: str = "final"
+    freqd_spectral_log_every: int = 1
+    projector: str = "linear"
+    projector_bias: bool = False
+    projector_hidden: int | None = None
+    projector_experts: int = 5
+    projector_dropout: float = 0.0
+
+    @classmethod
+    def from_config(cls, config) -> FreqDSettings:
+        values = {f.name: config[f.name] for f in fields(cls) if config[f.name] is not None}
+        if values.get("freqd_coefficients") is not None:
+            values["freqd_coefficients"] = tuple(float(c) for c in values["freqd_coefficients"])
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.freqd_graph in GRAPHS, f"freqd_graph={self.freqd_graph!r} is not one of {GRAPHS}"),
+            (self.freqd_distance in DISTANCES, f"freqd_distance={self.freqd_distance!r} is not one of {DISTANCES}"),
+            (self.projector in PROJECTORS, f"projector={self.projector!r} is not one of {PROJECTORS}"),
+            (self.freqd_schedule in SCHEDULES, f"freqd_schedule={self.freqd_schedule!r} is not one of {SCHEDULES}"),
+            (self.freqd_order in (1, 2), f"freqd_order must be 1 or 2, got {self.freqd_order}"),
+            (0.0 < self.freqd_keep_prob <= 1.0, f"freqd_keep_prob must lie in (0, 1], got {self.freqd_keep_prob}"),
+            (self.freqd_topk >= 1, f"freqd_topk must be >= 1, got {self.freqd_topk}"),
+            (self.freqd_student_signal in ("final", "raw"),
+             f"freqd_student_signal={self.freqd_student_signal!r} is not 'final' or 'raw'"),
+            (self.freqd_coefficients is None or len(self.freqd_coefficients) in (2, 3),
+             "freqd_coefficients must be [a0, a1] or [a0, a1, a2]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def filter_at(self, epoch: int) -> tuple[PolynomialFilter, float]:
+        """The filter for this epoch and its α (NaN for explicit coefficients)."""
+        if self.freqd_coefficients is not None:
+            return PolynomialFilter(self.freqd_coefficients), float("nan")
+        alpha = alpha_schedule(self.freqd_schedule, epoch, self.freqd_alpha, self.freqd_alpha_end,
+                               self.freqd_schedule_epochs)
+        make = PolynomialFilter.first_order if self.freqd_order == 1 else PolynomialFilter.second_order
+        return make(alpha), alpha
+
+
+class FreqD(Distiller):
+    """FreqD distiller for freqd's embedding backbones (see the module docstring)."""
+
+    name = "FreqD"
+    needs = ("embeddings",)
+
+    def __init__(self, config, teacher, student, train_dataset) -> None:
+        super().__init__()
+        self.settings = s = FreqDSettings.from_config(config)
+        t_users, t_items = teacher_tables(teacher)
+        self.register_buffer("t_users", t_users, persistent=False)
+        self.register_buffer("t_items", t_items, persistent=False)
+        self.n_users, self.n_items = student.n_users, student.n_items
+        inter = train_dataset.inter_feat
+        users, items = inter[train_dataset.uid_field], inter[train_dataset.iid_field]
+        if s.freqd_graph == "bipartite":
+            adj = normalized_adjacency(bipartite_edge_index(users, items, self.n_users), self.n_users + self.n_items)
+            self.register_buffer("adj", adj, persistent=False)
+        else:
+            k = s.freqd_topk
+            self.register_buffer("user_adj", cooccurrence_adjacency(users, items, self.n_users, self.n_items, k, "user"),
+                                 persistent=False)
+            self.register_buffer("item_adj", cooccurrence_adjacency(users, items, self.n_users, self.n_items, k, "item"),
+                                 persistent=False)
+        self.projector = build_projector(s.projector, student.embedding_size, t_users.shape[1], s.projector_hidden,
+                                         s.projector_experts, s.projector_dropout, s.projector_bias)
+        # A bias-free linear projector commutes with H: filter in d_S, project the batch rows only.
+        self.filter_then_project = s.projector == "linear" and not s.projector_bias
+        self.filter, self.alpha = s.filter_at(0)
+        self.epoch = 0
+        self._filtered_teacher: tuple[Tensor, ...] | None = None
+
+    # -- schedule and teacher side -----------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.filter, self.alpha = self.settings.filter_at(epoch)
+        self._filtered_teacher = None
+
+    def _graphs(self) -> list[tuple[Tensor, Tensor, int]]:
+        """(adjacency, teacher table, node offset of items) per graph."""
+        if self.settings.freqd_graph == "bipartite":
+            return [(self.adj, torch.cat([self.t_users, self.t_items]), self.n_users)]
+        return [(self.user_adj, self.t_users, 0), (self.item_adj, self.t_items, 0)]
+
+    @torch.no_grad()
+    def _teacher_filtered(self) -> tuple[Tensor, ...]:
+        """H·T for every graph, once per epoch (the filter only changes between epochs)."""
+        if self._filtered_teacher is None:
+            self._filtered_teacher = tuple(self.filter.apply(adj, table) for adj, table, _ in self._graphs())
+        return self._filtered_teacher
+
+    # -- loss --------------------------------------------------------------------------------------
+    def _student_tables(self, student) -> tuple[Tensor, Tensor]:
+        if self.settings.freqd_student_signal == "raw":
+            return student.user_embedding.weight, student.item_embedding.weight
+        return student.embeddings()
+
+    def _distance(self, a: Tensor, b: Tensor) -> Tensor:
+        if self.settings.freqd_distance == "mse":
+            return (a - b).pow(2).sum(1)
+        return 1.0 - F.cosine_similarity(a, b, dim=1, eps=1e-12)
+
+    def _filtered_pair(self, adj: Tensor, s_table: Tensor, t_table: Tensor, t_filtered: Tensor,
+                       rows: Tensor) -> tuple[Tensor, Tensor]:
+        """([H·P(S)]_rows, [H·T]_rows) on one graph, touching only the K-hop set of ``rows``."""
+        s = self.settings
+        if s.freqd_keep_prob == 1.0:
+            target = t_filtered.index_select(0, rows)
+            if self.filter_then_project:
+                return self.projector(filter_rows(adj, self.filter, rows, s_table)), target
+            return filter_rows(adj, self.filter, rows, lambda ids: self.projector(s_table[ids])), target
+        # Edge dropout: one draw of Â_drop per step, shared by the student and the teacher side.
+        seed = int(torch.randint(0, 2**62, (1,)))
+        generators = [torch.Generator(device=rows.device).manual_seed(seed) for _ in range(2)]
+        keep = s.freqd_keep_prob
+        target = filter_rows(adj, self.filter, rows, t_table, keep_prob=keep, generator=generators[0])
+        if self.filter_then_project:
+            student = self.projector(filter_rows(adj, self.filter, rows, s_table, keep_prob=keep,
+                                                 generator=generators[1]))
+        else:
+            student = filter_rows(adj, self.filter, rows, lambda ids: self.projector(s_table[ids]),
+                                  keep_prob=keep, generator=generators[1])
+        return student, target
+
+    def forward(self, interaction, student) -> Tensor:
+        user = interaction[student.USER_ID]
+        pos, neg = interaction[student.ITEM_ID], interaction[student.NEG_ITEM_ID]
+        n_triples = user.shape[0]
+        s_users, s_items = self._student_tables(student)
+        groups = [torch.unique(user), torch.unique(pos), torch.unique(neg.reshape(-1))]
+        weights = (1.0, 0.5, 0.5)
+        filtered = self._teacher_filtered()
+        if self.settings.freqd_graph == "bipartite":
+            rows = torch.cat([groups[0], groups[1] + self.n_users, groups[2] + self.n_users])
+            s_all = torch.cat([s_users, s_items])
+            student_rows, teacher_rows = self._filtered_pair(self.adj, s_all, self._graphs()[0][1], filtered[0], rows)
+            dist = self._distance(student_rows, teacher_rows)
+        else:
+            u_s, u_t = self._filtered_pair(self.user_adj, s_users, self.t_users, filtered[0], groups[0])
+            items = torch.cat(groups[1:])
+            i_s, i_t = self._filtered_pair(self.item_adj, s_items, self.t_items, filtered[1], items)
+            dist = torch.cat([self._distance(u_s, u_t), self._distance(i_s, i_t)])
+        scale = torch.cat([dist.new_full((len(g),), w) for g, w in zip(groups, weights)])
+        return (dist * scale).sum() / n_triples
+
+    # -- per-epoch spectral log --------------------------------------------------------------------
+    @torch.no_grad()
+    def spectral_energy(self, student) -> dict[str, float]:
+        """Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, of the residual R = P(S) − T."""
+        was_training = self.projector.training
+        self.projector.eval()
+        s_users, s_items = self._student_tables(student)
+        out: dict[str, float] = {}
+        if self.settings.freqd_graph == "bipartite":
+            residual = self.projector(torch.cat([s_users, s_items])) - torch.cat([self.t_users, self.t_items])
+            out.update({f"rayleigh_{k}": v for k, v in rayleigh_quotients(self.adj, residual).items()})
+        else:
+            for side, adj, s_table, t_table in (("user", self.user_adj, s_users, self.t_users),
+                                                ("item", self.item_adj, s_items, self.t_items)):
+                quotients = rayleigh_quotients(adj, self.projector(s_table) - t_table)
+                out.update({f"{side}_rayleigh_{k}": v for k, v in quotients.items()})
+        self.projector.train(was_training)
+        return out
+
+    def epoch_log(self, student) -> dict[str, Any]:
+        log: dict[str, Any] = {"freqd_alpha": self.alpha}
+        every = self.settings.freqd_spectral_log_every
+        if every and self.epoch % every == 0:
+            log.update(self.spectral_energy(student))
+        return log

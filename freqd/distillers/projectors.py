@@ -1,0 +1,59 @@
+"""Projectors from the student space R^{d_S} to the teacher space R^{d_T} (freqd-method.md §9)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class LinearProjector(nn.Module):
+    """x ↦ xW (+ b). Without bias, filtering commutes with it: H·P(S) = P(H·S)."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = False) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+class MLPProjector(nn.Module):
+    """Dropout → Linear(d_in → hidden) → ReLU → Dropout → Linear(hidden → d_out)."""
+
+    def __init__(self, d_in: int, d_out: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, d_out)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class ExpertProjector(nn.Module):
+    """Mean of E MLP experts (the current reference FreqD projector: E = 5, hidden d_T, dropout 0.2)."""
+
+    def __init__(self, d_in: int, d_out: int, hidden: int, experts: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if experts < 1:
+            raise ValueError(f"projector_experts must be >= 1, got {experts}")
+        self.experts = nn.ModuleList(MLPProjector(d_in, d_out, hidden, dropout) for _ in range(experts))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([expert(x) for expert in self.experts]).mean(0)
+
+
+PROJECTORS = ("linear", "mlp", "experts")
+
+
+def build_projector(kind: str, d_in: int, d_out: int, hidden: int | None = None, experts: int = 5,
+                    dropout: float = 0.0, bias: bool = False) -> nn.Module:
+    """A projector by name; ``hidden`` defaults to d_out (the reference expert width)."""
+    hidden = int(hidden or d_out)
+    if kind == "linear":
+        return LinearProjector(d_in, d_out, bias=bias)
+    if kind == "mlp":
+        return MLPProjector(d_in, d_out, hidden, dropout)
+    if kind == "experts":
+        return ExpertProjector(d_in, d_out, hidden, experts, dropout)
+    raise ValueError(f"projector={kind!r} is not one of {PROJECTORS}")

@@ -1,0 +1,156 @@
+"""Batch-local polynomial filtering (spec §11): [H·X]_B from the K-hop neighbourhood of B only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from freqd.graph.filters import PolynomialFilter
+
+Table = Tensor | Callable[[Tensor], Tensor]
+
+
+def _segment_arange(starts: Tensor, counts: Tensor) -> Tensor:
+    """Concatenation of ``arange(s, s + c)`` over (s, c) pairs, without a Python loop."""
+    total = int(counts.sum())
+    offsets = counts.cumsum(0) - counts
+    return torch.repeat_interleave(starts - offsets, counts, output_size=total) + torch.arange(
+        total, device=starts.device
+    )
+
+
+def _gather_rows(crow: Tensor, col: Tensor, val: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row entry counts, column ids and values of ``rows`` of a CSR (given by its three arrays)."""
+    starts = crow[rows]
+    counts = crow[rows + 1] - starts
+    idx = _segment_arange(starts, counts)
+    return counts, col[idx], val[idx]
+
+
+def _as_rows(rows: Tensor | list[int], device: torch.device) -> Tensor:
+    return torch.as_tensor(rows, dtype=torch.long, device=device).reshape(-1)
+
+
+def k_hop(adj: Tensor, rows: Tensor | list[int], hops: int) -> list[Tensor]:
+    """Nested node sets [S_0, …, S_hops]: S_0 = unique sorted ``rows``, S_{j+1} = S_j ∪ N(S_j).
+
+    Neighbours are the stored nonzeros of the CSR ``adj``. ``[H X]_{S_0}`` for a degree-K filter
+    needs X only on S_K.
+    """
+    if hops < 0:
+        raise ValueError(f"hops must be non-negative, got {hops}")
+    crow, col = adj.crow_indices().long(), adj.col_indices()
+    sets = [torch.unique(_as_rows(rows, crow.device))]
+    for _ in range(hops):
+        s = sets[-1]
+        starts = crow[s]
+        nbrs = col[_segment_arange(starts, crow[s + 1] - starts)]
+        sets.append(torch.unique(torch.cat([s, nbrs])))
+    return sets
+
+
+def _dropped_levels(
+    adj: Tensor, s0: Tensor, order: int, keep_prob: float, generator: torch.Generator | None
+) -> tuple[list[Tensor], list[tuple[Tensor, Tensor, Tensor]]]:
+    """Node sets and per-level row blocks (counts, global cols, values) of Â (or of one Â_drop).
+
+    With dropout, each row's entries are sampled once, when the row is first used, and reused at
+    every later level, so all levels see the same Â_drop; neighbours are collected after dropout.
+    """
+    crow, col, val = adj.crow_indices().long(), adj.col_indices(), adj.values()
+    sets, blocks = [s0], []
+    for j in range(order):
+        s = sets[j]
+        if keep_prob == 1.0:
+            counts, cols, vals = _gather_rows(crow, col, val, s)
+        else:
+            old = sets[j - 1] if j else s[:0]
+            new = s[~torch.isin(s, old)]
+            n_counts, n_cols, n_vals = _gather_rows(crow, col, val, new)
+            keep = torch.rand(n_cols.numel(), generator=generator, device=n_cols.device) < keep_prob
+            n_row = torch.repeat_interleave(new, n_counts)[keep]
+            keys = n_row
+            all_cols, all_vals = n_cols[keep], n_vals[keep] / keep_prob
+            if j:
+                o_counts, o_cols, o_vals = blocks[j - 1]
+                keys = torch.cat([torch.repeat_interleave(old, o_counts), n_row])
+                all_cols, all_vals = torch.cat([o_cols, all_cols]), torch.cat([o_vals, all_vals])
+            keys, order_idx = torch.sort(keys, stable=True)
+            cols, vals = all_cols[order_idx], all_vals[order_idx]
+            counts = torch.bincount(torch.searchsorted(s, keys), minlength=s.numel())
+        blocks.append((counts, cols, vals))
+        sets.append(torch.unique(torch.cat([s, cols])))
+    return sets, blocks
+
+
+def filter_rows(
+    adj: Tensor,
+    filt: PolynomialFilter,
+    rows: Tensor | list[int],
+    table: Table,
+    *,
+    keep_prob: float = 1.0,
+    generator: torch.Generator | None = None,
+    return_stats: bool = False,
+) -> Tensor | tuple[Tensor, dict[str, Any]]:
+    """[H·X]_rows (in the order of ``rows``, duplicates allowed) touching only the K-hop neighbourhood.
+
+    ``table`` is X itself or a callable ``table(node_ids) -> X[node_ids]``, called exactly once on
+    the sorted K-hop node set S_K (so a projector runs only on the rows H needs). Horner in Â runs on
+    the shrinking sets S_K ⊃ … ⊃ S_0 with row-sliced sub-matrices Â[S_j, S_{j+1}]; gradients flow
+    into the table values. ``keep_prob < 1`` applies edge dropout (scale 1/p, no re-normalisation)
+    to the used rows only, with neighbours collected after dropout. ``return_stats`` also returns
+    ``hop_sizes`` (|S_0|…|S_K|), ``table_rows`` (|S_K|), ``adj_rows`` (rows of Â multiplied, summed
+    over levels) and ``nnz`` (nonzeros multiplied); with dropout also ``adjacency``, the realised
+    Â_drop on the touched rows as an N×N CSR (other rows empty).
+    """
+    if not 0.0 < keep_prob <= 1.0:
+        raise ValueError(f"keep_prob must lie in (0, 1], got {keep_prob}")
+    device = adj.crow_indices().device
+    s0, inverse = torch.unique(_as_rows(rows, device), return_inverse=True)
+    b = filt.adjacency_coefficients()
+    sets, blocks = _dropped_levels(adj, s0, filt.order, keep_prob, generator)
+    top = sets[-1]
+    x_top = table(top) if callable(table) else table.index_select(0, top.to(table.device))
+    if x_top.shape[0] != top.numel():
+        raise ValueError(f"table returned {x_top.shape[0]} rows for {top.numel()} node ids")
+    out = b[-1] * x_top
+    for j in range(filt.order - 1, -1, -1):
+        counts, cols, vals = blocks[j]
+        sub = torch.sparse_csr_tensor(
+            torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
+            torch.searchsorted(sets[j + 1], cols),
+            vals.to(device=x_top.device, dtype=x_top.dtype),
+            size=(sets[j].numel(), sets[j + 1].numel()),
+            check_invariants=False,
+        )
+        x_j = x_top.index_select(0, torch.searchsorted(top, sets[j]).to(x_top.device))
+        out = sub @ out + b[j] * x_j
+    result = out.index_select(0, inverse.to(out.device))
+    if not return_stats:
+        return result
+    stats: dict[str, Any] = {
+        "hop_sizes": [int(s.numel()) for s in sets],
+        "table_rows": int(top.numel()),
+        "adj_rows": sum(int(s.numel()) for s in sets[:-1]),
+        "nnz": sum(int(blk[0].sum()) for blk in blocks),
+    }
+    if keep_prob < 1.0:
+        stats["adjacency"] = _touched_adjacency(adj, sets, blocks)
+    return result, stats
+
+
+def _touched_adjacency(adj: Tensor, sets: list[Tensor], blocks: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+    """N×N CSR holding the deepest level's row block (a superset of every level's rows)."""
+    n = adj.shape[0]
+    counts = torch.zeros(n, dtype=torch.long, device=adj.crow_indices().device)
+    if blocks:
+        counts[sets[len(blocks) - 1]] = blocks[-1][0]
+        cols, vals = blocks[-1][1], blocks[-1][2]
+    else:
+        cols, vals = counts[:0], adj.values()[:0]
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return torch.sparse_csr_tensor(crow, cols, vals, size=adj.shape, check_invariants=False)

@@ -1,0 +1,51 @@
+"""``DistillTrainer``: trains a student with recommendation loss + kd_weight · distiller loss."""
+
+from __future__ import annotations
+
+from freqd.trainers.trainer import FreqdTrainer
+
+
+class DistillTrainer(FreqdTrainer):
+    """A :class:`FreqdTrainer` whose model is the student and which also owns a distiller.
+
+    * The optimiser covers the student and the distiller's modules (projectors), never the
+      teacher (the distiller keeps only the teacher's tables, as non-persistent buffers).
+    * Losses are logged as two parts, ``rec_loss`` and ``kd_loss`` (already weighted).
+    * Checkpoints hold the student alone in ``state_dict`` (it serves on its own, like any
+      BPR/LightGCN checkpoint) and the distiller's modules in ``distiller_state`` for resuming.
+    """
+
+    def __init__(self, config, student, distiller, metadata=None, metrics_path=None):
+        self.distiller = distiller.to(config["device"])
+        self.kd_weight = float(config["kd_weight"])
+        super().__init__(config, student, metadata=metadata, metrics_path=metrics_path)
+        self.loss_names = ["rec_loss", "kd_loss"]
+
+    def _build_optimizer(self, **kwargs):
+        kwargs.setdefault("params", [*self.model.parameters(), *self.distiller.parameters()])
+        return super()._build_optimizer(**kwargs)
+
+    def _losses(self, interaction):
+        rec = self.model.calculate_loss(interaction)
+        return rec, self.kd_weight * self.distiller(interaction, self.model)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.distiller.train()
+        self.distiller.on_epoch_start(epoch_idx)
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=self._losses, show_progress=show_progress)
+        self.history[-1].update(self.distiller.epoch_log(self.model))
+        self._write_metrics()
+        return loss
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        self.metadata["distiller_state"] = self.distiller.state_dict()
+        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+
+    def resume_checkpoint(self, resume_file):
+        from freqd._compat import load_checkpoint
+
+        super().resume_checkpoint(resume_file)
+        state = (load_checkpoint(resume_file).get("freqd") or {}).get("distiller_state")
+        if state is None:
+            raise ValueError(f"{resume_file} holds no distiller state; it is not a distillation checkpoint")
+        self.distiller.load_state_dict(state)
