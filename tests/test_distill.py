@@ -1,0 +1,205 @@
+"""FreqD distiller and DistillTrainer on ml-100k: exact batch-local loss, frozen teacher, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from recbole.data import create_dataset
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from freqd import load_checkpoint
+from freqd.config import Config
+from freqd.distillers import FreqD, FreqDSettings, load_teacher
+from freqd.evaluation import build_dataloaders
+from freqd.models import BPR, LightGCN
+from freqd.quick_start import run_distill, run_freqd
+from freqd.trainers import DistillTrainer
+
+QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 32-d BPR teacher (2 epochs) on ml-100k, its checkpoint, and student-side config/loaders."""
+    import os
+
+    folder = tmp_path_factory.mktemp("teacher")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        teacher = run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": 2, "embedding_size": 32})
+    finally:
+        os.chdir(cwd)
+    checkpoint = str(folder / teacher["checkpoint"])
+    config = Config(model="BPR", dataset="ml-100k", config_dict={**QUIET, "embedding_size": 8})
+    init_seed(config["seed"], True)
+    data = create_dataset(config)
+    loaders = build_dataloaders(config, data)
+    return checkpoint, config, loaders
+
+
+def _distiller(setup, **settings):
+    checkpoint, config, (train, _, _) = setup
+    for key in FreqDSettings.__dataclass_fields__:
+        config[key] = None
+    for key, value in settings.items():
+        config[key] = value
+    torch.manual_seed(0)
+    teacher = load_teacher(checkpoint, config, train._dataset)
+    student = BPR(config, train._dataset)
+    return FreqD(config, teacher, student, train._dataset), student, teacher
+
+
+def _batch(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Interaction({"user_id": torch.randint(1, 944, (n,), generator=g),
+                        "item_id": torch.randint(1, 1683, (n,), generator=g),
+                        "neg_item_id": torch.randint(1, 1683, (n,), generator=g)})
+
+
+def _dense_reference(distiller, student, batch, order_alpha):
+    """The loss from the full dense filter H = h(I − Â) applied to whole tables."""
+    adj = distiller.adj.to_dense().double()
+    n = adj.shape[0]
+    lap = torch.eye(n, dtype=torch.float64) - adj
+    coeffs = distiller.filter.coefficients
+    h = sum(c * torch.linalg.matrix_power(lap, k) for k, c in enumerate(coeffs))
+    s_all = torch.cat([student.user_embedding.weight, student.item_embedding.weight]).double()
+    t_all = torch.cat([distiller.t_users, distiller.t_items]).double()
+    with torch.no_grad():
+        p = distiller.projector.double()(s_all)
+        distiller.projector.float()
+    hs, ht = h @ p, h @ t_all
+    nu = student.n_users
+    groups = [(torch.unique(batch["user_id"]), 1.0), (torch.unique(batch["item_id"]) + nu, 0.5),
+              (torch.unique(batch["neg_item_id"]) + nu, 0.5)]
+    total = sum(w * ((hs[rows] - ht[rows]) ** 2).sum() for rows, w in groups)
+    return float(total / len(batch["user_id"]))
+
+
+@pytest.mark.parametrize("settings", [
+    {"freqd_alpha": 0.5, "freqd_order": 1, "projector": "linear"},
+    {"freqd_alpha": 0.3, "freqd_order": 2, "projector": "linear"},
+    {"freqd_alpha": 0.7, "freqd_order": 1, "projector": "mlp", "projector_hidden": 16},
+    {"freqd_coefficients": [1.0, -0.4, 0.05], "projector": "linear", "projector_bias": True},
+])
+def test_batch_local_loss_equals_dense_full_table_computation(setup, settings):
+    distiller, student, _ = _distiller(setup, freqd_graph="bipartite", freqd_distance="mse", **settings)
+    distiller.eval()
+    batch = _batch()
+    loss = distiller(batch, student)
+    assert float(loss) == pytest.approx(_dense_reference(distiller, student, batch, settings), rel=1e-4)
+
+
+def test_filter_then_project_equals_project_then_filter_for_bias_free_linear(setup):
+    distiller, student, _ = _distiller(setup, freqd_graph="cooccurrence", freqd_distance="cosine")
+    assert distiller.filter_then_project
+    batch = _batch(seed=1)
+    fast = distiller(batch, student)
+    distiller.filter_then_project = False
+    assert float(distiller(batch, student)) == pytest.approx(float(fast), rel=1e-5)
+
+
+def test_alpha_zero_mse_is_plain_feature_distillation(setup):
+    distiller, student, _ = _distiller(setup, freqd_alpha=0.0, freqd_distance="mse")
+    batch = _batch(seed=2)
+    nu = student.n_users
+    s_all = torch.cat([student.user_embedding.weight, student.item_embedding.weight])
+    t_all = torch.cat([distiller.t_users, distiller.t_items])
+    r = distiller.projector(s_all) - t_all
+    expected = ((r[torch.unique(batch["user_id"])] ** 2).sum()
+                + 0.5 * (r[torch.unique(batch["item_id"]) + nu] ** 2).sum()
+                + 0.5 * (r[torch.unique(batch["neg_item_id"]) + nu] ** 2).sum()) / 64
+    assert float(distiller(batch, student)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_gradients_reach_student_and_projector_only(setup):
+    distiller, student, teacher = _distiller(setup, freqd_graph="cooccurrence", projector="experts",
+                                             projector_experts=2, projector_dropout=0.2, freqd_keep_prob=0.5)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    loss = distiller(_batch(seed=3), student)
+    loss.backward()
+    assert student.user_embedding.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in distiller.projector.parameters())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    assert not any(k.startswith("t_") or "adj" in k for k in distiller.state_dict())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_training_decreases_kd_loss_and_student_checkpoint_serves_alone(setup):
+    checkpoint, _, _ = setup
+    result = run_distill(checkpoint, "BPR", "FreqD", config_dict={**QUIET, "epochs": 3, "embedding_size": 8,
+                                                                 "learning_rate": 0.01})
+    import pandas as pd
+
+    metrics = pd.read_csv(f"{result['run_dir']}/metrics.csv")
+    assert metrics["kd_loss"].iloc[-1] < metrics["kd_loss"].iloc[0]
+    assert {"rec_loss", "freqd_alpha", "rayleigh_1", "rayleigh_4"} <= set(metrics.columns)
+    saved = load_checkpoint(result["checkpoint"])
+    assert set(saved["state_dict"]) == {"user_embedding.weight", "item_embedding.weight"}
+    assert saved["freqd"]["kd"] == "FreqD" and saved["freqd"]["teacher"] == checkpoint
+    assert result["test_result"]["ndcg@20"] > 0
+
+
+def test_teacher_must_match_the_data(setup, tmp_path):
+    checkpoint, config, (train, _, _) = setup
+    state = load_checkpoint(checkpoint)
+    wrong_dataset = dict(state)
+    wrong_dataset["config"] = state["config"]
+    other = Config(model="BPR", dataset="ml-100k", config_dict={**QUIET, "embedding_size": 32})
+    other.final_config_dict["dataset"] = "gowalla"
+    torch.save({**state, "config": other}, tmp_path / "other.pth", pickle_protocol=4)
+    with pytest.raises(ValueError, match="trained on dataset 'gowalla', not 'ml-100k'"):
+        load_teacher(tmp_path / "other.pth", config, train._dataset)
+    shrunk = {**state, "state_dict": {k: v[:10] for k, v in state["state_dict"].items()}}
+    torch.save(shrunk, tmp_path / "shrunk.pth", pickle_protocol=4)
+    with pytest.raises(ValueError, match="has 10 rows but the dataset has 944"):
+        load_teacher(tmp_path / "shrunk.pth", config, train._dataset)
+    meta = {**state, "freqd": {**state["freqd"], "data_fingerprint": "0" * 40}}
+    torch.save(meta, tmp_path / "split.pth", pickle_protocol=4)
+    with pytest.raises(ValueError, match="different training split"):
+        load_teacher(tmp_path / "split.pth", config, train._dataset)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_teacher(tmp_path / "missing.pth", config, train._dataset)
+
+
+def test_unknown_teacher_class_is_named(setup, tmp_path):
+    checkpoint, config, (train, _, _) = setup
+    state = load_checkpoint(checkpoint)
+    from recbole.config import Config as RecBoleConfig
+
+    stock = RecBoleConfig(model="ItemKNN", dataset="ml-100k", config_dict={"use_gpu": False})
+    torch.save({**state, "config": stock}, tmp_path / "knn.pth", pickle_protocol=4)
+    with pytest.raises(ValueError, match="'ItemKNN' is not a freqd embedding backbone"):
+        load_teacher(tmp_path / "knn.pth", config, train._dataset)
+
+
+def test_stock_recbole_bpr_checkpoint_is_a_valid_teacher(setup, tmp_path):
+    from recbole.config import Config as RecBoleConfig
+    from recbole.model.general_recommender import BPR as RecBoleBPR
+
+    _, config, (train, _, _) = setup
+    stock_config = RecBoleConfig(model="BPR", dataset="ml-100k", config_dict={"use_gpu": False, "embedding_size": 16})
+    model = RecBoleBPR(stock_config, train._dataset)
+    torch.save({"config": stock_config, "state_dict": model.state_dict(), "epoch": 0}, tmp_path / "stock.pth",
+               pickle_protocol=4)
+    teacher = load_teacher(tmp_path / "stock.pth", config, train._dataset)
+    assert isinstance(teacher, BPR) and teacher.embedding_size == 16
+    assert torch.equal(teacher.item_embedding.weight, model.item_embedding.weight)
+
+
+def test_lightgcn_student_distils_from_bpr_teacher(setup):
+    checkpoint, _, _ = setup
+    result = run_distill(checkpoint, "LightGCN", "FreqD", config_dict={
+        **QUIET, "epochs": 1, "embedding_size": 8, "n_layers": 2, "freqd_graph": "cooccurrence"})
+    assert result["model"] == "LightGCN" and result["teacher_model"] == "BPR"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("freqd_graph", "knn", "freqd_graph='knn'"), ("freqd_keep_prob", 0.0, "freqd_keep_prob"),
+    ("projector", "conv", "projector='conv'"), ("freqd_schedule", "step", "freqd_schedule='step'"),
+])
+def test_bad_settings_are_named(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        FreqDSettings(**{key: value})
