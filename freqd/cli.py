@@ -18,7 +18,8 @@ EPILOG = """config overrides:
   --epochs=100 --learning_rate=0.005 --seed=1 --protocol=reference --show_progress=False
 
 examples:
-  freqd quickstart                                   # teacher + student on ml-100k
+  freqd quickstart                                   # teacher, scratch, FD, FreqD on ml-100k
+  freqd distill --teacher saved/BPR-X.pth --student BPR --embedding_size 20 --kd FreqD
   freqd train --model BPR --dataset ml-100k --embedding_size=300
   freqd train --model LightGCN --dataset gowalla --config configs/dataset/gowalla.yaml
   freqd datasets list
@@ -92,25 +93,50 @@ def cmd_train(args, overrides) -> int:
     return 0
 
 
+def cmd_distill(args, overrides) -> int:
+    from freqd.quick_start import run_distill
+
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.embedding_size is not None:
+        overrides["embedding_size"] = args.embedding_size
+    result = run_distill(args.teacher, args.student, args.kd, dataset=args.dataset, config_file_list=args.config,
+                         config_dict=overrides, resume=args.resume)
+    print(_table([summary_row(f"{result['model']} <- {result['kd']}", result)], SUMMARY_COLUMNS))
+    print(f"checkpoint: {result['checkpoint']}\nresults:    {result['run_dir']}/results.json")
+    return 0
+
+
 def cmd_quickstart(args, overrides) -> int:
-    """Teacher, then a small student from scratch, on one dataset; prints the comparison."""
-    from freqd.quick_start import run_freqd
+    """The whole story on one dataset: teacher, scratch student, plain FD (α = 0), FreqD student."""
+    from freqd.quick_start import run_distill, run_freqd
 
     base = {"seed": args.seed if args.seed is not None else 2020, **overrides}
     runs = []
-    for label, size in (("teacher", args.teacher_size), ("student (scratch)", args.student_size)):
-        print(f"== training {label}: {args.model} d={size} on {args.dataset}", flush=True)
-        result = run_freqd(
-            args.model, args.dataset, config_file_list=args.config, config_dict={**base, "embedding_size": size}
-        )
-        runs.append((label, result))
-    rows = [summary_row(f"{label}: {r['model']}", r) for label, r in runs]
-    teacher, student = runs[0][1], runs[1][1]
+    print(f"== teacher: {args.model} d={args.teacher_size} on {args.dataset}", flush=True)
+    teacher = run_freqd(args.model, args.dataset, config_file_list=args.config,
+                        config_dict={**base, "embedding_size": args.teacher_size})
+    runs.append(("teacher", teacher))
+    print(f"== student from scratch: {args.model} d={args.student_size}", flush=True)
+    runs.append(("scratch", run_freqd(args.model, args.dataset, config_file_list=args.config,
+                                      config_dict={**base, "embedding_size": args.student_size})))
+    for label, alpha in (("plain FD (α=0)", 0.0), (f"FreqD (α={args.alpha:g})", args.alpha)):
+        print(f"== student distilled, {label}", flush=True)
+        runs.append((label, run_distill(teacher["checkpoint"], args.model, "FreqD", dataset=args.dataset,
+                                        config_file_list=args.config,
+                                        config_dict={**base, "embedding_size": args.student_size,
+                                                     "freqd_alpha": alpha})))
+    rows = [summary_row(label, r) for label, r in runs]
+    gap = teacher["test_result"]["ndcg@20"] - runs[1][1]["test_result"]["ndcg@20"]
+    for row, (_, r) in zip(rows, runs):
+        row["gap recovered"] = (f"{(r['test_result']['ndcg@20'] - runs[1][1]['test_result']['ndcg@20']) / gap:.0%}"
+                                if gap > 0 and r is not teacher else "")
     print()
-    print(_table(rows, SUMMARY_COLUMNS))
-    ratio = teacher["n_parameters"] / student["n_parameters"]
-    print(f"\nstudent keeps {student['test_result']['ndcg@20'] / teacher['test_result']['ndcg@20']:.1%} of the "
-          f"teacher's NDCG@20 with {ratio:.0f}x fewer parameters ({args.dataset}, protocol={teacher['protocol']}).")
+    print(_table(rows, SUMMARY_COLUMNS + ["gap recovered"]))
+    ratio = teacher["n_parameters"] / runs[1][1]["n_parameters"]
+    print(f"\nstudents have {ratio:.0f}x fewer parameters than the teacher ({args.dataset}, "
+          f"protocol={teacher['protocol']}, seed={base['seed']}); 'gap recovered' is the share of the "
+          "teacher-scratch NDCG@20 gap closed.")
     return 0
 
 
@@ -152,11 +178,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="PTH", help="continue from a checkpoint in saved/")
     train.set_defaults(func=cmd_train)
 
-    quick = sub.add_parser("quickstart", help="teacher + small student on one dataset, side by side",
+    distill = sub.add_parser("distill", help="distil a trained teacher checkpoint into a small student",
+                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    distill.add_argument("--teacher", required=True, metavar="PTH", help="teacher checkpoint (freqd's or RecBole's)")
+    distill.add_argument("--student", default="BPR", help="student backbone: BPR or LightGCN")
+    distill.add_argument("--kd", default="FreqD", help="distiller (FreqD)")
+    distill.add_argument("--embedding_size", "--embedding-size", type=int, default=None, help="student size")
+    distill.add_argument("--dataset", default=None, help="defaults to the teacher's dataset")
+    distill.add_argument("--config", action="append", default=[], metavar="YAML",
+                         help="YAML config file (e.g. configs/kd/freqd.yaml); repeatable")
+    distill.add_argument("--seed", type=int, default=None, help="random seed")
+    distill.add_argument("--resume", metavar="PTH", help="continue from a distillation checkpoint")
+    distill.set_defaults(func=cmd_distill)
+
+    quick = sub.add_parser("quickstart", help="teacher, scratch student, plain FD and FreqD side by side",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(quick, "BPR")
     quick.add_argument("--teacher-size", dest="teacher_size", type=int, default=300)
     quick.add_argument("--student-size", dest="student_size", type=int, default=20)
+    quick.add_argument("--alpha", type=float, default=0.5, help="FreqD filter coefficient α")
     quick.set_defaults(func=cmd_quickstart)
 
     data = sub.add_parser("datasets", help="list or prepare the named datasets (../shared/data)")

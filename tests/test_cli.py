@@ -60,3 +60,26 @@ def test_datasets_list(capsys):
 def test_quickstart_parser_defaults():
     args = build_parser().parse_args(["quickstart"])
     assert (args.model, args.dataset, args.teacher_size, args.student_size) == ("BPR", "ml-100k", 300, 20)
+
+
+def test_train_then_distill(capsys, fast_config):
+    overrides = [f"--{k}={v}" for k, v in {**fast_config, "epochs": 1}.items()]
+    assert main(["train", "--model", "BPR", "--embedding_size=16", *overrides]) == 0
+    teacher = next(Path("saved").glob("BPR-*.pth"))
+    capsys.readouterr()
+    assert main(["distill", "--teacher", str(teacher), "--student", "BPR", "--embedding_size", "4",
+                 "--config", str(Path(__file__).parents[1] / "configs/kd/freqd.yaml"), *overrides]) == 0
+    assert "| BPR <- FreqD | 4 |" in capsys.readouterr().out
+
+
+def test_distill_with_missing_teacher_exits_2(capsys):
+    assert main(["distill", "--teacher", "saved/none.pth", "--use_gpu=False"]) == 2
+    assert "saved/none.pth" in capsys.readouterr().err
+
+
+def test_quickstart_smoke_prints_the_story(capsys, fast_config):
+    overrides = [f"--{k}={v}" for k, v in {**fast_config, "epochs": 1}.items()]
+    assert main(["quickstart", "--teacher-size", "16", "--student-size", "4", *overrides]) == 0
+    out = capsys.readouterr().out
+    for label in ("| teacher |", "| scratch |", "| plain FD (α=0) |", "| FreqD (α=0.5) |", "gap recovered"):
+        assert label in out
