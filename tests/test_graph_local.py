@@ -82,14 +82,15 @@ def test_k_hop_matches_dense(kind, seed):
         k_hop(adj, rows, -1)
 
 
+@pytest.mark.parametrize("method", ["scatter", "csr"])
 @pytest.mark.parametrize("name", FILTERS)
 @pytest.mark.parametrize("kind, seed", GRAPHS)
-def test_filter_rows_dense_table_matches_full_product(kind, seed, name):
+def test_filter_rows_dense_table_matches_full_product(kind, seed, name, method):
     filt = FILTERS[name]
     adj = make_graph(kind, seed)
     x = torch.randn(adj.shape[0], 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     rows = batch_rows(adj.shape[0], seed)
-    local, stats = filter_rows(adj, filt, rows, x, return_stats=True)
+    local, stats = filter_rows(adj, filt, rows, x, return_stats=True, method=method)
     torch.testing.assert_close(local, filt.apply(adj, x)[rows], rtol=1e-12, atol=1e-13)
     sets = k_hop(adj, rows, filt.order)
     assert stats["hop_sizes"] == [s.numel() for s in sets] and stats["table_rows"] == sets[-1].numel()
@@ -98,9 +99,10 @@ def test_filter_rows_dense_table_matches_full_product(kind, seed, name):
     assert stats["adj_rows"] == sum(s.numel() for s in sets[:-1])
 
 
+@pytest.mark.parametrize("method", ["scatter", "csr"])
 @pytest.mark.parametrize("name", ["fo0.5", "so0.3", "quad"])
 @pytest.mark.parametrize("kind, seed", GRAPHS)
-def test_filter_rows_callable_called_once_on_k_hop_set_and_gradients_match(kind, seed, name):
+def test_filter_rows_callable_called_once_on_k_hop_set_and_gradients_match(kind, seed, name, method):
     filt = FILTERS[name]
     adj = make_graph(kind, seed)
     g = torch.Generator().manual_seed(seed)
@@ -114,7 +116,7 @@ def test_filter_rows_callable_called_once_on_k_hop_set_and_gradients_match(kind,
         calls.append(ids.clone())
         return proj(student[ids])
 
-    local = filter_rows(adj, filt, rows, table)
+    local = filter_rows(adj, filt, rows, table, method=method)
     assert len(calls) == 1 and torch.equal(calls[0], k_hop(adj, rows, filt.order)[-1])
     (local * upstream).sum().backward()
     local_grads = [student.grad.clone()] + [p.grad.clone() for p in proj.parameters()]

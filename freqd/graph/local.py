@@ -11,6 +11,7 @@ from torch import Tensor
 from freqd.graph.filters import PolynomialFilter
 
 Table = Tensor | Callable[[Tensor], Tensor]
+_SCATTER_LIMIT = 1 << 24
 
 
 def _segment_arange(starts: Tensor, counts: Tensor) -> Tensor:
@@ -95,6 +96,7 @@ def filter_rows(
     keep_prob: float = 1.0,
     generator: torch.Generator | None = None,
     return_stats: bool = False,
+    method: str = "auto",
 ) -> Tensor | tuple[Tensor, dict[str, Any]]:
     """[H·X]_rows (in the order of ``rows``, duplicates allowed) touching only the K-hop neighbourhood.
 
@@ -105,10 +107,14 @@ def filter_rows(
     to the used rows only, with neighbours collected after dropout. ``return_stats`` also returns
     ``hop_sizes`` (|S_0|…|S_K|), ``table_rows`` (|S_K|), ``adj_rows`` (rows of Â multiplied, summed
     over levels) and ``nnz`` (nonzeros multiplied); with dropout also ``adjacency``, the realised
-    Â_drop on the touched rows as an N×N CSR (other rows empty).
+    Â_drop on the touched rows as an N×N CSR (other rows empty). ``method``: ``scatter``
+    (gather + index_add; fastest, holds nnz × d messages), ``csr`` (sparse CSR products; less
+    memory, slower backward) or ``auto`` (scatter below 2^24 message entries).
     """
     if not 0.0 < keep_prob <= 1.0:
         raise ValueError(f"keep_prob must lie in (0, 1], got {keep_prob}")
+    if method not in ("auto", "scatter", "csr"):
+        raise ValueError(f"method must be 'auto', 'scatter' or 'csr', got {method!r}")
     device = adj.crow_indices().device
     s0, inverse = torch.unique(_as_rows(rows, device), return_inverse=True)
     b = filt.adjacency_coefficients()
@@ -117,18 +123,34 @@ def filter_rows(
     x_top = table(top) if callable(table) else table.index_select(0, top.to(table.device))
     if x_top.shape[0] != top.numel():
         raise ValueError(f"table returned {x_top.shape[0]} rows for {top.numel()} node ids")
+    out_device = x_top.device
+    n_nodes = adj.shape[0]
     out = b[-1] * x_top
     for j in range(filt.order - 1, -1, -1):
         counts, cols, vals = blocks[j]
-        sub = torch.sparse_csr_tensor(
-            torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
-            torch.searchsorted(sets[j + 1], cols),
-            vals.to(device=x_top.device, dtype=x_top.dtype),
-            size=(sets[j].numel(), sets[j + 1].numel()),
-            check_invariants=False,
-        )
-        x_j = x_top.index_select(0, torch.searchsorted(top, sets[j]).to(x_top.device))
-        out = sub @ out + b[j] * x_j
+        # Positions of global ids inside S_{j+1}: one O(N) scatter instead of a binary search per nonzero.
+        position = torch.empty(n_nodes, dtype=torch.long, device=device)
+        position[sets[j + 1]] = torch.arange(sets[j + 1].numel(), device=device)
+        local_cols = position[cols].to(out_device)
+        vals = vals.to(device=out_device, dtype=x_top.dtype)
+        use_scatter = method == "scatter" or (method == "auto" and cols.numel() * x_top.shape[1] <= _SCATTER_LIMIT)
+        if use_scatter:
+            # Gather/scatter-add: cheap backward (no sparse transpose), memory nnz × d.
+            local_rows = torch.repeat_interleave(torch.arange(sets[j].numel(), device=out_device), counts.to(out_device))
+            messages = out.index_select(0, local_cols) * vals[:, None]
+            propagated = out.new_zeros(sets[j].numel(), out.shape[1]).index_add(0, local_rows, messages)
+        else:
+            sub = torch.sparse_csr_tensor(
+                torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(out_device),
+                local_cols,
+                vals,
+                size=(sets[j].numel(), sets[j + 1].numel()),
+                check_invariants=False,
+            )
+            propagated = sub @ out
+        position[top] = torch.arange(top.numel(), device=device)
+        x_j = x_top.index_select(0, position[sets[j]].to(out_device))
+        out = propagated + b[j] * x_j
     result = out.index_select(0, inverse.to(out.device))
     if not return_stats:
         return result
