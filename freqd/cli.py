@@ -153,6 +153,14 @@ def cmd_datasets(args, overrides) -> int:
     return 0
 
 
+def cmd_plot(args, overrides) -> int:
+    from freqd.plots import plot_run
+
+    for path in plot_run(args.run_dir, args.out):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="freqd",
@@ -198,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--student-size", dest="student_size", type=int, default=20)
     quick.add_argument("--alpha", type=float, default=0.5, help="FreqD filter coefficient α")
     quick.set_defaults(func=cmd_quickstart)
+
+    plot = sub.add_parser("plot", help="PNG training curves (and FreqD spectral energy) of a results/<run> folder")
+    plot.add_argument("run_dir", help="a results/<run> folder with metrics.csv")
+    plot.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    plot.set_defaults(func=cmd_plot)
 
     data = sub.add_parser("datasets", help="list or prepare the named datasets (../shared/data)")
     data.add_argument("action", choices=["list", "prepare"])

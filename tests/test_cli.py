@@ -83,3 +83,14 @@ def test_quickstart_smoke_prints_the_story(capsys, fast_config):
     out = capsys.readouterr().out
     for label in ("| teacher |", "| scratch |", "| plain FD (α=0) |", "| FreqD (α=0.5) |", "gap recovered"):
         assert label in out
+
+
+def test_plot_writes_curves_and_spectral_png(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text(
+        "epoch,train_seconds,train_loss,rec_loss,kd_loss,freqd_alpha,rayleigh_1,rayleigh_2,valid_ndcg@20\n"
+        "0,1.0,3.0,2.0,1.0,0.5,1.2,1.6,0.1\n1,1.0,2.0,1.5,0.5,0.5,1.0,1.3,0.2\n")
+    assert main(["plot", str(run)]) == 0
+    for name in ("curves.png", "spectral.png"):
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
