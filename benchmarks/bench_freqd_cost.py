@@ -22,6 +22,7 @@ from pathlib import Path
 ARMS = {
     "scratch": None,
     "freqd-default": "configs/kd/freqd.yaml",
+    "freqd-cooccurrence": "configs/kd/freqd-cooccurrence.yaml",
     "freqd-reference-gowalla": "configs/kd/freqd-reference-gowalla.yaml",
 }
 ROOT = Path(__file__).resolve().parents[1]
