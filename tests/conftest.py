@@ -36,3 +36,12 @@ def pytest_collection_modifyitems(config, items):
 def argv_with_flags(monkeypatch):
     """A process argv full of flags, like pytest's or the freqd CLI's own."""
     monkeypatch.setattr(sys, "argv", ["prog", "--epochs=1", "--tb=short", "--embedding_size=3"])
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny graphs: a second OpenMP thread only adds sync overhead (70x slower on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

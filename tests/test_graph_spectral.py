@@ -36,13 +36,7 @@ FILTERS = {
 GRAPHS = [("bipartite", s) for s in range(3)] + [("user", s) for s in range(2)] + [("item", s) for s in range(2)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny graphs: a second OpenMP thread only adds sync overhead (70x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_pairs(seed: int, n_users: int, n_items: int, n_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
