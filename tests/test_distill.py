@@ -113,8 +113,9 @@ def test_alpha_zero_mse_is_plain_feature_distillation(setup):
     assert float(distiller(batch, student)) == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_gradients_reach_student_and_projector_only(setup):
-    distiller, student, teacher = _distiller(setup, freqd_graph="cooccurrence", projector="experts",
+@pytest.mark.parametrize("graph", ["cooccurrence", "bipartite"])
+def test_gradients_reach_student_and_projector_only(setup, graph):
+    distiller, student, teacher = _distiller(setup, freqd_graph=graph, projector="experts",
                                              projector_experts=2, projector_dropout=0.2, freqd_keep_prob=0.5)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     loss = distiller(_batch(seed=3), student)

@@ -127,6 +127,9 @@ class FreqD(Distiller):
         inter = train_dataset.inter_feat
         users, items = inter[train_dataset.uid_field], inter[train_dataset.iid_field]
         if s.freqd_graph == "bipartite":
+            # One [users; items] teacher table, kept only when edge dropout needs it every step.
+            t_all = torch.cat([t_users, t_items]) if s.freqd_keep_prob < 1.0 else None
+            self.register_buffer("t_all", t_all, persistent=False)
             adj = normalized_adjacency(bipartite_edge_index(users, items, self.n_users), self.n_users + self.n_items)
             self.register_buffer("adj", adj, persistent=False)
         else:
@@ -152,7 +155,8 @@ class FreqD(Distiller):
     def _graphs(self) -> list[tuple[Tensor, Tensor, int]]:
         """(adjacency, teacher table, node offset of items) per graph."""
         if self.settings.freqd_graph == "bipartite":
-            return [(self.adj, torch.cat([self.t_users, self.t_items]), self.n_users)]
+            t_all = self.t_all if self.t_all is not None else torch.cat([self.t_users, self.t_items])
+            return [(self.adj, t_all, self.n_users)]
         return [(self.user_adj, self.t_users, 0), (self.item_adj, self.t_items, 0)]
 
     @torch.no_grad()
@@ -206,7 +210,8 @@ class FreqD(Distiller):
         if self.settings.freqd_graph == "bipartite":
             rows = torch.cat([groups[0], groups[1] + self.n_users, groups[2] + self.n_users])
             s_all = torch.cat([s_users, s_items])
-            student_rows, teacher_rows = self._filtered_pair(self.adj, s_all, self._graphs()[0][1], filtered[0], rows)
+            t_all = self.t_all if self.settings.freqd_keep_prob < 1.0 else None
+            student_rows, teacher_rows = self._filtered_pair(self.adj, s_all, t_all, filtered[0], rows)
             dist = self._distance(student_rows, teacher_rows)
         else:
             u_s, u_t = self._filtered_pair(self.user_adj, s_users, self.t_users, filtered[0], groups[0])

@@ -31,6 +31,14 @@ def _gather_rows(crow: Tensor, col: Tensor, val: Tensor, rows: Tensor) -> tuple[
     return counts, col[idx], val[idx]
 
 
+def _sorted_union(n_nodes: int, *parts: Tensor) -> Tensor:
+    """Sorted unique ids of ``parts`` via an N-sized mask: O(N + len), much faster than sorting."""
+    mask = torch.zeros(n_nodes, dtype=torch.bool, device=parts[0].device)
+    for part in parts:
+        mask[part] = True
+    return mask.nonzero().squeeze(1)
+
+
 def _as_rows(rows: Tensor | list[int], device: torch.device) -> Tensor:
     return torch.as_tensor(rows, dtype=torch.long, device=device).reshape(-1)
 
@@ -44,12 +52,13 @@ def k_hop(adj: Tensor, rows: Tensor | list[int], hops: int) -> list[Tensor]:
     if hops < 0:
         raise ValueError(f"hops must be non-negative, got {hops}")
     crow, col = adj.crow_indices().long(), adj.col_indices()
-    sets = [torch.unique(_as_rows(rows, crow.device))]
+    n_nodes = adj.shape[0]
+    sets = [_sorted_union(n_nodes, _as_rows(rows, crow.device))]
     for _ in range(hops):
         s = sets[-1]
         starts = crow[s]
         nbrs = col[_segment_arange(starts, crow[s + 1] - starts)]
-        sets.append(torch.unique(torch.cat([s, nbrs])))
+        sets.append(_sorted_union(n_nodes, s, nbrs))
     return sets
 
 
@@ -83,7 +92,7 @@ def _dropped_levels(
             cols, vals = all_cols[order_idx], all_vals[order_idx]
             counts = torch.bincount(torch.searchsorted(s, keys), minlength=s.numel())
         blocks.append((counts, cols, vals))
-        sets.append(torch.unique(torch.cat([s, cols])))
+        sets.append(_sorted_union(adj.shape[0], s, cols))
     return sets, blocks
 
 
