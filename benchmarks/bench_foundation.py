@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-import freqd  # noqa: F401
+from freqd._compat import silence_known_warnings
 from freqd.config import Config
 from freqd.datasets import prepare_dataset
 from freqd.models import BPR, LightGCN
@@ -105,6 +105,7 @@ def bench_gowalla(epochs: int) -> dict:
 
 
 def main() -> None:
+    silence_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

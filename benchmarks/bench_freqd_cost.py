@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from freqd._compat import silence_known_warnings
+
 ARMS = {
     "scratch": None,
     "freqd-default": "configs/kd/freqd.yaml",
@@ -75,6 +77,7 @@ def make_teacher(dataset: str, size: int) -> str:
 
 
 def main() -> None:
+    silence_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="gowalla")
     parser.add_argument("--teacher", default=None, help="teacher checkpoint (default: an initialised d=300 BPR)")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from freqd._compat import silence_known_warnings
 from freqd.io import atomic_write_text
 from freqd.quick_start import run_distill, run_freqd
 
@@ -33,6 +34,7 @@ def cached(path: Path, run) -> dict:
 
 
 def main() -> None:
+    silence_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--backbone", default="BPR")

@@ -7,6 +7,7 @@ Imported by ``freqd/__init__`` before anything from RecBole. Each fix is local a
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a RecBole/freqd checkpoint (no 'state_dict' entry)")
     return checkpoint
+
+
+# Known, harmless noise from RecBole 1.2.1 on pandas 3 / torch 2.13 and from PyG's CSR support.
+_KNOWN_WARNINGS = [
+    (r".*inplace.*", Warning),
+    (r".*[Cc]hained assignment.*|.*ChainedAssignment.*", Warning),
+    (r".*torch\.cuda\.amp\.GradScaler.*", FutureWarning),
+    (r".*Sparse CSR tensor support is in beta.*", UserWarning),
+    (r".*Sparse invariant checks are implicitly disabled.*", UserWarning),
+]
+
+
+def silence_known_warnings() -> None:
+    """Hide the warnings above (for the CLI and benchmarks; the library itself never filters)."""
+    for message, category in _KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from typing import Any, Sequence
 
 EPILOG = """config overrides:
@@ -24,22 +23,6 @@ examples:
   freqd train --model LightGCN --dataset gowalla --config configs/dataset/gowalla.yaml
   freqd datasets list
 """
-
-# Known, harmless noise from RecBole 1.2.1 on pandas 3 / torch 2.13 and from PyG's CSR support.
-_NOISY_WARNINGS = [
-    (r".*inplace.*", None),
-    (r".*ChainedAssignment.*", None),
-    (r".*chained assignment.*", None),
-    (r".*torch\.cuda\.amp\.GradScaler.*", FutureWarning),
-    (r".*Sparse CSR tensor support is in beta.*", UserWarning),
-    (r".*Sparse invariant checks are implicitly disabled.*", UserWarning),
-]
-
-
-def _quiet_known_warnings() -> None:
-    for message, category in _NOISY_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=category or Warning)
-
 
 def parse_overrides(extra: Sequence[str]) -> dict[str, Any]:
     """``['--a=1', '--b=x']`` -> ``{'a': '1', 'b': 'x'}``; RecBole's Config evaluates the strings."""
@@ -225,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = parse_overrides(extra)
-    _quiet_known_warnings()
-    import freqd  # noqa: F401  (compat shims before RecBole)
+    from freqd._compat import silence_known_warnings
+
+    silence_known_warnings()
 
     try:
         return args.func(args, overrides)
