@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
+from graph_cases import GRAPHS, make_graph
+
 from freqd.graph import (
     PolynomialFilter,
-    bipartite_edge_index,
-    cooccurrence_adjacency,
     edge_dropout,
     filter_rows,
     k_hop,
-    normalized_adjacency,
 )
 
 F = PolynomialFilter
@@ -24,26 +22,9 @@ FILTERS = {
     "so0.3": F.second_order(0.3),
     "quad": F.quadratic(1.0, -0.8, 0.15),
 }
-GRAPHS = [("bipartite", s) for s in range(3)] + [("user", s) for s in range(2)] + [("item", s) for s in range(2)]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def make_graph(kind: str, seed: int) -> torch.Tensor:
-    """Normalised float64 CSR adjacency with 5–50 nodes; node 0 (padding) has no edges."""
-    rng = np.random.default_rng(seed)
-    n_users, n_items = int(rng.integers(4, 20)), int(rng.integers(4, 25))
-    g = torch.Generator().manual_seed(seed)
-    n_pairs = int(rng.integers(8, 60))
-    users = torch.randint(1, n_users, (n_pairs,), generator=g)
-    items = torch.randint(1, n_items, (n_pairs,), generator=g)
-    if kind == "bipartite":
-        edge_index = bipartite_edge_index(users, items, n_users)
-        weight = torch.ones(edge_index.shape[1], dtype=torch.float64)
-        return normalized_adjacency(edge_index, n_users + n_items, weight)
-    k = int(rng.integers(1, 4))
-    return cooccurrence_adjacency(users, items, n_users, n_items, k=k, side=kind, dtype=torch.float64)
 
 
 def batch_rows(n: int, seed: int) -> torch.Tensor:
