@@ -96,16 +96,17 @@ def cmd_quickstart(args, overrides) -> int:
 
     base = {"seed": args.seed if args.seed is not None else 2020, **overrides}
     runs = []
-    print(f"== teacher: {args.model} d={args.teacher_size} on {args.dataset}", flush=True)
+    print(f"== teacher: {args.model} d={args.teacher_size}", flush=True)
     teacher = run_freqd(args.model, args.dataset, config_file_list=args.config,
                         config_dict={**base, "embedding_size": args.teacher_size})
     runs.append(("teacher", teacher))
+    dataset = teacher["dataset"]
     print(f"== student from scratch: {args.model} d={args.student_size}", flush=True)
-    runs.append(("scratch", run_freqd(args.model, args.dataset, config_file_list=args.config,
+    runs.append(("scratch", run_freqd(args.model, dataset, config_file_list=args.config,
                                       config_dict={**base, "embedding_size": args.student_size})))
     for label, alpha in (("plain FD (α=0)", 0.0), (f"FreqD (α={args.alpha:g})", args.alpha)):
         print(f"== student distilled, {label}", flush=True)
-        runs.append((label, run_distill(teacher["checkpoint"], args.model, "FreqD", dataset=args.dataset,
+        runs.append((label, run_distill(teacher["checkpoint"], args.model, "FreqD", dataset=dataset,
                                         config_file_list=args.config,
                                         config_dict={**base, "embedding_size": args.student_size,
                                                      "freqd_alpha": alpha})))
@@ -117,7 +118,7 @@ def cmd_quickstart(args, overrides) -> int:
     print()
     print(_table(rows, SUMMARY_COLUMNS + ["gap recovered"]))
     ratio = teacher["n_parameters"] / runs[1][1]["n_parameters"]
-    print(f"\nstudents have {ratio:.0f}x fewer parameters than the teacher ({args.dataset}, "
+    print(f"\nstudents have {ratio:.0f}x fewer parameters than the teacher ({dataset}, "
           f"protocol={teacher['protocol']}, seed={base['seed']}); 'gap recovered' is the share of the "
           "teacher-scratch NDCG@20 gap closed.")
     return 0
@@ -156,9 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser, model_default: str | None) -> None:
         p.add_argument("--model", default=model_default, required=model_default is None,
                        help="backbone: BPR or LightGCN (or any RecBole general recommender)")
-        p.add_argument("--dataset", default="ml-100k",
+        p.add_argument("--dataset", default=None,
                        help="ml-100k (bundled), a named dataset (see 'freqd datasets list') or "
-                            "atomic files under <data_path>/<dataset>/")
+                            "atomic files under <data_path>/<dataset>/; default: the --config files' "
+                            "'dataset', else ml-100k")
         p.add_argument("--config", action="append", default=[], metavar="YAML",
                        help="YAML config file; repeatable, later files override earlier ones")
         p.add_argument("--seed", type=int, default=None, help="random seed (RecBole's 'seed')")

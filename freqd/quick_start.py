@@ -92,9 +92,32 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _file_settings(config_file_list) -> dict[str, Any]:
+    """The keys of the YAML config files that decide which data to load (later files win)."""
+    import yaml
+
+    merged: dict[str, Any] = {}
+    for file in config_file_list or []:
+        with open(file, encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {file} must hold a mapping of keys to values")
+        merged.update({k: loaded[k] for k in ("dataset", "data_path", "split_seed") if k in loaded})
+    return merged
+
+
 def _setup(model, dataset, config_file_list, config_dict):
-    """Config, dataset and loaders, seeded exactly as ``run_recbole`` does."""
-    config_dict = dataset_config(dataset, dict(config_dict or {}))
+    """Config, dataset and loaders, seeded exactly as ``run_recbole`` does.
+
+    The dataset is the explicit argument, else ``dataset`` from config_dict, else from the config
+    files, else ml-100k; ``data_path``/``split_seed`` from the files are honoured when preparing it.
+    """
+    for file in config_file_list or []:
+        if not Path(file).is_file():
+            raise FileNotFoundError(f"config file not found: {file}")
+    config_dict = {**_file_settings(config_file_list), **(config_dict or {})}
+    dataset = dataset or config_dict.get("dataset") or "ml-100k"
+    config_dict = dataset_config(dataset, config_dict)
     config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -169,13 +192,13 @@ def _fit_and_report(config, trainer, net, loaders, run_dir: Path, saved: bool, r
 
 def run_freqd(
     model: str | type,
-    dataset: str = "ml-100k",
+    dataset: str | None = None,
     config_file_list: list[str] | None = None,
     config_dict: dict[str, Any] | None = None,
     saved: bool = True,
     resume: str | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` on ``dataset``, evaluate the best-validation checkpoint on test.
+    """Train ``model`` on ``dataset`` (default: the config's, else ml-100k), evaluate the best checkpoint on test.
 
     Returns ``run_recbole``'s dict (best_valid_score, valid_score_bigger, best_valid_result,
     test_result) plus the run's bookkeeping (checkpoint, results files, sizes, timings), and

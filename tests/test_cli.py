@@ -59,7 +59,17 @@ def test_datasets_list(capsys):
 
 def test_quickstart_parser_defaults():
     args = build_parser().parse_args(["quickstart"])
-    assert (args.model, args.dataset, args.teacher_size, args.student_size) == ("BPR", "ml-100k", 300, 20)
+    assert (args.model, args.dataset, args.teacher_size, args.student_size) == ("BPR", None, 300, 20)
+
+
+def test_dataset_comes_from_the_config_file_unless_given(tmp_path, capsys):
+    yaml_file = tmp_path / "data.yaml"
+    yaml_file.write_text("dataset: elsewhere\n")
+    assert main(["train", "--model", "BPR", "--config", str(yaml_file), "--use_gpu=False"]) == 2
+    assert "dataset 'elsewhere'" in capsys.readouterr().err
+    assert main(["train", "--model", "BPR", "--dataset", "nowhere", "--config", str(yaml_file),
+                 "--use_gpu=False"]) == 2
+    assert "dataset 'nowhere'" in capsys.readouterr().err
 
 
 def test_train_then_distill(capsys, fast_config):
