@@ -233,10 +233,12 @@ def run_distill(
     from freqd.trainers import DistillTrainer
 
     distiller_cls = get_distiller(kd)
+    # Read the (possibly large) teacher checkpoint once: for its dataset and to build the teacher.
+    checkpoint = load_checkpoint(teacher, map_location="cpu")
     if dataset is None:
-        dataset = load_checkpoint(teacher)["config"]["dataset"]
+        dataset = checkpoint["config"]["dataset"]
     config, data, loaders = _setup(student, dataset, config_file_list, config_dict)
-    teacher_model = load_teacher(teacher, config, loaders[0]._dataset)
+    teacher_model = load_teacher(teacher, config, loaders[0]._dataset, checkpoint=checkpoint)
     net = _build_model(config, loaders[0])
     distiller = distiller_cls(config, teacher_model, net, loaders[0]._dataset)
     run_dir = _run_dir(config, tag=f"-{distiller_cls.name}")

@@ -10,16 +10,18 @@ from freqd._compat import load_checkpoint
 from freqd.models import EmbeddingRecommender, get_model
 
 
-def load_teacher(path: str | os.PathLike, config, train_dataset) -> EmbeddingRecommender:
+def load_teacher(path: str | os.PathLike, config, train_dataset, checkpoint: dict | None = None) -> EmbeddingRecommender:
     """The checkpoint's model, rebuilt on ``train_dataset``, in eval mode with gradients off.
 
     Raises a ValueError naming the file before any training when the checkpoint is not a
     model freqd can distil from, or was trained on other data (dataset name, user/item counts,
-    and, for freqd checkpoints, the training-split fingerprint).
+    and, for freqd checkpoints, the training-split fingerprint). ``checkpoint`` is the already
+    loaded content of ``path``, so a caller that read it need not read it again.
     """
     from freqd.quick_start import dataset_fingerprint
 
-    checkpoint = load_checkpoint(path, map_location="cpu")
+    if checkpoint is None:
+        checkpoint = load_checkpoint(path, map_location="cpu")
     teacher_config = checkpoint.get("config")
     if teacher_config is None or "model" not in teacher_config:
         raise ValueError(f"{path}: no RecBole config in the checkpoint; cannot tell which model it holds")
