@@ -1,20 +1,48 @@
-"""Distillers: FreqD (and, next, the baselines) behind one interface, plus teacher loading."""
+"""Distillers: FreqD and the baselines behind one interface, plus teacher loading.
+
+Each method is one module here defining a :class:`Distiller` subclass with a ``name``; modules
+are imported on first lookup, so adding a method touches that module and its YAML in
+``configs/kd/`` only.
+"""
 
 from __future__ import annotations
 
-from freqd.distillers.base import Distiller
+import importlib
+import pkgutil
+
+from freqd.distillers.base import REGISTRY, Distiller, registry_key
 from freqd.distillers.freqd import FreqD, FreqDSettings
 from freqd.distillers.teacher import load_teacher, teacher_tables
 
-DISTILLERS: dict[str, type[Distiller]] = {"freqd": FreqD}
+_INFRASTRUCTURE = {"base", "teacher", "projectors", "rankings", "sampling"}
+
+
+def _discover() -> dict[str, type[Distiller]]:
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _INFRASTRUCTURE and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+    return REGISTRY
+
+
+def available() -> list[str]:
+    """The names of all distillers, sorted."""
+    return sorted(cls.name for cls in _discover().values())
 
 
 def get_distiller(name: str) -> type[Distiller]:
-    """A distiller class by name (case-insensitive)."""
-    key = name.lower().replace("-", "").replace("_", "")
-    if key not in DISTILLERS:
-        raise ValueError(f"unknown distiller {name!r}; available: {sorted(c.name for c in DISTILLERS.values())}")
-    return DISTILLERS[key]
+    """A distiller class by name (case-, dash- and underscore-insensitive)."""
+    registry = _discover()
+    key = registry_key(name)
+    if key not in registry:
+        raise ValueError(f"unknown distiller {name!r}; available: {available()}")
+    return registry[key]
 
 
-__all__ = ["DISTILLERS", "Distiller", "FreqD", "FreqDSettings", "get_distiller", "load_teacher", "teacher_tables"]
+def __getattr__(name: str):
+    if name == "DISTILLERS":
+        return dict(_discover())
+    raise AttributeError(name)
+
+
+__all__ = ["DISTILLERS", "Distiller", "FreqD", "FreqDSettings", "available", "get_distiller", "load_teacher",
+           "teacher_tables"]

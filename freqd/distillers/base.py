@@ -6,11 +6,23 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+#: Every :class:`Distiller` subclass with a ``name``, by :func:`registry_key`; a new method
+#: registers itself by being defined in a module of ``freqd.distillers``.
+REGISTRY: dict[str, type[Distiller]] = {}
+
+
+def registry_key(name: str) -> str:
+    """Case-, dash- and underscore-insensitive lookup key of a distiller name."""
+    return name.lower().replace("-", "").replace("_", "")
+
 
 class Distiller(nn.Module):
     """A knowledge-distillation loss with its own trainable modules (projectors, experts).
 
-    The trainer calls :meth:`on_epoch_start` before each epoch (per-epoch resampling,
+    Built as ``cls(config, teacher, student, train_dataset)`` once, before training: that is
+    where a method precomputes what it needs from the frozen teacher (its tables, its top-N
+    rankings via :func:`freqd.distillers.rankings.teacher_topk`, item popularity). The trainer
+    calls :meth:`on_epoch_start` before each epoch (per-epoch resampling,
     schedules), then ``distiller(interaction, student)`` on every batch; the result is added to
     the student's recommendation loss with weight ``kd_weight``. The distiller's parameters are
     optimised with the student's; the frozen teacher's tables are non-persistent buffers, so
@@ -24,6 +36,14 @@ class Distiller(nn.Module):
 
     name: ClassVar[str] = ""
     needs: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            key = registry_key(cls.name)
+            if key in REGISTRY and REGISTRY[key] is not cls:
+                raise TypeError(f"two distillers are named {cls.name!r}: {REGISTRY[key]} and {cls}")
+            REGISTRY[key] = cls
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook before each training epoch."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import torch
@@ -16,7 +17,8 @@ def load_teacher(path: str | os.PathLike, config, train_dataset, checkpoint: dic
     Raises a ValueError naming the file before any training when the checkpoint is not a
     model freqd can distil from, or was trained on other data (dataset name, user/item counts,
     and, for freqd checkpoints, the training-split fingerprint). ``checkpoint`` is the already
-    loaded content of ``path``, so a caller that read it need not read it again.
+    loaded content of ``path``, so a caller that read it need not read it again. The returned
+    model carries ``checkpoint_sha256``, the file's hash, for caches keyed by the teacher.
     """
     from freqd.quick_start import dataset_fingerprint
 
@@ -58,7 +60,17 @@ def load_teacher(path: str | os.PathLike, config, train_dataset, checkpoint: dic
     teacher.to(config["device"]).eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
+    teacher.checkpoint_sha256 = file_sha256(path)
     return teacher
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """sha256 of a file's bytes: the key of per-teacher caches (top-N rankings)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @torch.no_grad()

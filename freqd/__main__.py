@@ -1,0 +1,5 @@
+"""``python -m freqd`` is the ``freqd`` console script."""
+
+from freqd.cli import main
+
+raise SystemExit(main())

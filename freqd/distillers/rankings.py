@@ -1,0 +1,100 @@
+"""The teacher's top-N unobserved items per user, computed in chunks and cached on disk.
+
+Ranking-based distillers (RRD, DCD, CD, UnKD, KD, PCKD) sample from these lists. The full
+teacher score matrix does not fit comfortably in memory (Gowalla: 29,858 × 40,981 floats ≈
+4.9 GB), so users are scored ``chunk_size`` at a time on the teacher's device and only the top
+N are kept: memory is chunk_size × n_items, not n_users × n_items. The result is cached under
+``<checkpoint_dir>/teacher_topk/`` keyed by the teacher checkpoint's sha256, N and the data
+sizes, so repeated runs reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from freqd.io import atomic_torch_save
+
+logger = logging.getLogger(__name__)
+
+
+def training_csr(train_dataset) -> torch.Tensor:
+    """The training user × item 0/1 matrix as a torch CSR tensor (RecBole ids)."""
+    inter = train_dataset.inter_feat
+    users = inter[train_dataset.uid_field].long()
+    items = inter[train_dataset.iid_field].long()
+    coo = torch.sparse_coo_tensor(torch.stack([users, items]), torch.ones(len(users)),
+                                  (train_dataset.user_num, train_dataset.item_num)).coalesce()
+    return coo.to_sparse_csr()
+
+
+def teacher_key(teacher) -> str:
+    """The teacher checkpoint's sha256 (set by ``load_teacher``), else a hash of its state dict."""
+    key = getattr(teacher, "checkpoint_sha256", None)
+    if key:
+        return key
+    digest = hashlib.sha256()
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def topk_unobserved(user_table: Tensor, item_table: Tensor, train: torch.Tensor, n: int,
+                    chunk_size: int = 1024) -> Tensor:
+    """Per user, the ``n`` highest-scoring items (inner product) that are not training items.
+
+    Item 0 (RecBole's padding id) is never returned. ``train`` is the training CSR matrix.
+    Returns a (n_users, n) int64 tensor on the CPU, best first.
+    """
+    n_users, n_items = user_table.shape[0], item_table.shape[0]
+    crow, col = train.crow_indices(), train.col_indices()
+    most_seen = int((crow[1:] - crow[:-1]).max()) if n_users else 0
+    if n > n_items - 1 - most_seen:
+        raise ValueError(
+            f"teacher top-N: N={n} is more than the {n_items - 1 - most_seen} unobserved items of the most "
+            f"active user ({most_seen} training items out of {n_items - 1}); choose a smaller N"
+        )
+    device = user_table.device
+    out = torch.empty(n_users, n, dtype=torch.long)
+    for start in range(0, n_users, chunk_size):
+        stop = min(start + chunk_size, n_users)
+        scores = user_table[start:stop] @ item_table.T
+        scores[:, 0] = float("-inf")
+        lo, hi = int(crow[start]), int(crow[stop])
+        rows = torch.repeat_interleave(torch.arange(stop - start), crow[start + 1:stop + 1] - crow[start:stop])
+        scores[rows.to(device), col[lo:hi].to(device)] = float("-inf")
+        out[start:stop] = scores.topk(n, dim=1).indices.cpu()
+    return out
+
+
+def teacher_topk(teacher, train_dataset, n: int, cache_dir: str | Path | None = None,
+                 chunk_size: int = 1024) -> Tensor:
+    """The teacher's top-``n`` unobserved items per user, from the on-disk cache when present.
+
+    ``cache_dir`` None disables caching (tests). Returns a (n_users, n) int64 CPU tensor.
+    """
+    from freqd.distillers.teacher import teacher_tables
+
+    path = None
+    if cache_dir is not None:
+        key = f"{teacher_key(teacher)}-n{n}-u{train_dataset.user_num}-i{train_dataset.item_num}"
+        path = Path(cache_dir) / "teacher_topk" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+        if path.is_file():
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if cached.get("key") == key:
+                logger.info(f"teacher top-{n}: reusing {path}")
+                return cached["topk"]
+    start = time.perf_counter()
+    users, items = teacher_tables(teacher)
+    topk = topk_unobserved(users, items, training_csr(train_dataset), n, chunk_size)
+    logger.info(f"teacher top-{n} for {len(topk):,} users in {time.perf_counter() - start:.1f} s")
+    if path is not None:
+        atomic_torch_save({"key": key, "topk": topk}, path)
+    return topk
