@@ -91,13 +91,28 @@ def test_batch_local_loss_equals_dense_full_table_computation(setup, settings):
     assert float(loss) == pytest.approx(_dense_reference(distiller, student, batch, settings), rel=1e-4)
 
 
-def test_filter_then_project_equals_project_then_filter_for_bias_free_linear(setup):
-    distiller, student, _ = _distiller(setup, freqd_graph="cooccurrence", freqd_distance="cosine")
+@pytest.mark.parametrize("graph", ["cooccurrence", "bipartite"])
+@pytest.mark.parametrize("distance", ["mse", "cosine"])
+@pytest.mark.parametrize("keep_prob", [1.0, 0.5])
+def test_implicit_projection_equals_projecting_rows(setup, graph, distance, keep_prob):
+    """Bias-free linear P: the WᵀW / zW form gives the loss and gradients of P(H·S) − H·T."""
+    distiller, student, _ = _distiller(setup, freqd_graph=graph, freqd_distance=distance, freqd_keep_prob=keep_prob)
     assert distiller.filter_then_project
     batch = _batch(seed=1)
-    fast = distiller(batch, student)
-    distiller.filter_then_project = False
-    assert float(distiller(batch, student)) == pytest.approx(float(fast), rel=1e-5)
+    results = []
+    for implicit in (True, False):
+        distiller.filter_then_project = implicit
+        student.zero_grad()
+        distiller.zero_grad()
+        torch.manual_seed(5)  # the same edge-dropout draw for both forms
+        loss = distiller(batch, student)
+        loss.backward()
+        results.append((float(loss), student.user_embedding.weight.grad.clone(),
+                        distiller.projector.linear.weight.grad.clone()))
+    (fast, *fast_grads), (slow, *slow_grads) = results
+    assert fast == pytest.approx(slow, rel=1e-5)
+    for a, b in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_alpha_zero_mse_is_plain_feature_distillation(setup):

@@ -12,8 +12,12 @@ teacher's final tables. Dividing the reference's sum by the number of triples B 
 distillation.
 
 Only the batch rows and their K-hop neighbourhoods are touched per step (``filter_rows``); with
-a bias-free linear projector the filter runs in the student's d_S dimensions and only batch rows
-are projected (H·P(S) = P(H·S)); otherwise the projector runs once on the K-hop node set.
+a bias-free linear projector the filter runs in the student's d_S dimensions (H·P(S) = P(H·S))
+and the batch rows are never projected at all: with y = [H·S]_b, z = [H·T]_b and P(y) = Wy,
+‖Wy − z‖² = yᵀ(WᵀW)y − 2 yᵀ(Wᵀz) + ‖z‖² and cos(Wy, z) = yᵀ(Wᵀz) / (√(yᵀWᵀWy)‖z‖), so a step
+costs one (rows × d_T) · (d_T × d_S) product instead of forming and differentiating rows × d_T
+residuals (exact; tested against the direct form). Otherwise the projector runs once on the
+K-hop node set.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from freqd.graph import (
     filter_rows,
     normalized_adjacency,
     rayleigh_quotients,
+    unique_ids,
 )
 
 GRAPHS = ("bipartite", "cooccurrence")
+_EPS = 1e-12
 DISTANCES = ("mse", "cosine")
 
 
@@ -144,7 +150,7 @@ class FreqD(Distiller):
         self.filter_then_project = s.projector == "linear" and not s.projector_bias
         self.filter, self.alpha = s.filter_at(0)
         self.epoch = 0
-        self._filtered_teacher: tuple[Tensor, ...] | None = None
+        self._filtered_teacher: tuple[tuple[Tensor, Tensor], ...] | None = None
 
     # -- schedule and teacher side -----------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
@@ -160,10 +166,11 @@ class FreqD(Distiller):
         return [(self.user_adj, self.t_users, 0), (self.item_adj, self.t_items, 0)]
 
     @torch.no_grad()
-    def _teacher_filtered(self) -> tuple[Tensor, ...]:
-        """H·T for every graph, once per epoch (the filter only changes between epochs)."""
+    def _teacher_filtered(self) -> tuple[tuple[Tensor, Tensor], ...]:
+        """H·T for every graph, once per epoch (the filter only changes between epochs), and row norms²."""
         if self._filtered_teacher is None:
-            self._filtered_teacher = tuple(self.filter.apply(adj, table) for adj, table, _ in self._graphs())
+            tables = (self.filter.apply(adj, table) for adj, table, _ in self._graphs())
+            self._filtered_teacher = tuple((t, t.pow(2).sum(1)) for t in tables)
         return self._filtered_teacher
 
     # -- loss --------------------------------------------------------------------------------------
@@ -172,52 +179,73 @@ class FreqD(Distiller):
             return student.user_embedding.weight, student.item_embedding.weight
         return student.embeddings()
 
-    def _distance(self, a: Tensor, b: Tensor) -> Tensor:
+    def _distance(self, a: Tensor, b: Tensor, b_norm2: Tensor | None = None) -> Tensor:
+        """dist(P(a), b) per row when ``a`` is unprojected (bias-free linear P), else dist(a, b).
+
+        ``b_norm2``: the rows' squared norms when known (precomputed for the filtered teacher).
+        """
+        if self.filter_then_project:
+            return self._linear_distance(a, b, b_norm2)
         if self.settings.freqd_distance == "mse":
             return (a - b).pow(2).sum(1)
-        return 1.0 - F.cosine_similarity(a, b, dim=1, eps=1e-12)
+        return 1.0 - F.cosine_similarity(a, b, dim=1, eps=_EPS)
 
-    def _filtered_pair(self, adj: Tensor, s_table: Tensor, t_table: Tensor, t_filtered: Tensor,
-                       rows: Tensor) -> tuple[Tensor, Tensor]:
-        """([H·P(S)]_rows, [H·T]_rows) on one graph, touching only the K-hop set of ``rows``."""
+    def _linear_distance(self, y: Tensor, z: Tensor, z_norm2: Tensor | None = None) -> Tensor:
+        """dist(Wy, z) per row from WᵀW and zW: no rows × d_T residual is formed (module docstring)."""
+        weight = self.projector.linear.weight
+        cross = (y * (z @ weight)).sum(1)
+        norm2 = (y * (y @ (weight.T @ weight))).sum(1)
+        if z_norm2 is None:
+            with torch.no_grad():
+                z_norm2 = z.pow(2).sum(1)
+        if self.settings.freqd_distance == "mse":
+            return norm2 - 2.0 * cross + z_norm2
+        return 1.0 - cross / (norm2 * z_norm2).clamp_min(_EPS * _EPS).sqrt()
+
+    def _filtered_pair(self, adj: Tensor, s_table: Tensor, t_table: Tensor, t_filtered: tuple[Tensor, Tensor],
+                       rows: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """([H·P(S)]_rows, [H·T]_rows, their squared norms or None) on one graph, K-hop set only.
+
+        With a bias-free linear projector the student side is returned unprojected, [H·S]_rows;
+        :meth:`_distance` applies W implicitly.
+        """
         s = self.settings
         if s.freqd_keep_prob == 1.0:
-            target = t_filtered.index_select(0, rows)
+            target, norm2 = (t.index_select(0, rows) for t in t_filtered)
             if self.filter_then_project:
-                return self.projector(filter_rows(adj, self.filter, rows, s_table)), target
-            return filter_rows(adj, self.filter, rows, lambda ids: self.projector(s_table[ids])), target
+                return filter_rows(adj, self.filter, rows, s_table), target, norm2
+            return filter_rows(adj, self.filter, rows, lambda ids: self.projector(s_table[ids])), target, norm2
         # Edge dropout: one draw of Â_drop per step, shared by the student and the teacher side.
         seed = int(torch.randint(0, 2**62, (1,)))
         generators = [torch.Generator(device=rows.device).manual_seed(seed) for _ in range(2)]
         keep = s.freqd_keep_prob
         target = filter_rows(adj, self.filter, rows, t_table, keep_prob=keep, generator=generators[0])
         if self.filter_then_project:
-            student = self.projector(filter_rows(adj, self.filter, rows, s_table, keep_prob=keep,
-                                                 generator=generators[1]))
+            student = filter_rows(adj, self.filter, rows, s_table, keep_prob=keep, generator=generators[1])
         else:
             student = filter_rows(adj, self.filter, rows, lambda ids: self.projector(s_table[ids]),
                                   keep_prob=keep, generator=generators[1])
-        return student, target
+        return student, target, None
 
     def forward(self, interaction, student) -> Tensor:
         user = interaction[student.USER_ID]
         pos, neg = interaction[student.ITEM_ID], interaction[student.NEG_ITEM_ID]
         n_triples = user.shape[0]
         s_users, s_items = self._student_tables(student)
-        groups = [torch.unique(user), torch.unique(pos), torch.unique(neg.reshape(-1))]
+        groups = [unique_ids(user, self.n_users), unique_ids(pos, self.n_items),
+                  unique_ids(neg.reshape(-1), self.n_items)]
         weights = (1.0, 0.5, 0.5)
         filtered = self._teacher_filtered()
         if self.settings.freqd_graph == "bipartite":
             rows = torch.cat([groups[0], groups[1] + self.n_users, groups[2] + self.n_users])
             s_all = torch.cat([s_users, s_items])
             t_all = self.t_all if self.settings.freqd_keep_prob < 1.0 else None
-            student_rows, teacher_rows = self._filtered_pair(self.adj, s_all, t_all, filtered[0], rows)
-            dist = self._distance(student_rows, teacher_rows)
+            dist = self._distance(*self._filtered_pair(self.adj, s_all, t_all, filtered[0], rows))
         else:
-            u_s, u_t = self._filtered_pair(self.user_adj, s_users, self.t_users, filtered[0], groups[0])
+            user_side = self._filtered_pair(self.user_adj, s_users, self.t_users, filtered[0], groups[0])
             items = torch.cat(groups[1:])
-            i_s, i_t = self._filtered_pair(self.item_adj, s_items, self.t_items, filtered[1], items)
-            dist = torch.cat([self._distance(u_s, u_t), self._distance(i_s, i_t)])
+            item_side = self._filtered_pair(self.item_adj, s_items, self.t_items, filtered[1], items)
+            dist = torch.cat([self._distance(*user_side), self._distance(*item_side)])
         scale = torch.cat([dist.new_full((len(g),), w) for g, w in zip(groups, weights)])
         return (dist * scale).sum() / n_triples
 

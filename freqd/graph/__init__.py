@@ -3,7 +3,7 @@
 from freqd.graph.adjacency import bipartite_edge_index, normalized_adjacency, sym_spmm
 from freqd.graph.cooccurrence import cooccurrence_adjacency
 from freqd.graph.filters import SCHEDULES, PolynomialFilter, alpha_schedule, edge_dropout
-from freqd.graph.local import filter_rows, k_hop
+from freqd.graph.local import filter_rows, k_hop, unique_ids
 from freqd.graph.spectral import laplacian_eigh, per_frequency_losses, rayleigh_quotients
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "per_frequency_losses",
     "rayleigh_quotients",
     "sym_spmm",
+    "unique_ids",
 ]

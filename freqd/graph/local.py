@@ -39,6 +39,18 @@ def _sorted_union(n_nodes: int, *parts: Tensor) -> Tensor:
     return mask.nonzero().squeeze(1)
 
 
+def unique_ids(ids: Tensor, n_nodes: int) -> Tensor:
+    """Sorted unique ``ids`` (all in [0, n_nodes)): ``torch.unique`` via an N-sized mask, no sort."""
+    return _sorted_union(n_nodes, ids)
+
+
+def _positions(n_nodes: int, ids: Tensor) -> Tensor:
+    """An N-sized map from each global id in the sorted ``ids`` to its index there (O(N), no search)."""
+    position = torch.empty(n_nodes, dtype=torch.long, device=ids.device)
+    position[ids] = torch.arange(ids.numel(), device=ids.device)
+    return position
+
+
 def _as_rows(rows: Tensor | list[int], device: torch.device) -> Tensor:
     return torch.as_tensor(rows, dtype=torch.long, device=device).reshape(-1)
 
@@ -126,7 +138,9 @@ def filter_rows(
     if method not in ("auto", "scatter", "csr"):
         raise ValueError(f"method must be 'auto', 'scatter' or 'csr', got {method!r}")
     device = adj.crow_indices().device
-    s0, inverse = torch.unique(_as_rows(rows, device), return_inverse=True)
+    rows = _as_rows(rows, device)
+    s0 = _sorted_union(adj.shape[0], rows)
+    inverse = _positions(adj.shape[0], s0)[rows]
     b = filt.adjacency_coefficients()
     sets, blocks = _dropped_levels(adj, s0, filt.order, keep_prob, generator)
     top = sets[-1]
@@ -136,12 +150,11 @@ def filter_rows(
     out_device = x_top.device
     n_nodes = adj.shape[0]
     out = b[-1] * x_top
+    top_position = _positions(n_nodes, top)
     for j in range(filt.order - 1, -1, -1):
         counts, cols, vals = blocks[j]
         # Positions of global ids inside S_{j+1}: one O(N) scatter instead of a binary search per nonzero.
-        position = torch.empty(n_nodes, dtype=torch.long, device=device)
-        position[sets[j + 1]] = torch.arange(sets[j + 1].numel(), device=device)
-        local_cols = position[cols].to(out_device)
+        local_cols = _positions(n_nodes, sets[j + 1])[cols].to(out_device)
         vals = vals.to(device=out_device, dtype=x_top.dtype)
         use_scatter = method == "scatter" or (method == "auto" and cols.numel() * x_top.shape[1] <= _SCATTER_LIMIT)
         if use_scatter:
@@ -158,8 +171,7 @@ def filter_rows(
                 check_invariants=False,
             )
             propagated = sub @ out
-        position[top] = torch.arange(top.numel(), device=device)
-        x_j = x_top.index_select(0, position[sets[j]].to(out_device))
+        x_j = x_top.index_select(0, top_position[sets[j]].to(out_device))
         out = propagated + b[j] * x_j
     result = out.index_select(0, inverse.to(out.device))
     if not return_stats:
