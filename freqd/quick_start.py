@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -240,11 +241,14 @@ def run_distill(
     config, data, loaders = _setup(student, dataset, config_file_list, config_dict)
     teacher_model = load_teacher(teacher, config, loaders[0]._dataset, checkpoint=checkpoint)
     net = _build_model(config, loaders[0])
+    setup_start = time.perf_counter()
     distiller = distiller_cls(config, teacher_model, net, loaders[0]._dataset)
+    setup_seconds = time.perf_counter() - setup_start
     run_dir = _run_dir(config, tag=f"-{distiller_cls.name}")
     metadata = {**_metadata(config, net, data, loaders[0]), "kd": distiller_cls.name, "teacher": str(teacher),
                 "teacher_model": teacher_model.__class__.__name__, "teacher_embedding_size": teacher_model.embedding_size}
     trainer = DistillTrainer(config, net, distiller, metadata=metadata, metrics_path=run_dir / "metrics.csv")
-    extra = {"kd": distiller_cls.name, "kd_weight": config["kd_weight"], "teacher": str(teacher),
+    extra = {"kd": distiller_cls.name, "kd_weight": config["kd_weight"], "kd_setup_seconds": setup_seconds,
+             "teacher": str(teacher),
              "teacher_model": metadata["teacher_model"], "teacher_embedding_size": teacher_model.embedding_size}
     return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, extra)
