@@ -11,7 +11,9 @@ u_1..u_B (repeats kept, as in the reference code):
     q_j = σ((t(u_b,j) + t₂) / t₁),
 
 binary cross-entropy towards the teacher's softened scores (computed from logits, so without
-the reference's 10⁻¹⁰ inside the logs).
+the reference's 10⁻¹⁰ inside the logs). Repeating tournaments until n_s distinct items are won
+is sampling without replacement from the winner's law, which is how it is drawn here. Samples
+are redrawn every epoch in every mode (the reference redraws them only when student-guided).
 """
 
 from __future__ import annotations

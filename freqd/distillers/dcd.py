@@ -12,7 +12,10 @@ users B_U:
 
 RRD's relaxed ranking loss: the items the student ranks too low go above, in the teacher's
 order, the items it ranks too high. Only the item-side correction is implemented (as in the
-reference code, woriazzc/KDs); the sum runs over the batch's unique users, as there.
+reference code, woriazzc/KDs); the sum runs over the batch's unique users, as there. Three
+choices differ from that code: student ranks count unobserved items only (like the teacher's),
+the under-estimated items are sorted by teacher rank (the reference keeps the order drawn), and
+the over-estimated set excludes them (the weight floor could otherwise put an item in both).
 """
 
 from __future__ import annotations

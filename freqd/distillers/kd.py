@@ -7,7 +7,8 @@ On a batch of B triples with users u_1..u_B (repeats kept, as in the reference c
     L = −(1/B) Σ_b Σ_{i∈C_{u_b}} p^T_i log p^S_i,   p^X = softmax(x(u_b, C_{u_b}) / τ),
 
 the cross-entropy from the teacher's to the student's distribution at temperature τ, without
-Hinton's τ² factor (the reference code has none).
+Hinton's τ² factor (the reference code has none). Unlike the reference, whose top-K may hold
+training items, C_u holds unobserved items only, like every teacher ranking in freqd.
 """
 
 from __future__ import annotations

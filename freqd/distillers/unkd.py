@@ -2,9 +2,10 @@
 
 Items with training interactions are sorted by popularity and cut into G contiguous groups of
 (as near as contiguous cuts allow) equal total interaction count; an item goes to the group
-holding the midpoint of its share of the cumulative count. Items never seen in training (and
-padding item 0) are in no group, as in the reference code. Once, per user and group, the
-teacher ranks the group's unobserved items (top ``unkd_pool`` kept, chunked scoring). Every epoch,
+holding the midpoint of its share of the cumulative count (the reference's greedy cut can leave
+an extra small group). Items never seen in training (and padding item 0) are in no group, as in
+the reference code. Once, per user and group, the teacher ranks the group's unobserved items
+(top ``unkd_pool`` kept, chunked scoring; not cached on disk, it is one scoring pass). Every epoch,
 per user and group g, n_g ordered pairs (j⁺, j⁻) are drawn: two distinct ranks, each with
 p(r) ∝ exp(−(r+1)/``unkd_decay``), the better-ranked one is j⁺. n_g splits ``unkd_pairs`` over the
 groups with the reference's weights (equal for ``unkd_lambda`` = 0). On a batch of B triples with
@@ -13,7 +14,7 @@ users u_1..u_B (repeats kept, as in the reference code), P_u the user's pairs:
     L = −(1/B) Σ_b (1/|P_{u_b}|) Σ_{(j⁺,j⁻)∈P_{u_b}} log σ( s(u_b,j⁺) − s(u_b,j⁻) )
 
 (the reference averages over a user's pairs; a group where the user has fewer than two unobserved
-items contributes no pair).
+items contributes no pair; −log σ is computed stably, without the reference's 10⁻¹⁰).
 """
 
 from __future__ import annotations
