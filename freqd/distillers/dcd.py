@@ -99,7 +99,7 @@ class DCD(Distiller):
         self.register_buffer("pool", pool.to(next(teacher.parameters()).device), persistent=False)
         self.register_buffer("under", None, persistent=False)
         self.register_buffer("over", None, persistent=False)
-        self.log: dict[str, float] = {}
+        self.stats: dict[str, float] = {}
 
     @torch.no_grad()
     def on_epoch_start(self, epoch: int) -> None:
@@ -109,7 +109,7 @@ class DCD(Distiller):
         under, over = dual_correction_sample(student_rank, s.dcd_samples, s.dcd_temperature)
         self.under, self.over = self.pool.gather(1, under), self.pool.gather(1, over)
         gap = student_rank - torch.arange(self.pool.shape[1], device=student_rank.device)
-        self.log = {"dcd_student_rank": float(student_rank.float().mean()),
+        self.stats = {"dcd_student_rank": float(student_rank.float().mean()),
                     "dcd_underestimated": float((gap > 0).float().mean())}
 
     def forward(self, interaction, student) -> Tensor:
@@ -124,4 +124,4 @@ class DCD(Distiller):
         return relaxed_ranking_loss(above, below) / batch.shape[0]
 
     def epoch_log(self, student) -> dict[str, Any]:
-        return dict(self.log)
+        return dict(self.stats)
