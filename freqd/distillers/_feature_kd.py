@@ -10,24 +10,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import fields
-from typing import Iterable
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-
-
-def read_settings(cls, config):
-    """``cls(**{key: config[key]})`` over the dataclass's fields whose config value is not None."""
-    return cls(**{f.name: config[f.name] for f in fields(cls) if config[f.name] is not None})
-
-
-def check(checks: Iterable[tuple[bool, str]]) -> None:
-    """Raise ValueError with the message of the first failed (ok, message) pair."""
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
 
 
 def geometric_anneal(epoch: int, start: float, end: float, epochs: int) -> float:

@@ -25,16 +25,14 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.distillers.base import Distiller
+from freqd.distillers.base import Distiller, check, settings_from_config
 from freqd.distillers.rankings import teacher_topk, topk_unobserved, training_csr
 from freqd.distillers.sampling import (
-    check,
     degrees,
     fit_pool,
     model_tables,
     pair_scores,
     sample_without_replacement,
-    settings_from_config,
     tournament_logits,
     training_keys,
     uniform_unobserved,

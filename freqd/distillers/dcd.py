@@ -26,17 +26,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from freqd.distillers.base import Distiller
+from freqd.distillers.base import Distiller, check, settings_from_config
 from freqd.distillers.rankings import teacher_topk, training_csr
 from freqd.distillers.rrd import relaxed_ranking_loss
 from freqd.distillers.sampling import (
-    check,
     fit_pool,
     model_tables,
     pair_scores,
     ranks_among_unobserved,
     sample_without_replacement,
-    settings_from_config,
 )
 
 #: Floor of the sampling weights, so a set can be filled when fewer than K items have its sign.

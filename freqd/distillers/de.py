@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from freqd.distillers._feature_kd import GumbelExperts, anneal_epochs, check, geometric_anneal, read_settings
-from freqd.distillers.base import Distiller
+from freqd.distillers._feature_kd import GumbelExperts, anneal_epochs, geometric_anneal
+from freqd.distillers.base import Distiller, check, settings_from_config
 from freqd.distillers.teacher import teacher_tables
 
 
@@ -42,7 +42,7 @@ class DESettings:
 
     @classmethod
     def from_config(cls, config) -> DESettings:
-        return read_settings(cls, config)
+        return settings_from_config(cls, config)
 
     def __post_init__(self) -> None:
         check([

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.distillers._feature_kd import check, read_settings
-from freqd.distillers.base import Distiller
+
+from freqd.distillers.base import Distiller, check, settings_from_config
 from freqd.distillers.projectors import PROJECTORS, build_projector
 from freqd.distillers.teacher import teacher_tables
 
@@ -51,7 +51,7 @@ class FitNetSettings:
 
     @classmethod
     def from_config(cls, config) -> FitNetSettings:
-        return read_settings(cls, config)
+        return settings_from_config(cls, config)
 
     def __post_init__(self) -> None:
         check([

@@ -36,8 +36,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.distillers._feature_kd import GumbelExperts, anneal_epochs, check, geometric_anneal, read_settings
-from freqd.distillers.base import Distiller
+from freqd.distillers._feature_kd import GumbelExperts, anneal_epochs, geometric_anneal
+from freqd.distillers.base import Distiller, check, settings_from_config
 from freqd.distillers.teacher import teacher_tables
 
 GROUP_TOPOLOGIES = ("entity", "prototype")
@@ -60,7 +60,7 @@ class HTDSettings:
 
     @classmethod
     def from_config(cls, config) -> HTDSettings:
-        return read_settings(cls, config)
+        return settings_from_config(cls, config)
 
     def __post_init__(self) -> None:
         check([

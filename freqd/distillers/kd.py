@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from freqd.distillers.base import Distiller
+from freqd.distillers.base import Distiller, check, settings_from_config
 from freqd.distillers.rankings import teacher_topk, topk_unobserved, training_csr
-from freqd.distillers.sampling import check, fit_pool, model_tables, pair_scores, settings_from_config
+from freqd.distillers.sampling import fit_pool, model_tables, pair_scores
 from freqd.distillers.teacher import teacher_tables
 
 GUIDES = ("student", "teacher")

@@ -39,8 +39,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.distillers._feature_kd import check, read_settings
-from freqd.distillers.base import Distiller
+
+from freqd.distillers.base import Distiller, check, settings_from_config
 from freqd.distillers.de import DE
 from freqd.distillers.fitnet import FitNet
 from freqd.distillers.rankings import teacher_topk
@@ -65,7 +65,7 @@ class PCKDSettings:
 
     @classmethod
     def from_config(cls, config) -> PCKDSettings:
-        return read_settings(cls, config)
+        return settings_from_config(cls, config)
 
     def __post_init__(self) -> None:
         check([

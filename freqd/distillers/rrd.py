@@ -21,15 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from freqd.distillers.base import Distiller
+from freqd.distillers.base import Distiller, check, settings_from_config
 from freqd.distillers.rankings import teacher_topk, training_csr
 from freqd.distillers.sampling import (
-    check,
     fit_pool,
     pair_scores,
     rank_decay_logits,
     sample_without_replacement,
-    settings_from_config,
     training_keys,
     uniform_unobserved,
 )

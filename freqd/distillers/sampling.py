@@ -8,7 +8,6 @@ is bounded by chunk_size × n_items. Item 0 is RecBole's padding id and is never
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
 
 import torch
 from torch import Tensor
@@ -20,44 +19,6 @@ CHUNK_SIZE = 1024
 
 
 # -- settings ----------------------------------------------------------------------------------------
-def settings_from_config(cls, config):
-    """A settings dataclass from flat config keys; a missing key (None) keeps the field's default.
-
-    Values are coerced to the field's type (``int``, ``float`` or ``str``): 100.0 is accepted for
-    an int, 100.5 or "x" is a ValueError naming the key.
-    """
-    values = {}
-    for f in fields(cls):
-        value = config[f.name]
-        if value is not None:
-            values[f.name] = _coerce(f.name, f.type if isinstance(f.type, str) else f.type.__name__, value)
-    return cls(**values)
-
-
-def _coerce(key: str, type_name: str, value):
-    try:
-        if type_name == "int":
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        if type_name == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be {'an integer' if type_name == 'int' else 'a number'}, got {value!r}") from None
-    if type_name == "str" and not isinstance(value, str):
-        raise ValueError(f"{key} must be a string, got {value!r}")
-    return value
-
-
-def check(conditions: list[tuple[bool, str]]) -> None:
-    """Raise a ValueError with the message of the first failed condition."""
-    for ok, message in conditions:
-        if not ok:
-            raise ValueError(message)
-
-
 # -- training matrix ---------------------------------------------------------------------------------
 def degrees(train: Tensor) -> Tensor:
     """Training items per user, from the training CSR matrix."""

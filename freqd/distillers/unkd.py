@@ -26,17 +26,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.distillers.base import Distiller
+from freqd.distillers.base import Distiller, check, settings_from_config
 from freqd.distillers.rankings import training_csr
-from freqd.distillers.sampling import (
-    CHUNK_SIZE,
-    check,
-    degrees,
-    mask_training_,
-    pair_scores,
-    settings_from_config,
-    truncated_geometric,
-)
+from freqd.distillers.sampling import CHUNK_SIZE, degrees, mask_training_, pair_scores, truncated_geometric
 from freqd.distillers.teacher import teacher_tables
 
 
