@@ -18,6 +18,7 @@ EPILOG = """config overrides:
 
 examples:
   freqd quickstart                                   # teacher, scratch, FD, FreqD on ml-100k
+  freqd compare configs/compare/ml-100k.yaml         # the same over 3 seeds, with a full report
   freqd distill --teacher saved/BPR-X.pth --student BPR --embedding_size 20 --kd FreqD
   freqd train --model BPR --dataset ml-100k --embedding_size=300
   freqd train --model LightGCN --dataset gowalla --config configs/dataset/gowalla.yaml
@@ -90,37 +91,65 @@ def cmd_distill(args, overrides) -> int:
     return 0
 
 
-def cmd_quickstart(args, overrides) -> int:
-    """The whole story on one dataset: teacher, scratch student, plain FD (α = 0), FreqD student."""
-    from freqd.quick_start import run_distill, run_freqd
+def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``--key=v`` for every run, ``--teacher.key=v`` for the teacher, ``--student.key=v`` for every arm."""
+    from freqd.compare.config import parse_override_value
 
-    base = {"seed": args.seed if args.seed is not None else 2020, **overrides}
-    runs = []
-    print(f"== teacher: {args.model} d={args.teacher_size}", flush=True)
-    teacher = run_freqd(args.model, args.dataset, config_file_list=args.config,
-                        config_dict={**base, "embedding_size": args.teacher_size})
-    runs.append(("teacher", teacher))
-    dataset = teacher["dataset"]
-    print(f"== student from scratch: {args.model} d={args.student_size}", flush=True)
-    runs.append(("scratch", run_freqd(args.model, dataset, config_file_list=args.config,
-                                      config_dict={**base, "embedding_size": args.student_size})))
-    for label, alpha in (("plain FD (α=0)", 0.0), (f"FreqD (α={args.alpha:g})", args.alpha)):
-        print(f"== student distilled, {label}", flush=True)
-        runs.append((label, run_distill(teacher["checkpoint"], args.model, "FreqD", dataset=dataset,
-                                        config_file_list=args.config,
-                                        config_dict={**base, "embedding_size": args.student_size,
-                                                     "freqd_alpha": alpha})))
-    rows = [summary_row(label, r) for label, r in runs]
-    gap = teacher["test_result"]["ndcg@20"] - runs[1][1]["test_result"]["ndcg@20"]
-    for row, (_, r) in zip(rows, runs):
-        row["gap recovered"] = (f"{(r['test_result']['ndcg@20'] - runs[1][1]['test_result']['ndcg@20']) / gap:.0%}"
-                                if gap > 0 and r is not teacher else "")
+    shared, teacher, student = {}, {}, {}
+    for key, value in overrides.items():
+        target, name = (teacher, key[8:]) if key.startswith("teacher.") else (
+            (student, key[8:]) if key.startswith("student.") else (shared, key))
+        target[name] = parse_override_value(value)
+    return shared, teacher, student
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise SystemExit(f"freqd: --seeds takes comma-separated integers, got {text!r}") from None
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from freqd.compare.report import accuracy_table, significance_table, size_table
+
+    executed = ", ".join(f"{e['arm']}/s{e['seed']}" for e in report["executed"]) or "none (all reused)"
+    print(f"\n{report['title']}: {report['config']['dataset']}, seeds {report['seeds']}, protocol "
+          f"{report['protocol']}\n")
+    print(accuracy_table(report))
     print()
-    print(_table(rows, SUMMARY_COLUMNS + ["gap recovered"]))
-    ratio = teacher["n_parameters"] / runs[1][1]["n_parameters"]
-    print(f"\nstudents have {ratio:.0f}x fewer parameters than the teacher ({dataset}, "
-          f"protocol={teacher['protocol']}, seed={base['seed']}); 'gap recovered' is the share of the "
-          "teacher-scratch NDCG@20 gap closed.")
+    print(size_table(report))
+    print(f"\npaired tests against {report['control']!r} (per-user {report['test_metric']}, pooled over seeds):\n")
+    print(significance_table(report))
+    print(f"\nruns trained now: {executed}\nreport: {report['out']}/report.md (also results.csv, results.json, "
+          f"{', '.join(report['plots'])})")
+
+
+def cmd_compare(args, overrides) -> int:
+    from freqd.compare import run_comparison
+
+    shared, teacher, student = _split_overrides(overrides)
+    report = run_comparison(args.config, out=args.out, seeds=_parse_seeds(args.seeds), overrides=shared,
+                            teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
+                            progress=not args.no_progress)
+    _print_report(report)
+    return 0
+
+
+def cmd_quickstart(args, overrides) -> int:
+    """The whole story on one dataset, as a comparison: teacher, scratch, plain FD (α = 0), FreqD."""
+    from freqd.compare import quickstart_config, run_comparison
+
+    shared, teacher, student = _split_overrides(overrides)
+    config = quickstart_config(model=args.model, dataset=args.dataset or "ml-100k", teacher_size=args.teacher_size,
+                               student_size=args.student_size, alpha=args.alpha,
+                               seeds=_parse_seeds(args.seeds) or [0], config_files=args.config)
+    report = run_comparison(config, out=args.out or f"results/compare/quickstart-{config.dataset}", overrides=shared,
+                            teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
+                            progress=not args.no_progress)
+    _print_report(report)
     return 0
 
 
@@ -184,12 +213,35 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--resume", metavar="PTH", help="continue from a distillation checkpoint")
     distill.set_defaults(func=cmd_distill)
 
-    quick = sub.add_parser("quickstart", help="teacher, scratch student, plain FD and FreqD side by side",
-                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common(quick, "BPR")
+    def comparison_options(p: argparse.ArgumentParser, seeds_help: str) -> None:
+        p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: results/compare/<name>); "
+                       "rerunning into the same folder reuses finished runs")
+        p.add_argument("--seeds", default=None, metavar="0,1,2", help=seeds_help)
+        p.add_argument("--rerun-stale", dest="rerun_stale", action="store_true",
+                       help="recompute stored results whose configuration changed (default: stop with an error)")
+        p.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+
+    compare = sub.add_parser(
+        "compare", allow_abbrev=False, help="offline A/B comparison: a teacher, a student size, arms x seeds, one report",
+        description="Run every arm of a comparison YAML over its seeds and write report.md, results.csv, "
+                    "results.json and PNG plots. --key=value applies to every run (teacher included); "
+                    "--teacher.key=value / --student.key=value to the teacher / every arm only.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("config", metavar="CONFIG", help="comparison YAML, e.g. configs/compare/ml-100k.yaml")
+    comparison_options(compare, "comma-separated seeds, replacing the config's")
+    compare.set_defaults(func=cmd_compare)
+
+    quick = sub.add_parser("quickstart", allow_abbrev=False, help="teacher, scratch student, plain FD and FreqD side by side "
+                           "(a one-seed comparison)", epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    quick.add_argument("--model", default="BPR", help="backbone of teacher and students: BPR or LightGCN")
+    quick.add_argument("--dataset", default=None, help="default ml-100k")
+    quick.add_argument("--config", action="append", default=[], metavar="YAML",
+                       help="YAML config file shared by all runs; repeatable")
     quick.add_argument("--teacher-size", dest="teacher_size", type=int, default=300)
     quick.add_argument("--student-size", dest="student_size", type=int, default=20)
     quick.add_argument("--alpha", type=float, default=0.5, help="FreqD filter coefficient α")
+    comparison_options(quick, "comma-separated seeds of the students (default 0; the teacher uses seed 0)")
     quick.set_defaults(func=cmd_quickstart)
 
     plot = sub.add_parser("plot", help="PNG training curves (and FreqD spectral energy) of a results/<run> folder")

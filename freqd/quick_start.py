@@ -112,6 +112,8 @@ def _setup(model, dataset, config_file_list, config_dict):
 
     The dataset is the explicit argument, else ``dataset`` from config_dict, else from the config
     files, else ml-100k; ``data_path``/``split_seed`` from the files are honoured when preparing it.
+    With ``split_seed`` set, RecBole's own random splits (ml-100k's ``RS``) are drawn with it instead
+    of ``seed``, so runs with different seeds share one split (the multi-seed comparison needs that).
     """
     for file in config_file_list or []:
         if not Path(file).is_file():
@@ -120,7 +122,8 @@ def _setup(model, dataset, config_file_list, config_dict):
     dataset = dataset or config_dict.get("dataset") or "ml-100k"
     config_dict = dataset_config(dataset, config_dict)
     config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
+    split_seed = config["split_seed"]
+    init_seed(config["seed"] if split_seed is None else int(split_seed), config["reproducibility"])
     init_logger(config)
     data = create_dataset(config)
     logger.info(data)

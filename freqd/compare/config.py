@@ -1,0 +1,495 @@
+"""The comparison config: typed dataclasses parsed from YAML, with errors naming the file, key and value.
+
+Paths inside a comparison YAML (``config_files``, ``teacher.checkpoint``) are relative to that
+YAML's folder, so a config runs the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Config keys that change how a run is shown, not what it computes: left out of the arm hashes.
+PRESENTATION_KEYS = frozenset({"show_progress", "state"})
+#: Keys the comparison sets itself for every run.
+RESERVED_KEYS = frozenset({"seed", "checkpoint_dir", "results_dir", "dataset", "model"})
+#: Defaults added to every run unless the config says otherwise (quiet runs, fixed split).
+RUN_DEFAULTS = {"show_progress": False, "state": "WARNING", "split_seed": 2020}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_METRIC = re.compile(r"^(recall|ndcg)@(\d+)$")
+
+
+class ComparisonConfigError(ValueError):
+    """A comparison config that cannot be run; the message names the file, key and value."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The student (or a trained teacher): backbone, its YAML files and its config overrides."""
+
+    model: str
+    config_files: tuple[Path, ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """Either an existing checkpoint, or a model trained once with a fixed seed and cached."""
+
+    checkpoint: Path | None = None
+    spec: ModelSpec | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One arm: the student from scratch (``kd`` None) or distilled with a registered distiller."""
+
+    name: str
+    label: str
+    kd: str | None = None
+    config_files: tuple[Path, ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """Reported cutoffs, the metric of the significance tests and the group definitions."""
+
+    topk: tuple[int, ...] = (10, 20)
+    test_metric: str = "ndcg@20"
+    activity_groups: int = 5
+    head_fraction: float = 0.2
+
+    @property
+    def group_k(self) -> int:
+        return int(_METRIC.match(self.test_metric).group(2))
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    """Full-catalogue top-k scoring speed: users timed, batch size, repeats after warm-up, threads."""
+
+    enabled: bool = True
+    users: int = 4096
+    batch_size: int = 512
+    repeats: int = 5
+    warmup: int = 1
+    threads: int | None = None
+    k: int = 20
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """Everything one ``freqd compare`` run needs."""
+
+    dataset: str
+    teacher: TeacherSpec
+    student: ModelSpec
+    arms: tuple[ArmSpec, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    control: str = ""
+    title: str = ""
+    config_files: tuple[Path, ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict)
+    evaluation: EvaluationSpec = EvaluationSpec()
+    latency: LatencySpec = LatencySpec()
+    source: Path | None = None
+
+    def arm(self, name: str) -> ArmSpec:
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise KeyError(name)
+
+    def with_overrides(self, seeds=None, overrides=None, teacher_overrides=None, student_overrides=None):
+        """A copy with other seeds and extra overrides (shared, teacher-only, student-only)."""
+        config = self
+        if seeds is not None:
+            config = replace(config, seeds=_seeds(list(seeds), config.source))
+        if overrides:
+            _check_overrides(overrides, config.source, "overrides")
+            config = replace(config, overrides={**config.overrides, **overrides})
+        if teacher_overrides:
+            if config.teacher.spec is None:
+                raise ComparisonConfigError(f"{_where(config.source)}teacher overrides given but the teacher is "
+                                            f"the checkpoint {config.teacher.checkpoint}")
+            _check_overrides(teacher_overrides, config.source, "teacher.overrides")
+            spec = replace(config.teacher.spec, overrides={**config.teacher.spec.overrides, **teacher_overrides})
+            config = replace(config, teacher=replace(config.teacher, spec=spec))
+        if student_overrides:
+            _check_overrides(student_overrides, config.source, "student.overrides")
+            config = replace(config, student=replace(config.student,
+                                                     overrides={**config.student.overrides, **student_overrides}))
+        return config
+
+    # -- what each run gets ------------------------------------------------------------------
+    def teacher_files(self) -> list[Path]:
+        return [*self.config_files, *self.teacher.spec.config_files]
+
+    def teacher_overrides(self) -> dict[str, Any]:
+        return {**_defaults(self.teacher_files()), **self.overrides, **self.teacher.spec.overrides,
+                "seed": self.teacher.seed}
+
+    def arm_files(self, arm: ArmSpec) -> list[Path]:
+        return [*self.config_files, *self.student.config_files, *arm.config_files]
+
+    def arm_overrides(self, arm: ArmSpec, seed: int) -> dict[str, Any]:
+        return {**_defaults(self.arm_files(arm)), **self.overrides, **self.student.overrides, **arm.overrides,
+                "seed": seed}
+
+    def eval_files(self) -> list[Path]:
+        return [*self.config_files, *self.student.config_files]
+
+    def eval_overrides(self) -> dict[str, Any]:
+        return {**_defaults(self.eval_files()), **self.overrides, **self.student.overrides}
+
+    def teacher_key(self) -> tuple[str, dict[str, Any]]:
+        """(hash, hashed content) identifying the teacher: its file's sha256, or its training spec."""
+        if self.teacher.checkpoint is not None:
+            content = {"checkpoint_sha256": file_sha256(self.teacher.checkpoint)}
+        else:
+            content = {"dataset": self.dataset, "model": self.teacher.spec.model,
+                       "config_files": _file_digests(self.teacher_files()),
+                       "overrides": _hashable(self.teacher_overrides())}
+        return _digest(content), content
+
+    def arm_key(self, arm: ArmSpec, seed: int, teacher_key: str | None) -> tuple[str, dict[str, Any]]:
+        """(hash, hashed content) of one (arm, seed): what makes a stored result reusable."""
+        content = {"dataset": self.dataset, "model": self.student.model, "kd": arm.kd,
+                   "config_files": _file_digests(self.arm_files(arm)),
+                   "overrides": _hashable(self.arm_overrides(arm, seed)),
+                   "teacher": teacher_key if arm.kd else None,
+                   "evaluation": _jsonable(self.evaluation.__dict__)}
+        return _digest(content), content
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config, for the report (paths absolute)."""
+        teacher = ({"checkpoint": str(self.teacher.checkpoint)} if self.teacher.checkpoint is not None else
+                   {"model": self.teacher.spec.model, "config_files": [str(f) for f in self.teacher.spec.config_files],
+                    "overrides": self.teacher.spec.overrides, "seed": self.teacher.seed})
+        return _jsonable({
+            "title": self.title, "source": str(self.source) if self.source else None, "dataset": self.dataset,
+            "config_files": [str(f) for f in self.config_files], "overrides": self.overrides, "teacher": teacher,
+            "student": {"model": self.student.model, "config_files": [str(f) for f in self.student.config_files],
+                        "overrides": self.student.overrides},
+            "seeds": list(self.seeds), "control": self.control,
+            "arms": [{"name": a.name, "label": a.label, "kd": a.kd, "config_files": [str(f) for f in a.config_files],
+                      "overrides": a.overrides} for a in self.arms],
+            "evaluation": self.evaluation.__dict__, "latency": self.latency.__dict__,
+        })
+
+
+def _defaults(files: list[Path]) -> dict[str, Any]:
+    """:data:`RUN_DEFAULTS` less the keys the YAML files set themselves."""
+    return {k: v for k, v in RUN_DEFAULTS.items() if k not in _file_keys(files)}
+
+
+def _file_keys(files: list[Path]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for file in files:
+        loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ComparisonConfigError(f"config file {file} must hold a mapping of keys to values")
+        merged.update(loaded)
+    return merged
+
+
+def _check_file_keys(config: ComparisonConfig) -> None:
+    """The YAML files must not name another dataset or backbone than the comparison does."""
+    from freqd.models import get_model
+
+    groups = [(config.teacher_files(), config.teacher.spec.model, "teacher")] if config.teacher.spec else []
+    groups += [(config.arm_files(arm), config.student.model, f"arm {arm.name!r}") for arm in config.arms]
+    for files, model, who in groups:
+        for file in files:
+            keys = _file_keys([file])
+            if "dataset" in keys and keys["dataset"] != config.dataset:
+                raise ComparisonConfigError(f"{_where(config.source)}{who}: config file {file} sets dataset "
+                                            f"{keys['dataset']!r}, the comparison's dataset is {config.dataset!r}")
+            if "model" in keys and get_model(str(keys["model"])) is not get_model(model):
+                raise ComparisonConfigError(f"{_where(config.source)}{who}: config file {file} sets model "
+                                            f"{keys['model']!r}, but the {who} is a {model}")
+
+
+# -- parsing -------------------------------------------------------------------------------------
+def load_comparison_config(path: str | Path) -> ComparisonConfig:
+    """Read and check a comparison YAML (see ``configs/compare/ml-100k.yaml``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"comparison config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ComparisonConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_comparison_config(raw, source=path.resolve())
+
+
+def parse_comparison_config(raw: Any, source: Path | None = None, base: Path | None = None) -> ComparisonConfig:
+    """Build a :class:`ComparisonConfig` from a mapping; relative paths resolve against ``base``
+    (default: the source file's folder, else the working directory)."""
+    base = Path(base) if base is not None else (source.parent if source is not None else Path.cwd())
+    where = _where(source)
+    top = _mapping(raw, where, "the top level")
+    _known(top, {"title", "dataset", "config_files", "overrides", "teacher", "student", "seeds", "control", "arms",
+                 "evaluation", "latency"}, where, "")
+    for key in ("dataset", "teacher", "student", "arms"):
+        if key not in top:
+            raise ComparisonConfigError(f"{where}missing required key {key!r}")
+    dataset = top["dataset"]
+    if not isinstance(dataset, str) or not dataset:
+        raise ComparisonConfigError(f"{where}dataset: expected a dataset name, got {dataset!r}")
+    config_files = _files(top.get("config_files"), base, where, "config_files")
+    overrides = _overrides(top.get("overrides"), where, "overrides")
+    teacher = _teacher(top["teacher"], base, where)
+    student = _model_spec(top["student"], base, where, "student", {"model", "embedding_size", "config_files",
+                                                                     "overrides"})
+    arms = _arms(top["arms"], base, where)
+    names = [arm.name for arm in arms]
+    control = top.get("control", names[0])
+    if control not in names and control != "teacher":
+        raise ComparisonConfigError(f"{where}control: {control!r} is not an arm ({names}) or 'teacher'")
+    config = ComparisonConfig(
+        dataset=dataset, teacher=teacher, student=student, arms=arms,
+        seeds=_seeds(top.get("seeds", [0, 1, 2]), source), control=control,
+        title=str(top.get("title") or (source.stem if source else dataset)),
+        config_files=config_files, overrides=overrides,
+        evaluation=_evaluation(top.get("evaluation"), where), latency=_latency(top.get("latency"), where),
+        source=source,
+    )
+    _check_file_keys(config)
+    return config
+
+
+def _where(source: Path | None) -> str:
+    return f"{source}: " if source is not None else ""
+
+
+def _mapping(value: Any, where: str, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ComparisonConfigError(f"{where}{key}: expected a mapping, got {value!r}")
+    return value
+
+
+def _known(mapping: dict, allowed: set[str], where: str, prefix: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise ComparisonConfigError(
+                f"{where}unknown key {prefix}{key!r}; expected one of {sorted(allowed)}")
+
+
+def _files(value: Any, base: Path, where: str, key: str) -> tuple[Path, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ComparisonConfigError(f"{where}{key}: expected a list of YAML paths, got {value!r}")
+    paths = []
+    for item in value:
+        path = (base / item).resolve()
+        if not path.is_file():
+            raise ComparisonConfigError(f"{where}{key}: config file {item!r} not found (looked for {path})")
+        paths.append(path)
+    return tuple(paths)
+
+
+def _check_overrides(overrides: dict, source: Path | None, key: str) -> None:
+    for name in overrides:
+        if name in RESERVED_KEYS:
+            raise ComparisonConfigError(
+                f"{_where(source)}{key}: {name!r} is set by the comparison itself "
+                f"({'use seeds / teacher.seed' if name == 'seed' else 'use the dedicated key'})")
+
+
+def _overrides(value: Any, where: str, key: str) -> dict[str, Any]:
+    mapping = _mapping(value, where, key)
+    for name in mapping:
+        if not isinstance(name, str):
+            raise ComparisonConfigError(f"{where}{key}: config keys must be strings, got {name!r}")
+        if name in RESERVED_KEYS:
+            raise ComparisonConfigError(
+                f"{where}{key}.{name}: set by the comparison itself "
+                f"({'use seeds / teacher.seed' if name == 'seed' else 'use the dedicated key'})")
+    return dict(mapping)
+
+
+def _model_spec(value: Any, base: Path, where: str, key: str, allowed: set[str]) -> ModelSpec:
+    mapping = _mapping(value, where, key)
+    _known(mapping, allowed, where, f"{key}.")
+    model = mapping.get("model")
+    if not isinstance(model, str) or not model:
+        raise ComparisonConfigError(f"{where}{key}.model: expected a backbone name (BPR, LightGCN), got {model!r}")
+    from freqd.models import get_model
+
+    try:
+        get_model(model)
+    except ValueError as exc:
+        raise ComparisonConfigError(f"{where}{key}.model: {exc}") from exc
+    overrides = _overrides(mapping.get("overrides"), where, f"{key}.overrides")
+    if "embedding_size" in mapping:
+        size = mapping["embedding_size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise ComparisonConfigError(f"{where}{key}.embedding_size: expected a positive integer, got {size!r}")
+        if overrides.get("embedding_size", size) != size:
+            raise ComparisonConfigError(f"{where}{key}: embedding_size {size} and overrides.embedding_size "
+                                        f"{overrides['embedding_size']} disagree")
+        overrides["embedding_size"] = size
+    return ModelSpec(model=model, config_files=_files(mapping.get("config_files"), base, where,
+                                                      f"{key}.config_files"), overrides=overrides)
+
+
+def _teacher(value: Any, base: Path, where: str) -> TeacherSpec:
+    mapping = _mapping(value, where, "teacher")
+    seed = mapping.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ComparisonConfigError(f"{where}teacher.seed: expected an integer, got {seed!r}")
+    if "checkpoint" in mapping:
+        others = set(mapping) - {"checkpoint"}
+        if others:
+            raise ComparisonConfigError(f"{where}teacher: give either 'checkpoint' or a model to train, not both "
+                                        f"(also found {sorted(others)})")
+        checkpoint = mapping["checkpoint"]
+        if not isinstance(checkpoint, str):
+            raise ComparisonConfigError(f"{where}teacher.checkpoint: expected a path, got {checkpoint!r}")
+        path = (base / checkpoint).resolve()
+        if not path.is_file():
+            raise ComparisonConfigError(f"{where}teacher.checkpoint: {checkpoint!r} not found (looked for {path})")
+        return TeacherSpec(checkpoint=path)
+    if "model" not in mapping:
+        raise ComparisonConfigError(f"{where}teacher: give 'checkpoint: PATH' or 'model:' (with config_files, "
+                                    "overrides) to train one")
+    spec = _model_spec({k: v for k, v in mapping.items() if k != "seed"}, base, where, "teacher",
+                       {"model", "embedding_size", "config_files", "overrides"})
+    return TeacherSpec(spec=spec, seed=seed)
+
+
+def _arms(value: Any, base: Path, where: str) -> tuple[ArmSpec, ...]:
+    if not isinstance(value, list) or not value:
+        raise ComparisonConfigError(f"{where}arms: expected a non-empty list of arms, got {value!r}")
+    from freqd.distillers import get_distiller
+
+    arms, seen = [], set()
+    for index, item in enumerate(value):
+        key = f"arms[{index}]"
+        mapping = _mapping(item, where, key)
+        _known(mapping, {"name", "label", "kd", "config_files", "overrides"}, where, f"{key}.")
+        name = mapping.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ComparisonConfigError(
+                f"{where}{key}.name: expected a name of letters, digits, '_', '.', '-' (it names files), got {name!r}")
+        if name == "teacher":
+            raise ComparisonConfigError(f"{where}{key}.name: 'teacher' is reserved for the teacher row")
+        if name in seen:
+            raise ComparisonConfigError(f"{where}{key}.name: arm name {name!r} is used twice")
+        seen.add(name)
+        kd = mapping.get("kd")
+        if kd is not None:
+            if not isinstance(kd, str):
+                raise ComparisonConfigError(f"{where}{key}.kd: expected a distiller name, got {kd!r}")
+            try:
+                kd = get_distiller(kd).name
+            except ValueError as exc:
+                raise ComparisonConfigError(f"{where}{key}.kd: {exc}") from exc
+        arms.append(ArmSpec(name=name, label=str(mapping.get("label") or name), kd=kd,
+                            config_files=_files(mapping.get("config_files"), base, where, f"{key}.config_files"),
+                            overrides=_overrides(mapping.get("overrides"), where, f"{key}.overrides")))
+    return tuple(arms)
+
+
+def _seeds(value: Any, source: Path | None) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if (not isinstance(value, (list, tuple)) or not value
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in value)):
+        raise ComparisonConfigError(f"{_where(source)}seeds: expected a non-empty list of integers, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ComparisonConfigError(f"{_where(source)}seeds: {list(value)} repeats a seed")
+    return tuple(value)
+
+
+def _evaluation(value: Any, where: str) -> EvaluationSpec:
+    mapping = _mapping(value, where, "evaluation")
+    _known(mapping, set(EvaluationSpec.__dataclass_fields__), where, "evaluation.")
+    topk = mapping.get("topk", [10, 20])
+    if not isinstance(topk, list) or not topk or not all(isinstance(k, int) and k > 0 for k in topk):
+        raise ComparisonConfigError(f"{where}evaluation.topk: expected a list of positive integers, got {topk!r}")
+    metric = str(mapping.get("test_metric", "ndcg@20")).lower()
+    if not _METRIC.match(metric) or int(_METRIC.match(metric).group(2)) not in topk:
+        raise ComparisonConfigError(f"{where}evaluation.test_metric: expected recall@k or ndcg@k with k in "
+                                    f"evaluation.topk {topk}, got {mapping.get('test_metric')!r}")
+    groups = mapping.get("activity_groups", 5)
+    if not isinstance(groups, int) or groups < 1:
+        raise ComparisonConfigError(f"{where}evaluation.activity_groups: expected an integer >= 1, got {groups!r}")
+    head = mapping.get("head_fraction", 0.2)
+    if not isinstance(head, (int, float)) or not 0 < head < 1:
+        raise ComparisonConfigError(f"{where}evaluation.head_fraction: expected a number in (0, 1), got {head!r}")
+    return EvaluationSpec(topk=tuple(sorted(topk)), test_metric=metric, activity_groups=groups,
+                          head_fraction=float(head))
+
+
+def _latency(value: Any, where: str) -> LatencySpec:
+    if value is False:
+        return LatencySpec(enabled=False)
+    mapping = _mapping(value, where, "latency")
+    _known(mapping, set(LatencySpec.__dataclass_fields__), where, "latency.")
+    values = {}
+    for name, default in LatencySpec().__dict__.items():
+        item = mapping.get(name, default)
+        if name == "enabled":
+            ok = isinstance(item, bool)
+        elif name == "threads":
+            ok = item is None or (isinstance(item, int) and item >= 1)
+        else:
+            ok = isinstance(item, int) and not isinstance(item, bool) and item >= (0 if name == "warmup" else 1)
+        if not ok:
+            raise ComparisonConfigError(f"{where}latency.{name}: invalid value {item!r}")
+        values[name] = item
+    return LatencySpec(**values)
+
+
+# -- hashing -------------------------------------------------------------------------------------
+def parse_override_value(text: str) -> Any:
+    """A ``--key=value`` string as RecBole reads it (Python literal, else true/false, else the string)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def file_sha256(path: str | Path) -> str:
+    from freqd.distillers.teacher import file_sha256 as sha
+
+    return sha(path)
+
+
+def _file_digests(files: list[Path]) -> list[list[str]]:
+    return [[Path(f).name, file_sha256(f)] for f in files]
+
+
+def _hashable(overrides: dict[str, Any]) -> dict[str, Any]:
+    return _jsonable({k: v for k, v in sorted(overrides.items()) if k not in PRESENTATION_KEYS})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _digest(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,168 @@
+"""Per-user test metrics from a checkpoint, user/item groups, model size and top-k scoring speed.
+
+Per-user metrics repeat the test ranking of RecBole's ``Trainer.evaluate`` on the run's own test
+loader (so the protocol's masking is the same: train+valid items for ``recbole``, train items for
+``reference``) and score it with RecBole's ``Recall``/``NDCG`` ``metric_info``; their mean over
+the loader's users is RecBole's aggregated test result (times users-with-targets / all users for
+the ``reference`` protocol).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import torch
+from recbole.evaluator.metrics import NDCG, Recall
+
+from freqd.compare.config import ComparisonConfig
+
+
+@dataclass
+class EvalContext:
+    """The comparison's data, built once: test loader, training counts, item and user groups."""
+
+    config: Any
+    train_dataset: Any
+    test_data: Any
+    protocol: str
+    n_real_users: int
+    users: np.ndarray            # test users (internal ids), in loader order
+    user_train_counts: np.ndarray  # training interactions of each of ``users``
+    head_items: torch.Tensor     # bool, (n_items,): the head_fraction most popular items in training
+    head_share: float            # share of training interactions on head items
+    activity_groups: list[np.ndarray]  # positions into ``users``, least to most active
+
+
+def build_eval_context(comparison: ComparisonConfig) -> EvalContext:
+    """Load the dataset once with the student's settings and derive the groups."""
+    from freqd.quick_start import _setup
+
+    config, data, (train_data, _, test_data) = _setup(
+        comparison.student.model, comparison.dataset, [str(f) for f in comparison.eval_files()],
+        comparison.eval_overrides())
+    train = train_data._dataset
+    n_items = train.item_num
+    user_counts = np.bincount(train.inter_feat[train.uid_field].numpy(), minlength=train.user_num)
+    item_counts = np.bincount(train.inter_feat[train.iid_field].numpy(), minlength=n_items)
+    real_items = np.arange(1, n_items)
+    n_head = max(1, math.ceil(comparison.evaluation.head_fraction * len(real_items)))
+    order = real_items[np.argsort(-item_counts[1:], kind="stable")]
+    head = torch.zeros(n_items, dtype=torch.bool)
+    head[torch.from_numpy(order[:n_head])] = True
+    users = test_data.uid_list.numpy()
+    counts = user_counts[users]
+    by_activity = np.lexsort((users, counts))
+    groups = [np.sort(g) for g in np.array_split(by_activity, comparison.evaluation.activity_groups)]
+    return EvalContext(
+        config=config, train_dataset=train, test_data=test_data, protocol=config["protocol"],
+        n_real_users=train.user_num - 1, users=users, user_train_counts=counts, head_items=head,
+        head_share=float(item_counts[head.numpy()].sum() / max(1, item_counts.sum())), activity_groups=groups,
+    )
+
+
+def load_model(checkpoint: str | Path, ctx: EvalContext):
+    """A checkpoint's model rebuilt on the comparison's data (checked against it), in eval mode."""
+    from freqd.distillers.teacher import load_teacher
+
+    return load_teacher(checkpoint, ctx.config, ctx.train_dataset)
+
+
+@torch.no_grad()
+def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: int) -> dict[str, np.ndarray]:
+    """Per test user: recall@k, ndcg@k for k in ``topk`` and head/tail recall, ndcg @ ``group_k``.
+
+    Head/tail metrics keep the full ranking and count only the user's test items of that item
+    group as targets (NaN for users without any).
+    """
+    model.eval()
+    device = ctx.config["device"]
+    n_items = ctx.test_data._dataset.item_num
+    max_k = max(max(topk), group_k)
+    head = ctx.head_items.to(device)
+    recall, ndcg = Recall(ctx.config), NDCG(ctx.config)
+    users, parts = [], {"all": [], "head": [], "tail": []}
+    uid_field = ctx.train_dataset.uid_field
+    for interaction, history_index, positive_u, positive_i in ctx.test_data:
+        scores = model.full_sort_predict(interaction.to(device)).view(-1, n_items)
+        scores[:, 0] = -np.inf
+        if history_index is not None:
+            scores[history_index] = -np.inf
+        _, topk_idx = torch.topk(scores, max_k, dim=-1)
+        pos_matrix = torch.zeros_like(scores, dtype=torch.int)
+        pos_matrix[positive_u, positive_i] = 1
+        for name, matrix in (("all", pos_matrix), ("head", pos_matrix * head), ("tail", pos_matrix * ~head)):
+            parts[name].append((torch.gather(matrix, 1, topk_idx).cpu(), matrix.sum(dim=1).cpu()))
+        users.append(interaction[uid_field].cpu())
+    out: dict[str, np.ndarray] = {"users": torch.cat(users).numpy()}
+    if not np.array_equal(out["users"], ctx.users):
+        raise RuntimeError("the test loader's users changed between evaluations")
+    for name, chunks in parts.items():
+        pos_index = torch.cat([c[0] for c in chunks]).to(torch.bool).numpy()
+        pos_len = torch.cat([c[1] for c in chunks]).numpy()
+        has = pos_len > 0
+        values = {"recall": np.full(pos_index.shape, np.nan), "ndcg": np.full(pos_index.shape, np.nan)}
+        if has.any():
+            values["recall"][has] = recall.metric_info(pos_index[has], pos_len[has])
+            values["ndcg"][has] = ndcg.metric_info(pos_index[has], pos_len[has])
+        ks = topk if name == "all" else (group_k,)
+        prefix = "" if name == "all" else f"{name}_"
+        for metric, matrix in values.items():
+            for k in ks:
+                out[f"{prefix}{metric}@{k}"] = matrix[:, k - 1].astype(np.float64)
+    return out
+
+
+def aggregate(per_user: dict[str, np.ndarray], ctx: EvalContext, keys) -> dict[str, float]:
+    """The protocol's mean of per-user values: over test users (recbole) or all users (reference)."""
+    out = {}
+    for key in keys:
+        values = per_user[key]
+        out[key] = float(values.sum() / ctx.n_real_users) if ctx.protocol == "reference" else float(values.mean())
+    return out
+
+
+def model_size(model) -> dict[str, int]:
+    """Trainable parameters and the bytes of the serving state dict."""
+    return {
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        "bytes": int(sum(t.numel() * t.element_size() for t in model.state_dict().values())),
+    }
+
+
+@torch.no_grad()
+def measure_latency(models: dict[str, Any], users: np.ndarray, spec) -> dict[str, dict[str, Any]]:
+    """Users/s of full-catalogue top-``spec.k`` scoring (score all items, top-k), per model.
+
+    The final tables are computed once beforehand (serving caches them; LightGCN's propagation
+    is not timed). Models are timed in turn within every repeat, so a load change on the
+    machine hits all of them alike; the median repeat is reported.
+    """
+    previous = torch.get_num_threads()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    try:
+        chosen = torch.from_numpy(np.asarray(users[: spec.users]))
+        tables = {}
+        for name, model in models.items():
+            user_all, item_all = model.cached_embeddings()
+            tables[name] = (user_all.cpu()[chosen].contiguous(), item_all.cpu()[1:].contiguous())
+        seconds: dict[str, list[float]] = {name: [] for name in tables}
+        for repeat in range(spec.warmup + spec.repeats):
+            for name, (user_table, item_table) in tables.items():
+                start = perf_counter()
+                for begin in range(0, len(user_table), spec.batch_size):
+                    scores = user_table[begin: begin + spec.batch_size] @ item_table.T
+                    torch.topk(scores, min(spec.k, item_table.shape[0]), dim=1)
+                if repeat >= spec.warmup:
+                    seconds[name].append(perf_counter() - start)
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+    return {name: {"users_per_s": len(chosen) / float(np.median(times)), "seconds": times, "users": len(chosen),
+                   "batch_size": spec.batch_size, "threads": threads, "k": spec.k}
+            for name, times in seconds.items()}

@@ -1,0 +1,317 @@
+"""Run a comparison: the teacher once, then every (arm, seed), each result stored atomically and reused.
+
+Output folder layout::
+
+    teacher.json, teacher.npz        the teacher's result and per-user test metrics
+    teacher/                          its checkpoint and run folder (when trained here)
+    arms/<arm>/s<seed>.json, .npz     one result per (arm, seed), written last, atomically
+    arms/<arm>/s<seed>/               that run's checkpoint and run folder (metrics.csv)
+    report.md, results.csv, ...       rebuilt from the files above on every call
+
+A result is reused only when the hash of its inputs (dataset, backbone, distiller, YAML file
+contents, overrides, seed and, for distilled arms, the teacher) matches; otherwise the run stops
+with a message naming the changed files and keys, unless ``rerun_stale`` is set.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+
+from freqd.compare.config import ComparisonConfig, ComparisonConfigError, load_comparison_config
+from freqd.compare.evaluate import EvalContext, aggregate, build_eval_context, load_model, per_user_metrics
+from freqd.io import atomic_write_bytes, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+#: Tolerance between the mean of per-user metrics and RecBole's test_result (rounded to 6 places).
+RECBOLE_TOLERANCE = 1e-6
+
+
+class StaleResultError(ComparisonConfigError):
+    """Stored results were made with another configuration."""
+
+
+def default_out(comparison: ComparisonConfig) -> Path:
+    return Path("results") / "compare" / (comparison.source.stem if comparison.source else comparison.title)
+
+
+def run_comparison(
+    config: ComparisonConfig | str | Path,
+    out: str | Path | None = None,
+    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+    teacher_overrides: dict[str, Any] | None = None,
+    student_overrides: dict[str, Any] | None = None,
+    rerun_stale: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or continue) a comparison and write its report; return the report data.
+
+    ``config`` is a :class:`ComparisonConfig` or the path of its YAML. ``seeds`` replaces the
+    config's seeds; ``overrides`` are added to every run (teacher and arms),
+    ``teacher_overrides``/``student_overrides`` to the teacher's or every arm's. The returned
+    dict is what ``results.json`` holds, plus ``executed``: the (arm, seed) runs trained by this
+    call (the others were reused).
+    """
+    from freqd.compare.report import build_report
+
+    comparison = config if isinstance(config, ComparisonConfig) else load_comparison_config(config)
+    comparison = comparison.with_overrides(seeds=seeds, overrides=overrides, teacher_overrides=teacher_overrides,
+                                           student_overrides=student_overrides)
+    out = Path(out) if out is not None else default_out(comparison)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher_key, teacher_content = comparison.teacher_key()
+    jobs = [(arm, seed) for seed in comparison.seeds for arm in comparison.arms]
+    keys = {(arm.name, seed): comparison.arm_key(arm, seed, teacher_key) for arm, seed in jobs}
+    _check_stale(out, teacher_key, teacher_content, keys, rerun_stale)
+
+    ctx = build_eval_context(comparison)
+    executed: list[dict[str, Any]] = []
+    bar = _progress(len(jobs) + 1, progress)
+    try:
+        bar.set_postfix_str("teacher")
+        teacher = _ensure_teacher(comparison, out, ctx, teacher_key, teacher_content, executed, bar)
+        bar.update(1)
+        for arm, seed in jobs:
+            bar.set_postfix_str(f"{arm.name} seed {seed}")
+            key, content = keys[(arm.name, seed)]
+            _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed, bar)
+            bar.update(1)
+    finally:
+        bar.close()
+    report = build_report(comparison, out, ctx)
+    report["executed"] = executed
+    return report
+
+
+# -- stored results ------------------------------------------------------------------------------
+def teacher_paths(out: Path) -> tuple[Path, Path, Path]:
+    return out / "teacher.json", out / "teacher.npz", out / "teacher"
+
+
+def arm_paths(out: Path, arm: str, seed: int) -> tuple[Path, Path, Path]:
+    folder = out / "arms" / arm
+    return folder / f"s{seed}.json", folder / f"s{seed}.npz", folder / f"s{seed}"
+
+
+def load_result(json_path: Path, npz_path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """A stored result and its per-user arrays, or None when either is missing or they do not match."""
+    if not json_path.is_file() or not npz_path.is_file():
+        return None
+    result = json.loads(json_path.read_text(encoding="utf-8"))
+    data = npz_path.read_bytes()
+    from hashlib import sha256
+
+    if sha256(data).hexdigest() != result.get("per_user_sha256"):
+        return None
+    with np.load(io.BytesIO(data)) as arrays:
+        return result, {k: arrays[k] for k in arrays.files}
+
+
+def _stored_key(json_path: Path) -> tuple[str, dict[str, Any]] | None:
+    if not json_path.is_file():
+        return None
+    stored = json.loads(json_path.read_text(encoding="utf-8"))
+    return stored.get("key"), stored.get("spec") or {}
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Human-readable differences between two hashed specs."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def _check_stale(out: Path, teacher_key: str, teacher_content: dict, keys: dict, rerun_stale: bool) -> None:
+    """Refuse (before any training) to mix results made with another configuration."""
+    stale = []
+    stored = _stored_key(teacher_paths(out)[0])
+    if stored and stored[0] != teacher_key:
+        stale.append(("teacher.json", _changes(stored[1], teacher_content)))
+    for (arm, seed), (key, content) in keys.items():
+        json_path = arm_paths(out, arm, seed)[0]
+        stored = _stored_key(json_path)
+        if stored and stored[0] != key:
+            stale.append((str(json_path.relative_to(out)), _changes(stored[1], content)))
+    if not stale:
+        return
+    lines = [f"  {name}: {'; '.join(changes[:6]) or 'different inputs'}" for name, changes in stale]
+    if rerun_stale:
+        logger.warning("rerunning results made with another configuration:\n" + "\n".join(lines))
+        print("rerunning stale results:\n" + "\n".join(lines), file=sys.stderr)
+        return
+    raise StaleResultError(
+        f"results in {out} were made with another configuration:\n" + "\n".join(lines)
+        + "\ndelete them, choose another --out, or pass --rerun-stale to recompute them")
+
+
+def _write_result(json_path: Path, npz_path: Path, result: dict[str, Any], per_user: dict[str, np.ndarray]) -> None:
+    """The per-user arrays first, then the JSON that vouches for them (its presence marks completion)."""
+    from hashlib import sha256
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **per_user)
+    data = buffer.getvalue()
+    atomic_write_bytes(npz_path, data)
+    result = {**result, "per_user_file": npz_path.name, "per_user_sha256": sha256(data).hexdigest()}
+    atomic_write_text(json_path, json.dumps(_jsonable(result), indent=2) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+# -- the runs ------------------------------------------------------------------------------------
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="compare", unit="run", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def _evaluate(checkpoint: Path, ctx: EvalContext, comparison: ComparisonConfig):
+    model = load_model(checkpoint, ctx)
+    per_user = per_user_metrics(model, ctx, comparison.evaluation.topk, comparison.evaluation.group_k)
+    keys = [f"{m}@{k}" for k in comparison.evaluation.topk for m in ("recall", "ndcg")]
+    return per_user, aggregate(per_user, ctx, keys)
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    metrics = run_dir / "metrics.csv"
+    if not metrics.is_file():
+        return []
+    frame = pd.read_csv(metrics)
+    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+            for row in frame.to_dict(orient="records")]
+
+
+def _run_summary(result: dict[str, Any], out: Path, history: list[dict[str, Any]]) -> dict[str, Any]:
+    valid_key = f"valid_{str(result['config'].get('valid_metric', 'NDCG@20')).lower()}"
+    scored = [r for r in history if r.get(valid_key) is not None]
+    best = (max if result.get("valid_score_bigger", True) else min)(scored, key=lambda r: r[valid_key]) if scored \
+        else None
+    return {
+        "model": result["model"], "embedding_size": result["embedding_size"], "protocol": result["protocol"],
+        "n_parameters": result["n_parameters"], "epochs_run": result["epochs_run"],
+        "best_epoch": int(best["epoch"]) if best else None,
+        "train_seconds_per_epoch": result["train_seconds_per_epoch"],
+        "valid_seconds_per_eval": result["valid_seconds_per_eval"],
+        "best_valid_result": result["best_valid_result"], "test_result": result["test_result"],
+        "checkpoint": str(Path(result["checkpoint"]).resolve().relative_to(out.resolve())),
+        "run_dir": str(Path(result["run_dir"]).resolve().relative_to(out.resolve())),
+    }
+
+
+def _check_against_recbole(name: str, metrics: dict[str, float], test_result: dict[str, float]) -> float:
+    common = [k for k in metrics if k in test_result]
+    worst = max((abs(metrics[k] - float(test_result[k])) for k in common), default=0.0)
+    if worst > RECBOLE_TOLERANCE:
+        logger.warning(f"{name}: per-user means differ from RecBole's test_result by {worst:.2e}")
+    return worst
+
+
+def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[str, Any]:
+    json_path, npz_path, work = teacher_paths(out)
+    stored = load_result(json_path, npz_path)
+    if stored and stored[0]["key"] == key:
+        bar.write(f"teacher: reused ({json_path})")
+        return stored[0]
+    start = perf_counter()
+    if comparison.teacher.checkpoint is not None:
+        checkpoint = comparison.teacher.checkpoint
+        per_user, metrics = _evaluate(checkpoint, ctx, comparison)
+        result = {"kind": "teacher", "source": "checkpoint", "checkpoint": str(checkpoint), "run": None,
+                  "history": []}
+    else:
+        from freqd.quick_start import run_freqd
+
+        if work.exists():
+            shutil.rmtree(work)
+        spec = comparison.teacher.spec
+        bar.write(f"teacher: training {spec.model} (seed {comparison.teacher.seed})")
+        run = run_freqd(spec.model, comparison.dataset, config_file_list=[str(f) for f in comparison.teacher_files()],
+                        config_dict={**comparison.teacher_overrides(), "checkpoint_dir": str(work / "saved"),
+                                     "results_dir": str(work / "runs")})
+        _check_protocol("teacher", run, ctx)
+        history = _history(Path(run["run_dir"]))
+        summary = _run_summary(run, out, history)
+        per_user, metrics = _evaluate(out / summary["checkpoint"], ctx, comparison)
+        result = {"kind": "teacher", "source": "trained", "checkpoint": summary["checkpoint"], "run": summary,
+                  "history": history, "recbole_max_abs_diff": _check_against_recbole("teacher", metrics,
+                                                                                    run["test_result"])}
+    result.update(key=key, spec=content, name="teacher", label="teacher", metrics=metrics,
+                  wall_seconds=perf_counter() - start)
+    _write_result(json_path, npz_path, result, per_user)
+    executed.append({"arm": "teacher", "seed": comparison.teacher.seed})
+    bar.write(f"teacher: {_brief(metrics, comparison)} ({result['wall_seconds']:.0f} s)")
+    return json.loads(json_path.read_text(encoding="utf-8"))
+
+
+def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed, bar) -> None:
+    from freqd.quick_start import run_distill, run_freqd
+
+    json_path, npz_path, work = arm_paths(out, arm.name, seed)
+    stored = load_result(json_path, npz_path)
+    if stored and stored[0]["key"] == key:
+        bar.write(f"{arm.name} seed {seed}: reused")
+        return
+    if work.exists():
+        shutil.rmtree(work)
+    start = perf_counter()
+    files = [str(f) for f in comparison.arm_files(arm)]
+    config_dict = {**comparison.arm_overrides(arm, seed), "checkpoint_dir": str(work / "saved"),
+                   "results_dir": str(work / "runs")}
+    if arm.kd is None:
+        run = run_freqd(comparison.student.model, comparison.dataset, config_file_list=files, config_dict=config_dict)
+    else:
+        teacher_checkpoint = Path(teacher["checkpoint"])
+        if not teacher_checkpoint.is_absolute():
+            teacher_checkpoint = out / teacher_checkpoint
+        run = run_distill(str(teacher_checkpoint), comparison.student.model, arm.kd, dataset=comparison.dataset,
+                          config_file_list=files, config_dict=config_dict)
+    _check_protocol(f"arm {arm.name!r}", run, ctx)
+    history = _history(Path(run["run_dir"]))
+    summary = _run_summary(run, out, history)
+    per_user, metrics = _evaluate(out / summary["checkpoint"], ctx, comparison)
+    result = {"kind": "arm", "name": arm.name, "label": arm.label, "kd": arm.kd, "seed": seed, "key": key,
+              "spec": content, "checkpoint": summary["checkpoint"], "run": summary, "history": history,
+              "metrics": metrics,
+              "recbole_max_abs_diff": _check_against_recbole(f"{arm.name} seed {seed}", metrics, run["test_result"]),
+              "wall_seconds": perf_counter() - start}
+    _write_result(json_path, npz_path, result, per_user)
+    executed.append({"arm": arm.name, "seed": seed})
+    bar.write(f"{arm.name} seed {seed}: {_brief(metrics, comparison)} ({result['wall_seconds']:.0f} s)")
+
+
+def _check_protocol(who: str, run: dict[str, Any], ctx: EvalContext) -> None:
+    if run["protocol"] != ctx.protocol:
+        raise ComparisonConfigError(f"{who} ran with protocol={run['protocol']!r} but the comparison evaluates with "
+                                    f"{ctx.protocol!r}; set 'protocol' in the shared overrides only")
+
+
+def _brief(metrics: dict[str, float], comparison: ComparisonConfig) -> str:
+    k = comparison.evaluation.group_k
+    return f"Recall@{k} {metrics[f'recall@{k}']:.4f}, NDCG@{k} {metrics[f'ndcg@{k}']:.4f}"

@@ -1,0 +1,337 @@
+"""``freqd compare``: config checks, per-user metrics vs RecBole, statistics, resume, reproducibility, report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from scipy import stats
+
+from freqd.compare import (
+    ComparisonConfigError,
+    StaleResultError,
+    load_comparison_config,
+    parse_comparison_config,
+    run_comparison,
+)
+from freqd.compare.stats import paired_tests
+
+REPO = Path(__file__).resolve().parents[1]
+FREQD_YAML = str(REPO / "configs" / "kd" / "freqd.yaml")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_config(**changes) -> dict:
+    """Two epochs, tiny dimensions, two arms, two seeds on ml-100k: seconds per run (None drops a key)."""
+    config = {
+        "title": "tiny",
+        "dataset": "ml-100k",
+        "overrides": {"epochs": 2, "eval_batch_size": 1_000_000, "use_gpu": False, "state": "ERROR"},
+        "teacher": {"model": "BPR", "embedding_size": 16, "seed": 0},
+        "student": {"model": "BPR", "embedding_size": 4},
+        "seeds": [0, 1],
+        "control": "scratch",
+        "arms": [{"name": "scratch"},
+                 {"name": "freqd", "label": "FreqD", "kd": "FreqD", "config_files": [FREQD_YAML]}],
+        "latency": {"users": 200, "batch_size": 100, "repeats": 1, "warmup": 0},
+    }
+    config.update(changes)
+    return {key: value for key, value in config.items() if value is not None}
+
+
+def write_config(folder: Path, **changes) -> Path:
+    path = folder / "compare.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(**changes), allow_unicode=True))
+    return path
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """One finished tiny comparison (teacher + 2 arms x 2 seeds), run with one thread."""
+    folder = tmp_path_factory.mktemp("compare")
+    cwd, threads = os.getcwd(), torch.get_num_threads()
+    os.chdir(folder)
+    torch.set_num_threads(1)
+    try:
+        config = write_config(folder)
+        report = run_comparison(config, out=folder / "out", progress=False)
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+    return folder, config, report
+
+
+@pytest.fixture
+def copy_of(done, tmp_path):
+    """A private copy of the finished comparison's folder (tests may delete or change files)."""
+    folder, config, _ = done
+    shutil.copytree(folder / "out", tmp_path / "out")
+    shutil.copy(config, tmp_path / "compare.yaml")
+    return tmp_path / "compare.yaml", tmp_path / "out"
+
+
+def metrics_of(out: Path) -> dict:
+    """Every stored (arm, seed) metric and per-user array of a comparison folder."""
+    found = {"teacher": json.loads((out / "teacher.json").read_text())["metrics"]}
+    for path in sorted((out / "arms").glob("*/s*.json")):
+        found[f"{path.parent.name}/{path.stem}"] = json.loads(path.read_text())["metrics"]
+        with np.load(path.with_suffix(".npz")) as arrays:
+            found[f"{path.parent.name}/{path.stem}/ndcg@20"] = arrays["ndcg@20"].tolist()
+    return found
+
+
+# -- the finished comparison ---------------------------------------------------------------------
+def test_report_files_and_content(done):
+    folder, _, report = done
+    out = folder / "out"
+    for name in ("report.md", "results.csv", "runs.csv", "groups.csv", "results.json"):
+        assert (out / name).stat().st_size > 0
+    for name in ("bars.png", "curves.png", "spectral.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    assert [row["name"] for row in report["rows"]] == ["teacher", "scratch", "freqd"]
+    assert {e["arm"] for e in report["executed"]} == {"teacher", "scratch", "freqd"} and len(report["executed"]) == 5
+    stored = json.loads((out / "results.json").read_text())
+    assert stored["rows"][2]["metrics"]["ndcg@20"]["values"] == report["rows"][2]["metrics"]["ndcg@20"]["values"]
+    markdown = (out / "report.md").read_text()
+    for text in ("% teacher NDCG@20", "gap recovered", "users/s (top-20)", "Wilcoxon p", "Q5", "head Recall@20",
+                 "![bars.png](bars.png)", "## Definitions"):
+        assert text in markdown
+    scratch, freqd = report["rows"][1], report["rows"][2]
+    assert scratch["significance"] is None
+    assert freqd["significance"]["n_pairs"] == 2 * report["n_test_users"]
+    assert scratch["gap_recovered"]["ndcg@20"] == 0.0
+    assert freqd["n_parameters"] == scratch["n_parameters"] == 4 * (944 + 1683)
+    assert report["rows"][0]["compression"] == 1.0 and freqd["compression"] == pytest.approx(4.0)
+    assert freqd["latency"]["users"] == 200 and freqd["latency"]["users_per_s"] > 0
+
+
+def test_groups_partition_users_and_items(done):
+    _, _, report = done
+    groups = report["groups"]
+    assert sum(g["n_users"] for g in groups["activity"]) == report["n_test_users"]
+    assert groups["n_head_items"] == math.ceil(0.2 * 1682)
+    maxima = [g["max_train"] for g in groups["activity"]]
+    minima = [g["min_train"] for g in groups["activity"]]
+    assert all(hi <= lo for hi, lo in zip(maxima[:-1], minima[1:]))
+    assert 0 < groups["items"][0]["n_users"] <= report["n_test_users"]
+
+
+def test_per_user_means_equal_recbole_test_result(done):
+    """The mean of the stored per-user metrics is RecBole's test_result (rounded to 6 places)."""
+    folder, _, _ = done
+    out = folder / "out"
+    for path in [out / "teacher.json", *sorted((out / "arms").glob("*/s*.json"))]:
+        result = json.loads(path.read_text())
+        with np.load(path.with_suffix(".npz")) as arrays:
+            for key in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"):
+                assert arrays[key].mean() == pytest.approx(result["run"]["test_result"][key], abs=5.01e-7), path
+                assert arrays[key].mean() == result["metrics"][key]
+
+
+@pytest.mark.parametrize("protocol", ["recbole", "reference"])
+def test_per_user_metrics_match_the_trainer_on_each_protocol(done, protocol):
+    from freqd.compare.evaluate import aggregate, build_eval_context, load_model, per_user_metrics
+    from freqd.trainers import FreqdTrainer
+
+    folder, config, _ = done
+    comparison = load_comparison_config(config).with_overrides(overrides={"protocol": protocol})
+    ctx = build_eval_context(comparison)
+    model = load_model(folder / "out" / json.loads((folder / "out" / "teacher.json").read_text())["checkpoint"], ctx)
+    per_user = per_user_metrics(model, ctx, (10, 20), 20)
+    ours = aggregate(per_user, ctx, ["recall@10", "recall@20", "ndcg@10", "ndcg@20"])
+    trainer = FreqdTrainer(ctx.config, model, metadata={"n_real_users": ctx.n_real_users})
+    expected = trainer.evaluate(ctx.test_data, load_best_model=False)
+    for key, value in ours.items():
+        assert value == pytest.approx(expected[key], abs=5.01e-7)
+    if protocol == "reference":
+        assert ours["ndcg@20"] == pytest.approx(per_user["ndcg@20"].sum() / ctx.n_real_users)
+
+
+def test_resume_runs_only_the_missing_result(copy_of, done):
+    config, out = copy_of
+    before = metrics_of(out)
+    (out / "arms" / "freqd" / "s1.json").unlink()
+    report = run_comparison(config, out=out, progress=False)
+    assert report["executed"] == [{"arm": "freqd", "seed": 1}]
+    assert metrics_of(out) == before
+
+
+def test_a_torn_per_user_file_is_recomputed(copy_of):
+    config, out = copy_of
+    (out / "arms" / "scratch" / "s0.npz").write_bytes(b"torn")
+    report = run_comparison(config, out=out, progress=False, seeds=[0])
+    assert report["executed"] == [{"arm": "scratch", "seed": 0}]
+
+
+def test_changed_arm_config_is_refused_then_rerun(copy_of):
+    config, out = copy_of
+    raw = yaml.safe_load(config.read_text())
+    raw["arms"][1]["overrides"] = {"freqd_alpha": 0.3}
+    config.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    with pytest.raises(StaleResultError) as error:
+        run_comparison(config, out=out, progress=False)
+    message = str(error.value)
+    assert "arms/freqd/s0.json" in message and "arms/freqd/s1.json" in message and "freqd_alpha" in message
+    assert "scratch" not in message and "--rerun-stale" in message
+
+
+def test_changed_teacher_makes_distilled_arms_stale_not_scratch(copy_of):
+    config, out = copy_of
+    with pytest.raises(StaleResultError) as error:
+        run_comparison(config, out=out, progress=False, teacher_overrides={"embedding_size": 8})
+    message = str(error.value)
+    assert "teacher.json" in message and "embedding_size: 16 -> 8" in message
+    assert "arms/freqd/s0.json" in message and "arms/scratch" not in message
+
+
+def test_existing_checkpoint_as_teacher(done, tmp_path):
+    folder, _, report = done
+    checkpoint = folder / "out" / json.loads((folder / "out" / "teacher.json").read_text())["checkpoint"]
+    config = write_config(tmp_path, teacher={"checkpoint": str(checkpoint)}, arms=[{"name": "scratch"}], seeds=[0])
+    result = run_comparison(config, out=tmp_path / "out", progress=False)
+    assert result["executed"] == [{"arm": "teacher", "seed": 0}, {"arm": "scratch", "seed": 0}]
+    assert result["rows"][0]["metrics"] == report["rows"][0]["metrics"]
+    assert result["rows"][1]["metrics"]["ndcg@20"]["values"] == report["rows"][1]["metrics"]["ndcg@20"]["values"][:1]
+
+
+def test_split_seed_gives_every_seed_the_same_split():
+    from freqd.quick_start import _setup, dataset_fingerprint
+
+    def fingerprint(**settings):
+        _, _, (train, _, _) = _setup("BPR", "ml-100k", None, {"state": "ERROR", "use_gpu": False, **settings})
+        return dataset_fingerprint(train._dataset)
+
+    assert fingerprint(seed=0, split_seed=2020) == fingerprint(seed=1, split_seed=2020) != fingerprint(seed=1)
+
+
+# -- the CLI and the benchmark script ------------------------------------------------------------
+def test_cli_compare_prints_tables_from_reused_runs(copy_of, capsys):
+    from freqd.cli import main
+
+    config, out = copy_of
+    assert main(["compare", str(config), "--out", str(out), "--seeds", "0,1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "none (all reused)" in printed and "| FreqD | FreqD | 4 |" in printed and "Wilcoxon p" in printed
+
+
+def test_cli_compare_reports_config_errors(tmp_path, capsys):
+    from freqd.cli import main
+
+    config = write_config(tmp_path, control="nobody")
+    assert main(["compare", str(config)]) == 2
+    assert "control: 'nobody' is not an arm" in capsys.readouterr().err
+    assert main(["compare", str(write_config(tmp_path)), "--seed=3"]) == 2
+    assert "'seed' is set by the comparison itself" in capsys.readouterr().err
+
+
+def test_bench_compare_smoke_reproduces_in_a_fresh_folder(done, tmp_path):
+    """The benchmark script on the tiny ml-100k config (seed 0), in a fresh folder: the same numbers."""
+    spec = importlib.util.spec_from_file_location("bench_compare", REPO / "benchmarks" / "bench_compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder, _, report = done
+    config = write_config(tmp_path, seeds=[0])
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## 4. Earlier\n\ntext\n")
+    for _ in range(2):  # the second call reuses every run and replaces the section in place
+        assert bench.main([str(config), "--out-root", str(tmp_path / "bench"), "--results", str(results)]) == 0
+    text = results.read_text()
+    assert text.count("<!-- compare:compare -->") == 1 and text.count("## 5. Offline A/B comparisons") == 1
+    assert "python benchmarks/bench_compare.py" in text and "| FreqD | FreqD | 4 |" in text
+    assert "trained 0 of the 3 runs" in text
+    fresh = metrics_of(tmp_path / "bench" / "compare")
+    original = metrics_of(folder / "out")
+    assert fresh == {key: value for key, value in original.items() if "s1" not in key}
+
+
+# -- config parsing ------------------------------------------------------------------------------
+@pytest.mark.parametrize("change, message", [
+    ({"arms": [{"name": "a"}, {"name": "a"}]}, "arm name 'a' is used twice"),
+    ({"arms": [{"name": "x", "kd": "NoSuchKD"}]}, "arms[0].kd: unknown distiller 'NoSuchKD'; available: ["),
+    ({"arms": [{"name": "bad name"}]}, "arms[0].name"),
+    ({"arms": [{"name": "x", "overide": {}}]}, "unknown key arms[0].'overide'"),
+    ({"arms": [{"name": "x", "config_files": ["missing.yaml"]}]}, "arms[0].config_files: config file 'missing.yaml'"),
+    ({"seeds": [0, 0]}, "seeds: [0, 0] repeats a seed"),
+    ({"seeds": "0,1"}, "seeds: expected a non-empty list of integers, got '0,1'"),
+    ({"control": "nobody"}, "control: 'nobody' is not an arm"),
+    ({"overrides": {"seed": 3}}, "overrides.seed: set by the comparison itself"),
+    ({"teacher": {"model": "BPR", "checkpoint": "x.pth"}}, "either 'checkpoint' or a model"),
+    ({"teacher": {"checkpoint": "nowhere.pth"}}, "teacher.checkpoint: 'nowhere.pth' not found"),
+    ({"student": {"model": "NoSuchNet"}}, "student.model: unknown model 'NoSuchNet'"),
+    ({"student": {"model": "BPR", "embedding_size": 0}}, "student.embedding_size: expected a positive integer"),
+    ({"evaluation": {"test_metric": "ndcg@50"}}, "evaluation.test_metric"),
+    ({"latency": {"repeats": 0}}, "latency.repeats: invalid value 0"),
+    ({"colour": "red"}, "unknown key 'colour'"),
+])
+def test_config_errors_name_the_key_and_value(tmp_path, change, message):
+    path = write_config(tmp_path, **change)
+    with pytest.raises(ComparisonConfigError) as error:
+        load_comparison_config(path)
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_config_file_naming_another_dataset_or_model_is_refused(tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text("dataset: gowalla\n")
+    with pytest.raises(ComparisonConfigError, match="sets dataset 'gowalla'"):
+        load_comparison_config(write_config(tmp_path, config_files=[str(other)]))
+    other.write_text("model: LightGCN\n")
+    with pytest.raises(ComparisonConfigError, match="sets model 'LightGCN', but the teacher is a BPR"):
+        load_comparison_config(write_config(tmp_path, teacher={"model": "BPR", "config_files": [str(other)]}))
+
+
+def test_paths_resolve_against_the_config_file_and_shipped_configs_parse(tmp_path):
+    (tmp_path / "kd").mkdir()
+    shutil.copy(FREQD_YAML, tmp_path / "kd" / "freqd.yaml")
+    arms = [{"name": "freqd", "kd": "freqd", "config_files": ["kd/freqd.yaml"]}]
+    config = load_comparison_config(write_config(tmp_path, arms=arms, control=None))
+    assert config.arms[0].config_files == ((tmp_path / "kd" / "freqd.yaml").resolve(),)
+    assert config.arms[0].kd == "FreqD" and config.control == "freqd"
+    for path in sorted((REPO / "configs" / "compare").glob("*.yaml")):
+        shipped = load_comparison_config(path)
+        assert shipped.control == "scratch" and len(shipped.seeds) == 3
+
+
+def test_arm_hash_follows_file_contents_not_presentation(tmp_path):
+    kd = tmp_path / "kd.yaml"
+    kd.write_text("freqd_alpha: 0.5\n")
+    raw = tiny_config(arms=[{"name": "f", "kd": "FreqD", "config_files": [str(kd)]}], control=None)
+    config = parse_comparison_config(raw)
+    key = config.arm_key(config.arms[0], 0, "t")[0]
+    assert config.with_overrides(overrides={"show_progress": True}).arm_key(config.arms[0], 0, "t")[0] == key
+    assert config.arm_key(config.arms[0], 1, "t")[0] != key
+    assert config.arm_key(config.arms[0], 0, "other teacher")[0] != key
+    kd.write_text("freqd_alpha: 0.4\n")
+    assert config.arm_key(config.arms[0], 0, "t")[0] != key
+
+
+# -- statistics ----------------------------------------------------------------------------------
+def test_paired_tests_match_scipy_and_report_effect_sizes():
+    rng = np.random.default_rng(0)
+    control = rng.random(300)
+    arm = control + rng.normal(0.02, 0.1, 300)
+    out = paired_tests(arm, control)
+    diff = arm - control
+    assert out["n_pairs"] == 300 and out["mean_diff"] == pytest.approx(diff.mean())
+    assert out["t_pvalue"] == pytest.approx(stats.ttest_rel(arm, control).pvalue)
+    assert out["wilcoxon_pvalue"] == pytest.approx(stats.wilcoxon(arm, control).pvalue)
+    assert out["d_z"] == pytest.approx(diff.mean() / diff.std(ddof=1))
+    low, high = out["ci95"]
+    assert low < diff.mean() < high
+    assert out["wins"] + out["ties"] + out["losses"] == 300
+
+
+def test_paired_tests_on_identical_samples():
+    values = np.linspace(0, 1, 10)
+    out = paired_tests(values, values)
+    assert out["t_pvalue"] == 1.0 and out["wilcoxon_pvalue"] == 1.0 and out["d_z"] == 0.0 and out["ties"] == 10
