@@ -22,7 +22,9 @@ K-hop node set.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 import torch
@@ -202,29 +204,24 @@ class FreqD(Distiller):
             return norm2 - 2.0 * cross + z_norm2
         return 1.0 - cross / (norm2 * z_norm2).clamp_min(_EPS * _EPS).sqrt()
 
-    def _filtered_pair(self, adj: Tensor, s_table: Tensor, t_table: Tensor, t_filtered: tuple[Tensor, Tensor],
-                       rows: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _filtered_pair(self, adj: Tensor, s_rows: Callable[[Tensor], Tensor], t_table: Tensor,
+                       t_filtered: tuple[Tensor, Tensor], rows: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """([H·P(S)]_rows, [H·T]_rows, their squared norms or None) on one graph, K-hop set only.
 
-        With a bias-free linear projector the student side is returned unprojected, [H·S]_rows;
-        :meth:`_distance` applies W implicitly.
+        ``s_rows(ids)`` gathers the student's rows. With a bias-free linear projector the student
+        side is returned unprojected, [H·S]_rows; :meth:`_distance` applies W implicitly.
         """
         s = self.settings
+        table = s_rows if self.filter_then_project else (lambda ids: self.projector(s_rows(ids)))
         if s.freqd_keep_prob == 1.0:
             target, norm2 = (t.index_select(0, rows) for t in t_filtered)
-            if self.filter_then_project:
-                return filter_rows(adj, self.filter, rows, s_table), target, norm2
-            return filter_rows(adj, self.filter, rows, lambda ids: self.projector(s_table[ids])), target, norm2
+            return filter_rows(adj, self.filter, rows, table), target, norm2
         # Edge dropout: one draw of Â_drop per step, shared by the student and the teacher side.
         seed = int(torch.randint(0, 2**62, (1,)))
         generators = [torch.Generator(device=rows.device).manual_seed(seed) for _ in range(2)]
         keep = s.freqd_keep_prob
         target = filter_rows(adj, self.filter, rows, t_table, keep_prob=keep, generator=generators[0])
-        if self.filter_then_project:
-            student = filter_rows(adj, self.filter, rows, s_table, keep_prob=keep, generator=generators[1])
-        else:
-            student = filter_rows(adj, self.filter, rows, lambda ids: self.projector(s_table[ids]),
-                                  keep_prob=keep, generator=generators[1])
+        student = filter_rows(adj, self.filter, rows, table, keep_prob=keep, generator=generators[1])
         return student, target, None
 
     def forward(self, interaction, student) -> Tensor:
@@ -238,13 +235,20 @@ class FreqD(Distiller):
         filtered = self._teacher_filtered()
         if self.settings.freqd_graph == "bipartite":
             rows = torch.cat([groups[0], groups[1] + self.n_users, groups[2] + self.n_users])
-            s_all = torch.cat([s_users, s_items])
+            n_users = self.n_users
+
+            def s_rows(ids: Tensor) -> Tensor:  # rows of [S_users; S_items] without concatenating the tables
+                split = int(torch.searchsorted(ids, n_users))
+                return torch.cat([s_users.index_select(0, ids[:split]), s_items.index_select(0, ids[split:] - n_users)])
+
             t_all = self.t_all if self.settings.freqd_keep_prob < 1.0 else None
-            dist = self._distance(*self._filtered_pair(self.adj, s_all, t_all, filtered[0], rows))
+            dist = self._distance(*self._filtered_pair(self.adj, s_rows, t_all, filtered[0], rows))
         else:
-            user_side = self._filtered_pair(self.user_adj, s_users, self.t_users, filtered[0], groups[0])
+            user_side = self._filtered_pair(self.user_adj, partial(s_users.index_select, 0), self.t_users,
+                                            filtered[0], groups[0])
             items = torch.cat(groups[1:])
-            item_side = self._filtered_pair(self.item_adj, s_items, self.t_items, filtered[1], items)
+            item_side = self._filtered_pair(self.item_adj, partial(s_items.index_select, 0), self.t_items,
+                                            filtered[1], items)
             dist = torch.cat([self._distance(*user_side), self._distance(*item_side)])
         scale = torch.cat([dist.new_full((len(g),), w) for g, w in zip(groups, weights)])
         return (dist * scale).sum() / n_triples

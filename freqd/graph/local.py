@@ -24,11 +24,14 @@ def _segment_arange(starts: Tensor, counts: Tensor) -> Tensor:
 
 
 def _gather_rows(crow: Tensor, col: Tensor, val: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-row entry counts, column ids and values of ``rows`` of a CSR (given by its three arrays)."""
-    starts = crow[rows]
-    counts = crow[rows + 1] - starts
+    """Per-row entry counts, column ids and values of ``rows`` of a CSR (given by its three arrays).
+
+    Gathers use ``index_select``: on CPU, advanced indexing (``col[idx]``) was ≈ 5× slower here.
+    """
+    starts = crow.index_select(0, rows)
+    counts = crow.index_select(0, rows + 1) - starts
     idx = _segment_arange(starts, counts)
-    return counts, col[idx], val[idx]
+    return counts, col.index_select(0, idx), val.index_select(0, idx)
 
 
 def _sorted_union(n_nodes: int, *parts: Tensor) -> Tensor:
@@ -69,7 +72,7 @@ def k_hop(adj: Tensor, rows: Tensor | list[int], hops: int) -> list[Tensor]:
     for _ in range(hops):
         s = sets[-1]
         starts = crow[s]
-        nbrs = col[_segment_arange(starts, crow[s + 1] - starts)]
+        nbrs = col.index_select(0, _segment_arange(starts, crow[s + 1] - starts))
         sets.append(_sorted_union(n_nodes, s, nbrs))
     return sets
 
@@ -140,7 +143,7 @@ def filter_rows(
     device = adj.crow_indices().device
     rows = _as_rows(rows, device)
     s0 = _sorted_union(adj.shape[0], rows)
-    inverse = _positions(adj.shape[0], s0)[rows]
+    inverse = _positions(adj.shape[0], s0).index_select(0, rows)
     b = filt.adjacency_coefficients()
     sets, blocks = _dropped_levels(adj, s0, filt.order, keep_prob, generator)
     top = sets[-1]
@@ -154,7 +157,7 @@ def filter_rows(
     for j in range(filt.order - 1, -1, -1):
         counts, cols, vals = blocks[j]
         # Positions of global ids inside S_{j+1}: one O(N) scatter instead of a binary search per nonzero.
-        local_cols = _positions(n_nodes, sets[j + 1])[cols].to(out_device)
+        local_cols = _positions(n_nodes, sets[j + 1]).index_select(0, cols).to(out_device)
         vals = vals.to(device=out_device, dtype=x_top.dtype)
         use_scatter = method == "scatter" or (method == "auto" and cols.numel() * x_top.shape[1] <= _SCATTER_LIMIT)
         if use_scatter:
