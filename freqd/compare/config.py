@@ -76,14 +76,18 @@ class EvaluationSpec:
 
 @dataclass(frozen=True)
 class LatencySpec:
-    """Full-catalogue top-k scoring speed: users timed, batch size, repeats after warm-up, threads."""
+    """Full-catalogue top-k scoring speed: users timed, batch size, repeats after warm-up, torch threads.
+
+    One thread by default: on a shared machine a second OpenMP thread turns every batch into a
+    wait for the scheduler, and serving replicas commonly run one thread each.
+    """
 
     enabled: bool = True
     users: int = 4096
     batch_size: int = 512
     repeats: int = 5
     warmup: int = 1
-    threads: int | None = None
+    threads: int | None = 1
     k: int = 20
 
 
