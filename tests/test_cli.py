@@ -15,7 +15,7 @@ def test_help_lists_subcommands_and_override_syntax(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for word in ("train", "quickstart", "datasets", "--key=value", "--embedding_size=20"):
+    for word in ("train", "quickstart", "compare", "datasets", "--key=value", "--embedding_size=20"):
         assert word in out
 
 
