@@ -40,7 +40,6 @@ def build_report(comparison: ComparisonConfig, out: Path, ctx: EvalContext, late
     out = Path(out)
     ev = comparison.evaluation
     keys = [f"{m}@{k}" for k in ev.topk for m in ("recall", "ndcg")]
-    k = ev.group_k
     teacher_result, teacher_users = _require(*teacher_paths(out)[:2])
     per_seed: dict[str, list[dict[str, Any]]] = {}
     users: dict[str, dict[int, dict[str, np.ndarray]]] = {}
