@@ -15,7 +15,7 @@ def test_help_lists_subcommands_and_override_syntax(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for word in ("train", "quickstart", "datasets", "--key=value", "--embedding_size=20"):
+    for word in ("train", "quickstart", "compare", "datasets", "--key=value", "--embedding_size=20"):
         assert word in out
 
 
@@ -60,6 +60,7 @@ def test_datasets_list(capsys):
 def test_quickstart_parser_defaults():
     args = build_parser().parse_args(["quickstart"])
     assert (args.model, args.dataset, args.teacher_size, args.student_size) == ("BPR", None, 300, 20)
+    assert (args.seeds, args.out, args.rerun_stale) == (None, None, False)
 
 
 def test_dataset_comes_from_the_config_file_unless_given(tmp_path, capsys):
@@ -87,12 +88,14 @@ def test_distill_with_missing_teacher_exits_2(capsys):
     assert "saved/none.pth" in capsys.readouterr().err
 
 
-def test_quickstart_smoke_prints_the_story(capsys, fast_config):
+def test_quickstart_smoke_prints_the_story(capsys, fast_config, one_thread):
     overrides = [f"--{k}={v}" for k, v in {**fast_config, "epochs": 1}.items()]
-    assert main(["quickstart", "--teacher-size", "16", "--student-size", "4", *overrides]) == 0
+    assert main(["quickstart", "--teacher-size", "16", "--student-size", "4", "--no-progress", *overrides]) == 0
     out = capsys.readouterr().out
-    for label in ("| teacher |", "| scratch |", "| plain FD (α=0) |", "| FreqD (α=0.5) |", "gap recovered"):
+    for label in ("| teacher |", "| scratch |", "| plain FD (α=0) |", "| FreqD (α=0.5) |", "gap recovered",
+                  "Wilcoxon p", "users/s"):
         assert label in out
+    assert Path("results/compare/quickstart-ml-100k/report.md").is_file()
 
 
 def test_plot_writes_curves_and_spectral_png(tmp_path):

@@ -335,3 +335,15 @@ def test_paired_tests_on_identical_samples():
     values = np.linspace(0, 1, 10)
     out = paired_tests(values, values)
     assert out["t_pvalue"] == 1.0 and out["wilcoxon_pvalue"] == 1.0 and out["d_z"] == 0.0 and out["ties"] == 10
+
+
+def test_command_line_overrides_beat_every_yaml_setting():
+    raw = tiny_config(arms=[{"name": "a", "overrides": {"epochs": 5, "learning_rate": 0.1}}], control=None)
+    config = parse_comparison_config(raw).with_overrides(
+        overrides={"epochs": 1, "embedding_size": 7}, student_overrides={"embedding_size": 3},
+        teacher_overrides={"embedding_size": 9})
+    arm = config.arm_overrides(config.arms[0], seed=4)
+    assert (arm["epochs"], arm["learning_rate"], arm["embedding_size"], arm["seed"]) == (1, 0.1, 3, 4)
+    teacher = config.teacher_overrides()
+    assert (teacher["epochs"], teacher["embedding_size"], teacher["seed"]) == (1, 9, 0)
+    assert arm["split_seed"] == 2020 and arm["state"] == "ERROR"

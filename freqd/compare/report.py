@@ -23,7 +23,7 @@ from freqd.io import atomic_write_text
 DEFINITIONS = """\
 - **Metrics**: full ranking over all items, RecBole's Recall@k and NDCG@k (binary gains), on the test split; protocol `{protocol}` ({protocol_text}). Each arm: mean ± sample std over seeds {seeds}; the teacher was trained once ({teacher_text}).
 - **% of teacher**: arm mean ÷ teacher. **Gap recovered**: (arm − {gap_ref}) ÷ (teacher − {gap_ref}) on the same metric, from the means ({gap_ref} = 0%, teacher = 100%).
-- **Size**: trainable parameters and bytes of the checkpoint's state dict (float32 tables). **Speed**: users per second of full-catalogue top-{k_lat} scoring (all {n_items} items scored, then top-{k_lat}) for {lat_users} test users in batches of {lat_batch}, {lat_threads} CPU thread(s), median of {lat_repeats} timed repeats after {lat_warmup} warm-up; the models are timed in turn within each repeat, each arm on its first seed's checkpoint, with the final tables precomputed (LightGCN's propagation is not timed). Speed depends on the machine and its load: compare rows of one report only.
+- **Size**: trainable parameters and bytes of the checkpoint's state dict (float32 tables). **Speed**: users per second of full-catalogue top-{k_lat} scoring (all {n_items} items scored, then top-{k_lat}) for {lat_users} user requests (the test users, cycled) in batches of {lat_batch}, {lat_threads} CPU thread(s), the fastest of {lat_repeats} timed repeats after {lat_warmup} warm-up; the models are timed in turn within each repeat, each arm on its first seed's checkpoint, with the final tables precomputed (LightGCN's propagation is not timed). Speed depends on the machine and its load: compare rows of one report only.
 - **Significance**: {metric} per test user, paired with the control `{control}` on the same user and seed and pooled over seeds ({n_users} users × {n_seeds} seeds = {n_pairs} pairs; the teacher's single run is paired with every seed of the control). Paired t-test and Wilcoxon signed-rank test (scipy, two-sided, zero differences dropped); the mean difference with its 95% t-interval and Cohen's d_z = mean ÷ sd of the differences; wins/ties/losses count pairs. The pairs of one user across seeds are not independent, so the p-values are optimistic where seed variance matters, and they are not corrected for multiple comparisons.
 - **User activity groups**: the {n_users} test users sorted by their number of training interactions (ties by user id) and cut into {n_groups} groups of equal size, Q1 the least active; a group's value is the mean per-user {metric} over its users.
 - **Item popularity groups**: head = the {head_pct:.0f}% of items with the most training interactions ({n_head} items, {head_share:.0%} of the training interactions; ties by item id), tail = the rest. The ranking is unchanged (over all items); for each user only their test items of the group count as targets: Recall@{k} = group items in the top {k} ÷ the user's group test items, NDCG@{k} likewise with the ideal DCG over min(group test items, {k}) positions; averaged over the users with at least one test item in the group (head: {n_head_users} users, tail: {n_tail_users} users).
@@ -40,7 +40,6 @@ def build_report(comparison: ComparisonConfig, out: Path, ctx: EvalContext, late
     out = Path(out)
     ev = comparison.evaluation
     keys = [f"{m}@{k}" for k in ev.topk for m in ("recall", "ndcg")]
-    k = ev.group_k
     teacher_result, teacher_users = _require(*teacher_paths(out)[:2])
     per_seed: dict[str, list[dict[str, Any]]] = {}
     users: dict[str, dict[int, dict[str, np.ndarray]]] = {}
@@ -239,7 +238,7 @@ def _definitions(report, comparison, ctx, groups) -> str:
     return DEFINITIONS.format(
         protocol=ctx.protocol, protocol_text=PROTOCOL_TEXT[ctx.protocol], seeds=list(comparison.seeds),
         teacher_text=teacher_text, gap_ref=report["gap_reference"] or "scratch", k_lat=latency.k,
-        n_items=report["n_items"], lat_users=first_latency.get("users", min(latency.users, len(ctx.users))),
+        n_items=report["n_items"], lat_users=latency.users,
         lat_batch=latency.batch_size, lat_threads=first_latency.get("threads", latency.threads or "all"),
         lat_repeats=latency.repeats, lat_warmup=latency.warmup, metric=_name(comparison.evaluation.test_metric), control=comparison.control,
         n_users=len(ctx.users), n_seeds=len(comparison.seeds), n_pairs=len(ctx.users) * len(comparison.seeds),
@@ -357,14 +356,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     config = report["config"]
     env = report["environment"]
     teacher = config["teacher"]
-    teacher_text = (f"checkpoint `{Path(teacher['checkpoint']).name}`" if "checkpoint" in teacher else
-                    f"{teacher['model']}, seed {teacher['seed']}")
-    student = config["student"]
+    rows = report["rows"]
+    teacher_text = f"{rows[0]['model']} d={rows[0]['embedding_size']} " + (
+        f"(checkpoint `{Path(teacher['checkpoint']).name}`)" if "checkpoint" in teacher else f"(seed {teacher['seed']})")
     arms = ", ".join(f"`{a['name']}`" for a in config["arms"])
     parts = [
         f"# Comparison: {report['title']}",
         "",
-        f"{config['dataset']}, teacher {teacher_text} → student {student['model']}; arms {arms}; "
+        f"{config['dataset']}, teacher {teacher_text} → student {rows[1]['model']} d={rows[1]['embedding_size']}; "
+        f"arms {arms}; "
         f"seeds {report['seeds']}; protocol `{report['protocol']}`; control `{report['control']}`; "
         f"{report['n_test_users']} test users, {report['n_items']} items. {report['date']}, "
         f"{env['cpu_count']} CPU cores, freqd {env['freqd']}, torch {env['torch']}, recbole {env['recbole']}.",

@@ -237,7 +237,7 @@ def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[s
     json_path, npz_path, work = teacher_paths(out)
     stored = load_result(json_path, npz_path)
     if stored and stored[0]["key"] == key:
-        bar.write(f"teacher: reused ({json_path})")
+        bar.write(f"teacher: reused ({json_path})", file=sys.stderr)
         return stored[0]
     start = perf_counter()
     if comparison.teacher.checkpoint is not None:
@@ -251,7 +251,7 @@ def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[s
         if work.exists():
             shutil.rmtree(work)
         spec = comparison.teacher.spec
-        bar.write(f"teacher: training {spec.model} (seed {comparison.teacher.seed})")
+        bar.write(f"teacher: training {spec.model} (seed {comparison.teacher.seed})", file=sys.stderr)
         run = run_freqd(spec.model, comparison.dataset, config_file_list=[str(f) for f in comparison.teacher_files()],
                         config_dict={**comparison.teacher_overrides(), "checkpoint_dir": str(work / "saved"),
                                      "results_dir": str(work / "runs")})
@@ -266,7 +266,7 @@ def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[s
                   wall_seconds=perf_counter() - start)
     _write_result(json_path, npz_path, result, per_user)
     executed.append({"arm": "teacher", "seed": comparison.teacher.seed})
-    bar.write(f"teacher: {_brief(metrics, comparison)} ({result['wall_seconds']:.0f} s)")
+    bar.write(f"teacher: {_brief(metrics, comparison)} ({result['wall_seconds']:.0f} s)", file=sys.stderr)
     return json.loads(json_path.read_text(encoding="utf-8"))
 
 
@@ -276,7 +276,7 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
     json_path, npz_path, work = arm_paths(out, arm.name, seed)
     stored = load_result(json_path, npz_path)
     if stored and stored[0]["key"] == key:
-        bar.write(f"{arm.name} seed {seed}: reused")
+        bar.write(f"{arm.name} seed {seed}: reused", file=sys.stderr)
         return
     if work.exists():
         shutil.rmtree(work)
@@ -303,7 +303,8 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
               "wall_seconds": perf_counter() - start}
     _write_result(json_path, npz_path, result, per_user)
     executed.append({"arm": arm.name, "seed": seed})
-    bar.write(f"{arm.name} seed {seed}: {_brief(metrics, comparison)} ({result['wall_seconds']:.0f} s)")
+    bar.write(f"{arm.name} seed {seed}: {_brief(metrics, comparison)} ({result['wall_seconds']:.0f} s)",
+              file=sys.stderr)
 
 
 def _check_protocol(who: str, run: dict[str, Any], ctx: EvalContext) -> None:
