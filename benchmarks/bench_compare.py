@@ -91,7 +91,7 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from freqd._compat import silence_known_warnings
-    from freqd.cli import _parse_seeds, _split_overrides, parse_overrides
+    from freqd.cli import _parse_arms, _parse_seeds, _split_overrides, parse_overrides
     from freqd.compare import load_comparison_config, run_comparison
     from freqd.compare.runner import arm_paths, load_result, teacher_paths
 
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-root", default="bench-out/compare", help="one output folder per config below this")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="the file to update")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds, replacing the configs'")
+    parser.add_argument("--arms", default=None, help="comma-separated arm names: only these (and the control)")
     parser.add_argument("--rerun-stale", action="store_true", help="recompute results whose configuration changed")
     args, extra = parser.parse_known_args(argv)
     shared, teacher, student = _split_overrides(parse_overrides(extra))
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         start = perf_counter()
         report = run_comparison(comparison, out=Path(args.out_root) / name, seeds=_parse_seeds(args.seeds),
                                 overrides=shared, teacher_overrides=teacher, student_overrides=student,
-                                rerun_stale=args.rerun_stale)
+                                rerun_stale=args.rerun_stale, arms=_parse_arms(args.arms))
         out = Path(report["out"])
         runs = [load_result(*teacher_paths(out)[:2])[0]]
         runs += [load_result(*arm_paths(out, row["name"], seed)[:2])[0]

@@ -103,6 +103,10 @@ def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[st
     return shared, teacher, student
 
 
+def _parse_arms(text: str | None) -> list[str] | None:
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -133,7 +137,7 @@ def cmd_compare(args, overrides) -> int:
     shared, teacher, student = _split_overrides(overrides)
     report = run_comparison(args.config, out=args.out, seeds=_parse_seeds(args.seeds), overrides=shared,
                             teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, arms=_parse_arms(args.arms))
     _print_report(report)
     return 0
 
@@ -148,7 +152,7 @@ def cmd_quickstart(args, overrides) -> int:
                                seeds=_parse_seeds(args.seeds) or [0], config_files=args.config)
     report = run_comparison(config, out=args.out or f"results/compare/quickstart-{config.dataset}", overrides=shared,
                             teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, arms=_parse_arms(args.arms))
     _print_report(report)
     return 0
 
@@ -220,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--rerun-stale", dest="rerun_stale", action="store_true",
                        help="recompute stored results whose configuration changed (default: stop with an error)")
         p.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+        p.add_argument("--arms", default=None, metavar="A,B",
+                       help="run and report only these arms (and the control); finished runs are reused")
 
     compare = sub.add_parser(
         "compare", allow_abbrev=False, help="offline A/B comparison: a teacher, a student size, arms x seeds, one report",

@@ -166,6 +166,16 @@ def test_resume_runs_only_the_missing_result(copy_of, done):
     assert metrics_of(out) == before
 
 
+def test_arm_subset_reports_finished_runs_without_training(copy_of):
+    config, out = copy_of
+    (out / "arms" / "freqd" / "s1.json").unlink()
+    report = run_comparison(config, out=out, progress=False, arms=["scratch"])
+    assert report["executed"] == []
+    assert [row["name"] for row in report["rows"][1:]] == ["scratch"]
+    with pytest.raises(ComparisonConfigError, match=r"arms \['nope'\] are not in the config"):
+        run_comparison(config, out=out, progress=False, arms=["nope"])
+
+
 def test_a_torn_per_user_file_is_recomputed(copy_of):
     config, out = copy_of
     (out / "arms" / "scratch" / "s0.npz").write_bytes(b"torn")

@@ -118,12 +118,20 @@ class ComparisonConfig:
                 return arm
         raise KeyError(name)
 
-    def with_overrides(self, seeds=None, overrides=None, teacher_overrides=None, student_overrides=None):
-        """A copy with other seeds and command-line overrides (every run, the teacher, every arm),
-        which beat every setting of the YAML."""
+    def with_overrides(self, seeds=None, overrides=None, teacher_overrides=None, student_overrides=None, arms=None):
+        """A copy with other seeds, a subset of the arms (``arms``: names; the control is always
+        kept) and command-line overrides (every run, the teacher, every arm), which beat every
+        setting of the YAML."""
         config = self
         if seeds is not None:
             config = replace(config, seeds=_seeds(list(seeds), config.source))
+        if arms is not None:
+            names = [arm.name for arm in config.arms]
+            unknown = [name for name in arms if name not in names]
+            if unknown:
+                raise ComparisonConfigError(f"{_where(config.source)}arms {unknown} are not in the config ({names})")
+            keep = {*arms, config.control}
+            config = replace(config, arms=tuple(arm for arm in config.arms if arm.name in keep))
         if overrides:
             _check_overrides(overrides, config.source, "command-line override")
             config = replace(config, cli_overrides={**config.cli_overrides, **overrides})

@@ -53,12 +53,14 @@ def run_comparison(
     student_overrides: dict[str, Any] | None = None,
     rerun_stale: bool = False,
     progress: bool = True,
+    arms: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) a comparison and write its report; return the report data.
 
     ``config`` is a :class:`ComparisonConfig` or the path of its YAML. ``seeds`` replaces the
     config's seeds; ``overrides`` are added to every run (teacher and arms),
-    ``teacher_overrides``/``student_overrides`` to the teacher's or every arm's. The returned
+    ``teacher_overrides``/``student_overrides`` to the teacher's or every arm's; ``arms`` keeps
+    only the named arms (and the control), e.g. to report the finished part of a long run. The returned
     dict is what ``results.json`` holds, plus ``executed``: the (arm, seed) runs trained by this
     call (the others were reused).
     """
@@ -66,7 +68,7 @@ def run_comparison(
 
     comparison = config if isinstance(config, ComparisonConfig) else load_comparison_config(config)
     comparison = comparison.with_overrides(seeds=seeds, overrides=overrides, teacher_overrides=teacher_overrides,
-                                           student_overrides=student_overrides)
+                                           student_overrides=student_overrides, arms=arms)
     out = Path(out) if out is not None else default_out(comparison)
     out.mkdir(parents=True, exist_ok=True)
     teacher_key, teacher_content = comparison.teacher_key()
