@@ -33,6 +33,16 @@ def training_csr(train_dataset) -> torch.Tensor:
     return coo.to_sparse_csr()
 
 
+def mask_training_(scores: Tensor, train: Tensor, start: int, stop: int) -> Tensor:
+    """Set padding item 0 and users ``start:stop``'s training items to −inf in a score chunk, in place."""
+    crow, col = train.crow_indices(), train.col_indices()
+    scores[:, 0] = float("-inf")
+    lo, hi = int(crow[start]), int(crow[stop])
+    rows = torch.repeat_interleave(torch.arange(stop - start), crow[start + 1:stop + 1] - crow[start:stop])
+    scores[rows.to(scores.device), col[lo:hi].to(scores.device)] = float("-inf")
+    return scores
+
+
 def teacher_key(teacher) -> str:
     """The teacher checkpoint's sha256 (set by ``load_teacher``), else a hash of its state dict."""
     key = getattr(teacher, "checkpoint_sha256", None)
@@ -54,22 +64,17 @@ def topk_unobserved(user_table: Tensor, item_table: Tensor, train: torch.Tensor,
     Returns a (n_users, n) int64 tensor on the CPU, best first.
     """
     n_users, n_items = user_table.shape[0], item_table.shape[0]
-    crow, col = train.crow_indices(), train.col_indices()
+    crow = train.crow_indices()
     most_seen = int((crow[1:] - crow[:-1]).max()) if n_users else 0
     if n > n_items - 1 - most_seen:
         raise ValueError(
             f"teacher top-N: N={n} is more than the {n_items - 1 - most_seen} unobserved items of the most "
             f"active user ({most_seen} training items out of {n_items - 1}); choose a smaller N"
         )
-    device = user_table.device
     out = torch.empty(n_users, n, dtype=torch.long)
     for start in range(0, n_users, chunk_size):
         stop = min(start + chunk_size, n_users)
-        scores = user_table[start:stop] @ item_table.T
-        scores[:, 0] = float("-inf")
-        lo, hi = int(crow[start]), int(crow[stop])
-        rows = torch.repeat_interleave(torch.arange(stop - start), crow[start + 1:stop + 1] - crow[start:stop])
-        scores[rows.to(device), col[lo:hi].to(device)] = float("-inf")
+        scores = mask_training_(user_table[start:stop] @ item_table.T, train, start, stop)
         out[start:stop] = scores.topk(n, dim=1).indices.cpu()
     return out
 

@@ -12,6 +12,7 @@ import logging
 import torch
 from torch import Tensor
 
+from freqd.distillers.rankings import mask_training_
 logger = logging.getLogger(__name__)
 
 #: Users per chunk in passes over all items (student scoring, rank counting, uniform sampling).
@@ -62,16 +63,6 @@ def fit_pool(key: str, requested: int, train: Tensor, reserve: int = 0) -> int:
         logger.warning(f"{key}={requested} exceeds the {limit} items available to the most active user; using {limit}")
         return limit
     return requested
-
-
-def mask_training_(scores: Tensor, train: Tensor, start: int, stop: int) -> Tensor:
-    """Set padding item 0 and users ``start:stop``'s training items to −inf in a score chunk, in place."""
-    crow, col = train.crow_indices(), train.col_indices()
-    scores[:, 0] = float("-inf")
-    lo, hi = int(crow[start]), int(crow[stop])
-    rows = torch.repeat_interleave(torch.arange(stop - start), crow[start + 1:stop + 1] - crow[start:stop])
-    scores[rows.to(scores.device), col[lo:hi].to(scores.device)] = float("-inf")
-    return scores
 
 
 # -- scoring -------------------------------------------------------------------------------------------
