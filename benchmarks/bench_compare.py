@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=None, help="comma-separated seeds, replacing the configs'")
     parser.add_argument("--arms", default=None, help="comma-separated arm names: only these (and the control)")
     parser.add_argument("--rerun-stale", action="store_true", help="recompute results whose configuration changed")
+    parser.add_argument("--teacher-checkpoint", default=None, metavar="PTH",
+                        help="distil this trained teacher instead of training each config's teacher")
     args, extra = parser.parse_known_args(argv)
     shared, teacher, student = _split_overrides(parse_overrides(extra))
     configs = args.configs or [str(ROOT / "configs" / "compare" / f"{name}.yaml") for name in BENCHMARKS]
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         start = perf_counter()
         report = run_comparison(comparison, out=Path(args.out_root) / name, seeds=_parse_seeds(args.seeds),
                                 overrides=shared, teacher_overrides=teacher, student_overrides=student,
-                                rerun_stale=args.rerun_stale, arms=_parse_arms(args.arms))
+                                rerun_stale=args.rerun_stale, arms=_parse_arms(args.arms),
+                                teacher_checkpoint=args.teacher_checkpoint)
         out = Path(report["out"])
         runs = [load_result(*teacher_paths(out)[:2])[0]]
         runs += [load_result(*arm_paths(out, row["name"], seed)[:2])[0]

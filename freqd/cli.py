@@ -137,7 +137,8 @@ def cmd_compare(args, overrides) -> int:
     shared, teacher, student = _split_overrides(overrides)
     report = run_comparison(args.config, out=args.out, seeds=_parse_seeds(args.seeds), overrides=shared,
                             teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
-                            progress=not args.no_progress, arms=_parse_arms(args.arms))
+                            progress=not args.no_progress, arms=_parse_arms(args.arms),
+                            teacher_checkpoint=args.teacher_checkpoint)
     _print_report(report)
     return 0
 
@@ -152,7 +153,8 @@ def cmd_quickstart(args, overrides) -> int:
                                seeds=_parse_seeds(args.seeds) or [0], config_files=args.config)
     report = run_comparison(config, out=args.out or f"results/compare/quickstart-{config.dataset}", overrides=shared,
                             teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
-                            progress=not args.no_progress, arms=_parse_arms(args.arms))
+                            progress=not args.no_progress, arms=_parse_arms(args.arms),
+                            teacher_checkpoint=args.teacher_checkpoint)
     _print_report(report)
     return 0
 
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
         p.add_argument("--arms", default=None, metavar="A,B",
                        help="run and report only these arms (and the control); finished runs are reused")
+        p.add_argument("--teacher-checkpoint", dest="teacher_checkpoint", default=None, metavar="PTH",
+                       help="distil this trained teacher (freqd's or RecBole's checkpoint) instead of training the "
+                            "config's teacher")
 
     compare = sub.add_parser(
         "compare", allow_abbrev=False, help="offline A/B comparison: a teacher, a student size, arms x seeds, one report",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -33,6 +36,28 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: numpy scalars as Python numbers, paths as strings, NaN/±inf as
+    ``None`` (JSON has no NaN; ``json.dumps`` would write an invalid ``NaN`` token), other objects as
+    their ``str``."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """``data`` (made JSON-safe by :func:`to_jsonable`) written atomically, indented, with a final newline."""
+    atomic_write_text(path, json.dumps(to_jsonable(data), indent=2) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:

@@ -7,7 +7,6 @@ numpy 2).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from datetime import datetime
@@ -20,7 +19,7 @@ from recbole.data import create_dataset
 from recbole.utils import init_logger, init_seed
 
 import freqd
-from freqd.io import atomic_write_text
+from freqd.io import atomic_write_json, to_jsonable
 from freqd.config import Config
 from freqd.evaluation import build_dataloaders
 from freqd.evaluation.protocol import n_real_users
@@ -79,18 +78,6 @@ def _versions() -> dict[str, str]:
         "torch_geometric": torch_geometric.__version__,
         "numpy": np.__version__,
     }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def _file_settings(config_file_list) -> dict[str, Any]:
@@ -189,8 +176,8 @@ def _fit_and_report(config, trainer, net, loaders, run_dir: Path, saved: bool, r
         "config": {k: config[k] for k in sorted(config.final_config_dict) if k != "device"},
         "versions": _versions(),
     }
-    result = _jsonable(result)
-    atomic_write_text(run_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    result = to_jsonable(result)
+    atomic_write_json(run_dir / "results.json", result)
     return result
 
 

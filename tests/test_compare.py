@@ -204,14 +204,35 @@ def test_changed_teacher_makes_distilled_arms_stale_not_scratch(copy_of):
     assert "arms/freqd/s0.json" in message and "arms/scratch" not in message
 
 
-def test_existing_checkpoint_as_teacher(done, tmp_path):
+@pytest.mark.parametrize("route", ["yaml", "argument"])
+def test_existing_checkpoint_as_teacher(done, tmp_path, route):
+    """A trained checkpoint named in the YAML, or passed as ``teacher_checkpoint`` in place of the
+    YAML's teacher (``--teacher-checkpoint``), is evaluated, not retrained."""
     folder, _, report = done
     checkpoint = folder / "out" / json.loads((folder / "out" / "teacher.json").read_text())["checkpoint"]
-    config = write_config(tmp_path, teacher={"checkpoint": str(checkpoint)}, arms=[{"name": "scratch"}], seeds=[0])
-    result = run_comparison(config, out=tmp_path / "out", progress=False)
+    if route == "yaml":
+        config = write_config(tmp_path, teacher={"checkpoint": str(checkpoint)}, arms=[{"name": "scratch"}], seeds=[0])
+        result = run_comparison(config, out=tmp_path / "out", progress=False)
+    else:
+        config = write_config(tmp_path, arms=[{"name": "scratch"}], seeds=[0])
+        result = run_comparison(config, out=tmp_path / "out", progress=False, teacher_checkpoint=checkpoint)
+        assert json.loads((tmp_path / "out" / "teacher.json").read_text())["source"] == "checkpoint"
     assert result["executed"] == [{"arm": "teacher", "seed": 0}, {"arm": "scratch", "seed": 0}]
     assert result["rows"][0]["metrics"] == report["rows"][0]["metrics"]
     assert result["rows"][1]["metrics"]["ndcg@20"]["values"] == report["rows"][1]["metrics"]["ndcg@20"]["values"][:1]
+
+
+def test_teacher_checkpoint_argument_errors(tmp_path, capsys):
+    from freqd.cli import main
+
+    config = load_comparison_config(write_config(tmp_path))
+    with pytest.raises(ComparisonConfigError, match="teacher checkpoint 'nowhere.pth' not found"):
+        config.with_overrides(teacher_checkpoint="nowhere.pth")
+    (tmp_path / "t.pth").write_bytes(b"")
+    with pytest.raises(ComparisonConfigError, match="teacher overrides given but the teacher is the checkpoint"):
+        config.with_overrides(teacher_checkpoint=tmp_path / "t.pth", teacher_overrides={"epochs": 1})
+    assert main(["compare", str(tmp_path / "compare.yaml"), "--teacher-checkpoint", "nowhere.pth"]) == 2
+    assert "teacher checkpoint 'nowhere.pth' not found" in capsys.readouterr().err
 
 
 def test_split_seed_gives_every_seed_the_same_split():

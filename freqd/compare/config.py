@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from freqd.io import to_jsonable
+
 #: Config keys that change how a run is shown, not what it computes: left out of the arm hashes.
 PRESENTATION_KEYS = frozenset({"show_progress", "state"})
 #: Keys the comparison sets itself for every run.
@@ -118,11 +120,18 @@ class ComparisonConfig:
                 return arm
         raise KeyError(name)
 
-    def with_overrides(self, seeds=None, overrides=None, teacher_overrides=None, student_overrides=None, arms=None):
+    def with_overrides(self, seeds=None, overrides=None, teacher_overrides=None, student_overrides=None, arms=None,
+                       teacher_checkpoint=None):
         """A copy with other seeds, a subset of the arms (``arms``: names; the control is always
-        kept) and command-line overrides (every run, the teacher, every arm), which beat every
-        setting of the YAML."""
+        kept), a trained teacher checkpoint in place of the YAML's teacher, and command-line
+        overrides (every run, the teacher, every arm), which beat every setting of the YAML."""
         config = self
+        if teacher_checkpoint is not None:
+            path = Path(teacher_checkpoint).expanduser().resolve()
+            if not path.is_file():
+                raise ComparisonConfigError(f"teacher checkpoint {str(teacher_checkpoint)!r} not found "
+                                            f"(looked for {path})")
+            config = replace(config, teacher=TeacherSpec(checkpoint=path))
         if seeds is not None:
             config = replace(config, seeds=_seeds(list(seeds), config.source))
         if arms is not None:
@@ -184,7 +193,7 @@ class ComparisonConfig:
                    "config_files": _file_digests(self.arm_files(arm)),
                    "overrides": _hashable(self.arm_overrides(arm, seed)),
                    "teacher": teacher_key if arm.kd else None,
-                   "evaluation": _jsonable(self.evaluation.__dict__)}
+                   "evaluation": to_jsonable(self.evaluation.__dict__)}
         return _digest(content), content
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,7 +201,7 @@ class ComparisonConfig:
         teacher = ({"checkpoint": str(self.teacher.checkpoint)} if self.teacher.checkpoint is not None else
                    {"model": self.teacher.spec.model, "config_files": [str(f) for f in self.teacher.spec.config_files],
                     "overrides": self.teacher.spec.overrides, "seed": self.teacher.seed})
-        return _jsonable({
+        return to_jsonable({
             "title": self.title, "source": str(self.source) if self.source else None, "dataset": self.dataset,
             "config_files": [str(f) for f in self.config_files], "overrides": self.overrides, "teacher": teacher,
             "command_line_overrides": {"all": self.cli_overrides, "teacher": self.cli_teacher_overrides,
@@ -496,17 +505,7 @@ def _file_digests(files: list[Path]) -> list[list[str]]:
 
 
 def _hashable(overrides: dict[str, Any]) -> dict[str, Any]:
-    return _jsonable({k: v for k, v in sorted(overrides.items()) if k not in PRESENTATION_KEYS})
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    return to_jsonable({k: v for k, v in sorted(overrides.items()) if k not in PRESENTATION_KEYS})
 
 
 def _digest(content: dict[str, Any]) -> str:

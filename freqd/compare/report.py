@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import platform
@@ -18,7 +17,7 @@ from freqd.compare.config import ComparisonConfig
 from freqd.compare.evaluate import EvalContext, load_model, measure_latency, model_size
 from freqd.compare.runner import arm_paths, load_result, teacher_paths
 from freqd.compare.stats import mean_std, paired_tests
-from freqd.io import atomic_write_text
+from freqd.io import atomic_write_json, atomic_write_text
 
 DEFINITIONS = """\
 - **Metrics**: full ranking over all items, RecBole's Recall@k and NDCG@k (binary gains), on the test split; protocol `{protocol}` ({protocol_text}). Each arm: mean ± sample std over seeds {seeds}; the teacher was trained once ({teacher_text}).
@@ -99,7 +98,7 @@ def build_report(comparison: ComparisonConfig, out: Path, ctx: EvalContext, late
     atomic_write_text(out / "results.csv", _csv(_results_table(report)))
     atomic_write_text(out / "runs.csv", _csv(_runs_table(report, teacher_result, per_seed)))
     atomic_write_text(out / "groups.csv", _csv(_groups_table(report)))
-    atomic_write_text(out / "results.json", json.dumps(_clean(report), indent=2) + "\n")
+    atomic_write_json(out / "results.json", {k: v for k, v in report.items() if k != "markdown"})
     report["out"] = str(out)
     return report
 
@@ -457,16 +456,3 @@ def _groups_table(report) -> list[dict[str, Any]]:
                               "n_users": group["n_users"], "metric": metric, "mean": stat["mean"],
                               "std": stat["std"]})
     return table
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become null."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items() if k != "markdown"}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -28,7 +28,7 @@ import numpy as np
 
 from freqd.compare.config import ComparisonConfig, ComparisonConfigError, load_comparison_config
 from freqd.compare.evaluate import EvalContext, aggregate, build_eval_context, load_model, per_user_metrics
-from freqd.io import atomic_write_bytes, atomic_write_text
+from freqd.io import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +54,15 @@ def run_comparison(
     rerun_stale: bool = False,
     progress: bool = True,
     arms: list[str] | None = None,
+    teacher_checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) a comparison and write its report; return the report data.
 
     ``config`` is a :class:`ComparisonConfig` or the path of its YAML. ``seeds`` replaces the
     config's seeds; ``overrides`` are added to every run (teacher and arms),
     ``teacher_overrides``/``student_overrides`` to the teacher's or every arm's; ``arms`` keeps
-    only the named arms (and the control), e.g. to report the finished part of a long run. The returned
+    only the named arms (and the control), e.g. to report the finished part of a long run;
+    ``teacher_checkpoint`` distils that trained checkpoint instead of the config's teacher. The returned
     dict is what ``results.json`` holds, plus ``executed``: the (arm, seed) runs trained by this
     call (the others were reused).
     """
@@ -68,7 +70,8 @@ def run_comparison(
 
     comparison = config if isinstance(config, ComparisonConfig) else load_comparison_config(config)
     comparison = comparison.with_overrides(seeds=seeds, overrides=overrides, teacher_overrides=teacher_overrides,
-                                           student_overrides=student_overrides, arms=arms)
+                                           student_overrides=student_overrides, arms=arms,
+                                           teacher_checkpoint=teacher_checkpoint)
     out = Path(out) if out is not None else default_out(comparison)
     out.mkdir(parents=True, exist_ok=True)
     teacher_key, teacher_content = comparison.teacher_key()
@@ -170,19 +173,7 @@ def _write_result(json_path: Path, npz_path: Path, result: dict[str, Any], per_u
     data = buffer.getvalue()
     atomic_write_bytes(npz_path, data)
     result = {**result, "per_user_file": npz_path.name, "per_user_sha256": sha256(data).hexdigest()}
-    atomic_write_text(json_path, json.dumps(_jsonable(result), indent=2) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
+    atomic_write_json(json_path, result)
 
 
 # -- the runs ------------------------------------------------------------------------------------

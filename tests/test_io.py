@@ -1,0 +1,59 @@
+"""Tests for freqd.io: JSON-safe conversion and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freqd.io import atomic_write_json, atomic_write_text, to_jsonable
+
+
+def _strict_loads(text: str):
+    """``json.loads`` that refuses the non-standard NaN/Infinity tokens."""
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (np.float32(0.5), 0.5),
+    (np.int64(7), 7),
+    (np.bool_(True), True),
+    (float("nan"), None),
+    (float("inf"), None),
+    (np.float64(-np.inf), None),
+    (Path("a/b.pth"), "a/b.pth"),
+    ((1, "x", None), [1, "x", None]),
+    ({1: {"k": [np.float64(0.25), math.nan]}}, {"1": {"k": [0.25, None]}}),
+    (object, str(object)),
+])
+def test_to_jsonable(value, expected):
+    out = to_jsonable(value)
+    assert out == expected
+    assert type(out) is type(expected)
+
+
+def test_atomic_write_json_is_strict_json(tmp_path):
+    path = tmp_path / "sub" / "r.json"
+    atomic_write_json(path, {"ndcg": np.float64(0.3), "p": float("nan"), "curve": [1.0, float("inf")]})
+    assert _strict_loads(path.read_text()) == {"ndcg": 0.3, "p": None, "curve": [1.0, None]}
+    assert path.read_text().endswith("\n")
+
+
+def test_interrupted_write_keeps_the_old_file_and_no_temporaries(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    atomic_write_text(path, "old")
+
+    def fail(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_json(path, {"new": 1})
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
