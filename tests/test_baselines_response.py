@@ -182,6 +182,9 @@ def test_kd_loss_is_softmax_cross_entropy_on_the_guides_top_k(tiny, guide):
         s = [math.exp(student.score(u, i) / tau) for i in items]
         expected -= sum(ti / sum(t) * math.log(si / sum(s)) for ti, si in zip(t, s))
     assert float(distiller(_batch(BATCH), student)) == pytest.approx(expected / len(BATCH), rel=1e-5)
+    whole = distiller.p_teacher.clone()
+    distiller._set_candidates(distiller.candidates, chunk=3)  # the per-user targets, computed in chunks
+    assert torch.allclose(distiller.p_teacher, whole)
 
 
 def test_unkd_loss_averages_pair_log_likelihoods_per_user(tiny):

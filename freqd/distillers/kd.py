@@ -9,6 +9,9 @@ On a batch of B triples with users u_1..u_B (repeats kept, as in the reference c
 the cross-entropy from the teacher's to the student's distribution at temperature τ, without
 Hinton's τ² factor (the reference code has none). Unlike the reference, whose top-K may hold
 training items, C_u holds unobserved items only, like every teacher ranking in freqd.
+
+p^T depends only on the user and C_u, so it is computed for every user whenever C_u changes
+(once per epoch, or once for the teacher's guide) instead of gathering B × K teacher rows per step.
 """
 
 from __future__ import annotations
@@ -60,28 +63,35 @@ class KD(Distiller):
         t_users, t_items = teacher_tables(teacher)
         self.register_buffer("t_users", t_users, persistent=False)
         self.register_buffer("t_items", t_items, persistent=False)
-        candidates = None
+        self.register_buffer("candidates", None, persistent=False)
+        self.register_buffer("p_teacher", None, persistent=False)
         if s.kd_guide == "teacher":
-            candidates = teacher_topk(teacher, train_dataset, self.k, cache_dir=config["checkpoint_dir"])
-            candidates = candidates.to(t_users.device)
-        self.register_buffer("candidates", candidates, persistent=False)
+            self._set_candidates(teacher_topk(teacher, train_dataset, self.k, cache_dir=config["checkpoint_dir"]))
 
     @torch.no_grad()
+    def _set_candidates(self, candidates: Tensor, chunk: int = 1024) -> None:
+        """C_u for every user, and the teacher's softmax over it (in user chunks: chunk × K × d_T floats)."""
+        self.candidates = candidates.to(self.t_users.device)
+        tau = self.settings.kd_temperature
+        self.p_teacher = torch.cat([
+            torch.softmax(pair_scores(self.t_users[start:start + chunk], self.t_items,
+                                      self.candidates[start:start + chunk]) / tau, dim=1)
+            for start in range(0, self.candidates.shape[0], chunk)])
+
     def on_epoch_start(self, epoch: int) -> None:
         if self.settings.kd_guide == "student":
-            candidates = topk_unobserved(*model_tables(self.student), self.train_matrix, self.k)
-            self.candidates = candidates.to(self.t_users.device)
+            with torch.no_grad():
+                self._set_candidates(topk_unobserved(*model_tables(self.student), self.train_matrix, self.k))
 
     def forward(self, interaction, student) -> Tensor:
         if self.candidates is None:
             raise RuntimeError("KD: call on_epoch_start(epoch) before the first batch")
         users = interaction[student.USER_ID]
         items = self.candidates[users]
-        tau = self.settings.kd_temperature
         s_users, s_items = student.embeddings()
-        log_p_student = torch.log_softmax(pair_scores(s_users[users], s_items, items) / tau, dim=1)
-        p_teacher = torch.softmax(pair_scores(self.t_users[users], self.t_items, items) / tau, dim=1)
-        return -(p_teacher * log_p_student).sum() / users.shape[0]
+        log_p_student = torch.log_softmax(pair_scores(s_users[users], s_items, items) / self.settings.kd_temperature,
+                                          dim=1)
+        return -(self.p_teacher[users] * log_p_student).sum() / users.shape[0]
 
     def epoch_log(self, student) -> dict[str, Any]:
         return {}
