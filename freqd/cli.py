@@ -131,32 +131,31 @@ def _print_report(report: dict[str, Any]) -> None:
           f"{', '.join(report['plots'])})")
 
 
-def cmd_compare(args, overrides) -> int:
+def _run_comparison(config, out, args, overrides) -> int:
+    """Run ``config`` with the shared comparison options of ``compare`` and ``quickstart``; print the tables."""
     from freqd.compare import run_comparison
 
     shared, teacher, student = _split_overrides(overrides)
-    report = run_comparison(args.config, out=args.out, seeds=_parse_seeds(args.seeds), overrides=shared,
+    report = run_comparison(config, out=out, seeds=_parse_seeds(args.seeds), overrides=shared,
                             teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
                             progress=not args.no_progress, arms=_parse_arms(args.arms),
                             teacher_checkpoint=args.teacher_checkpoint)
     _print_report(report)
     return 0
+
+
+def cmd_compare(args, overrides) -> int:
+    return _run_comparison(args.config, args.out, args, overrides)
 
 
 def cmd_quickstart(args, overrides) -> int:
     """The whole story on one dataset, as a comparison: teacher, scratch, plain FD (α = 0), FreqD."""
-    from freqd.compare import quickstart_config, run_comparison
+    from freqd.compare import quickstart_config
 
-    shared, teacher, student = _split_overrides(overrides)
     config = quickstart_config(model=args.model, dataset=args.dataset or "ml-100k", teacher_size=args.teacher_size,
-                               student_size=args.student_size, alpha=args.alpha,
-                               seeds=_parse_seeds(args.seeds) or [0], config_files=args.config)
-    report = run_comparison(config, out=args.out or f"results/compare/quickstart-{config.dataset}", overrides=shared,
-                            teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
-                            progress=not args.no_progress, arms=_parse_arms(args.arms),
-                            teacher_checkpoint=args.teacher_checkpoint)
-    _print_report(report)
-    return 0
+                               student_size=args.student_size, alpha=args.alpha, seeds=[0],
+                               config_files=args.config)
+    return _run_comparison(config, args.out or f"results/compare/quickstart-{config.dataset}", args, overrides)
 
 
 def cmd_datasets(args, overrides) -> int:
