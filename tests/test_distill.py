@@ -218,3 +218,18 @@ def test_lightgcn_student_distils_from_bpr_teacher(setup):
 def test_bad_settings_are_named(key, value, message):
     with pytest.raises(ValueError, match=message):
         FreqDSettings(**{key: value})
+
+
+def test_default_yaml_matches_the_built_in_defaults():
+    """``configs/kd/freqd.yaml`` documents the defaults: FreqD without it trains the same loss."""
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / "kd" / "freqd.yaml").read_text())
+    defaults = {f.name: f.default for f in dataclasses.fields(FreqDSettings)}
+    overall = yaml.safe_load((Path(__file__).parents[1] / "freqd" / "properties" / "overall.yaml").read_text())
+    assert shipped.pop("kd_weight") == overall["kd_weight"]
+    assert shipped and {key: defaults[key] for key in shipped} == shipped
+    assert defaults["freqd_distance"] == "cosine"

@@ -27,8 +27,9 @@ def quickstart_config(model: str = "BPR", dataset: str = "ml-100k", teacher_size
                       alpha: float = 0.5, seeds=(0,), config_files=()) -> ComparisonConfig:
     """``freqd quickstart``: teacher, scratch, plain FD (FreqD α = 0) and FreqD (α) on one dataset.
 
-    The arms and sizes of ``configs/compare/ml-100k.yaml``, with FreqD's built-in defaults
-    (those of ``configs/kd/freqd.yaml``) so that it runs without the repository's configs.
+    The sizes of ``configs/compare/ml-100k.yaml``; both FreqD arms use FreqD's built-in defaults
+    (those of ``configs/kd/freqd.yaml``: cosine distance), so that it runs without the repository's
+    configs.
     """
     return parse_comparison_config({
         "title": f"quickstart {dataset}",

@@ -62,7 +62,9 @@ class FreqDSettings:
     (const, cos, linear, reverse) from ``freqd_alpha`` to ``freqd_alpha_end`` in
     ``freqd_schedule_epochs``. ``freqd_keep_prob`` < 1 is edge dropout, redrawn every step.
     ``freqd_student_signal``: ``final`` (the student's scoring tables; propagated for LightGCN)
-    or ``raw`` (ID tables, as the reference code does). ``freqd_spectral_log_every``: log the
+    or ``raw`` (ID tables, as the reference code does). ``freqd_distance``: ``cosine`` (default, as
+    the reference; scale-free, so λ means the same for any teacher) or ``mse`` (squared L2, for
+    which the spectral identity holds exactly). ``freqd_spectral_log_every``: log the
     residual's Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, every n epochs (0 = never).
     """
 
@@ -75,7 +77,7 @@ class FreqDSettings:
     freqd_schedule_epochs: int = 50
     freqd_topk: int = 5
     freqd_keep_prob: float = 1.0
-    freqd_distance: str = "mse"
+    freqd_distance: str = "cosine"
     freqd_student_signal: str = "final"
     freqd_spectral_log_every: int = 1
     projector: str = "linear"
