@@ -378,3 +378,14 @@ def test_command_line_overrides_beat_every_yaml_setting():
     teacher = config.teacher_overrides()
     assert (teacher["epochs"], teacher["embedding_size"], teacher["seed"]) == (1, 9, 0)
     assert arm["split_seed"] == 2020 and arm["state"] == "ERROR"
+
+
+def test_quickstart_defaults_yield_to_the_users_yaml(tmp_path):
+    from freqd.compare import quickstart_config
+
+    assert quickstart_config().overrides == {"eval_batch_size": 1_000_000, "stopping_step": 30}
+    own = tmp_path / "mine.yaml"
+    own.write_text("stopping_step: 5\n")
+    config = quickstart_config(config_files=[str(own)])
+    assert config.overrides == {"eval_batch_size": 1_000_000}
+    assert config.arm_overrides(config.arms[0], seed=0).get("stopping_step") is None

@@ -17,6 +17,7 @@ from freqd.compare.config import (
     LatencySpec,
     ModelSpec,
     TeacherSpec,
+    _file_keys,
     load_comparison_config,
     parse_comparison_config,
 )
@@ -27,7 +28,8 @@ def quickstart_config(model: str = "BPR", dataset: str = "ml-100k", teacher_size
                       alpha: float = 0.5, seeds=(0,), config_files=()) -> ComparisonConfig:
     """``freqd quickstart``: teacher, scratch, plain FD (FreqD α = 0) and FreqD (α) on one dataset.
 
-    The sizes of ``configs/compare/ml-100k.yaml``; both FreqD arms use FreqD's built-in defaults
+    The sizes and the early-stopping patience (30 evaluations, unless a ``config_files`` YAML sets
+    ``stopping_step``) of ``configs/compare/ml-100k.yaml``; both FreqD arms use FreqD's built-in defaults
     (those of ``configs/kd/freqd.yaml``: cosine distance), so that it runs without the repository's
     configs.
     """
@@ -35,7 +37,8 @@ def quickstart_config(model: str = "BPR", dataset: str = "ml-100k", teacher_size
         "title": f"quickstart {dataset}",
         "dataset": dataset,
         "config_files": list(config_files),
-        "overrides": {"eval_batch_size": 1_000_000},
+        "overrides": {k: v for k, v in {"eval_batch_size": 1_000_000, "stopping_step": 30}.items()
+                      if k not in _file_keys(config_files)},
         "teacher": {"model": model, "embedding_size": teacher_size, "seed": 0},
         "student": {"model": model, "embedding_size": student_size},
         "seeds": list(seeds),
