@@ -26,7 +26,7 @@ def energy_shares(table: torch.Tensor, dims: list[int]) -> dict[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from freqd._compat import load_checkpoint
+    from freqd import load_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a freqd or RecBole BPR checkpoint")

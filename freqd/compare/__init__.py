@@ -17,7 +17,7 @@ from freqd.compare.config import (
     LatencySpec,
     ModelSpec,
     TeacherSpec,
-    _file_keys,
+    file_settings,
     load_comparison_config,
     parse_comparison_config,
 )
@@ -38,7 +38,7 @@ def quickstart_config(model: str = "BPR", dataset: str = "ml-100k", teacher_size
         "dataset": dataset,
         "config_files": list(config_files),
         "overrides": {k: v for k, v in {"eval_batch_size": 1_000_000, "stopping_step": 30}.items()
-                      if k not in _file_keys(config_files)},
+                      if k not in file_settings(config_files)},
         "teacher": {"model": model, "embedding_size": teacher_size, "seed": 0},
         "student": {"model": model, "embedding_size": student_size},
         "seeds": list(seeds),

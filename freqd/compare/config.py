@@ -217,10 +217,11 @@ class ComparisonConfig:
 
 def _defaults(files: list[Path]) -> dict[str, Any]:
     """:data:`RUN_DEFAULTS` less the keys the YAML files set themselves."""
-    return {k: v for k, v in RUN_DEFAULTS.items() if k not in _file_keys(files)}
+    return {k: v for k, v in RUN_DEFAULTS.items() if k not in file_settings(files)}
 
 
-def _file_keys(files: list[Path]) -> dict[str, Any]:
+def file_settings(files: list[Path]) -> dict[str, Any]:
+    """The settings of the YAML ``files`` merged (later files win); a file that is not a mapping is an error."""
     merged: dict[str, Any] = {}
     for file in files:
         loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
@@ -238,7 +239,7 @@ def _check_file_keys(config: ComparisonConfig) -> None:
     groups += [(config.arm_files(arm), config.student.model, f"arm {arm.name!r}") for arm in config.arms]
     for files, model, who in groups:
         for file in files:
-            keys = _file_keys([file])
+            keys = file_settings([file])
             if "dataset" in keys and keys["dataset"] != config.dataset:
                 raise ComparisonConfigError(f"{_where(config.source)}{who}: config file {file} sets dataset "
                                             f"{keys['dataset']!r}, the comparison's dataset is {config.dataset!r}")
