@@ -80,8 +80,7 @@ class KD(Distiller):
 
     def on_epoch_start(self, epoch: int) -> None:
         if self.settings.kd_guide == "student":
-            with torch.no_grad():
-                self._set_candidates(topk_unobserved(*model_tables(self.student), self.train_matrix, self.k))
+            self._set_candidates(topk_unobserved(*model_tables(self.student), self.train_matrix, self.k))
 
     def forward(self, interaction, student) -> Tensor:
         if self.candidates is None:
