@@ -12,6 +12,20 @@ PROPERTIES = Path(__file__).parent / "properties"
 PROTOCOLS = ("recbole", "reference")
 
 
+def yaml_settings(files) -> dict[str, Any]:
+    """The settings of the YAML ``files`` merged (later files win); a file that is not a mapping is a
+    ``ValueError`` naming it."""
+    import yaml
+
+    merged: dict[str, Any] = {}
+    for file in files or []:
+        loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {file} must hold a mapping of keys to values")
+        merged.update(loaded)
+    return merged
+
+
 class Config(_RecBoleConfig):
     """A RecBole ``Config`` that resolves freqd's own models first and layers freqd's defaults.
 

@@ -20,7 +20,7 @@ from recbole.utils import init_logger, init_seed
 
 import freqd
 from freqd.io import atomic_write_json, to_jsonable
-from freqd.config import Config
+from freqd.config import Config, yaml_settings
 from freqd.evaluation import build_dataloaders
 from freqd.evaluation.protocol import n_real_users
 from freqd.models import get_model
@@ -82,16 +82,8 @@ def _versions() -> dict[str, str]:
 
 def _file_settings(config_file_list) -> dict[str, Any]:
     """The keys of the YAML config files that decide which data to load (later files win)."""
-    import yaml
-
-    merged: dict[str, Any] = {}
-    for file in config_file_list or []:
-        with open(file, encoding="utf-8") as handle:
-            loaded = yaml.safe_load(handle) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {file} must hold a mapping of keys to values")
-        merged.update({k: loaded[k] for k in ("dataset", "data_path", "split_seed") if k in loaded})
-    return merged
+    merged = yaml_settings(config_file_list)
+    return {k: merged[k] for k in ("dataset", "data_path", "split_seed") if k in merged}
 
 
 def _setup(model, dataset, config_file_list, config_dict):

@@ -389,3 +389,19 @@ def test_quickstart_defaults_yield_to_the_users_yaml(tmp_path):
     config = quickstart_config(config_files=[str(own)])
     assert config.overrides == {"eval_batch_size": 1_000_000}
     assert config.arm_overrides(config.arms[0], seed=0).get("stopping_step") is None
+
+
+def test_yaml_settings_merge_and_errors(tmp_path):
+    from freqd.compare.config import file_settings
+    from freqd.quick_start import _file_settings
+
+    first, second, bad = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "bad.yaml"
+    first.write_text("dataset: ml-100k\nepochs: 3\n")
+    second.write_text("epochs: 5\nsplit_seed: 7\n")
+    bad.write_text("- a list\n")
+    assert file_settings([first, second]) == {"dataset": "ml-100k", "epochs": 5, "split_seed": 7}
+    assert _file_settings([str(first), str(second)]) == {"dataset": "ml-100k", "split_seed": 7}
+    with pytest.raises(ComparisonConfigError, match="bad.yaml must hold a mapping"):
+        file_settings([bad])
+    with pytest.raises(ValueError, match="bad.yaml must hold a mapping"):
+        _file_settings([str(bad)])

@@ -221,14 +221,13 @@ def _defaults(files: list[Path]) -> dict[str, Any]:
 
 
 def file_settings(files: list[Path]) -> dict[str, Any]:
-    """The settings of the YAML ``files`` merged (later files win); a file that is not a mapping is an error."""
-    merged: dict[str, Any] = {}
-    for file in files:
-        loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ComparisonConfigError(f"config file {file} must hold a mapping of keys to values")
-        merged.update(loaded)
-    return merged
+    """:func:`freqd.config.yaml_settings`, with its errors as :class:`ComparisonConfigError`."""
+    from freqd.config import yaml_settings
+
+    try:
+        return yaml_settings(files)
+    except ValueError as exc:
+        raise ComparisonConfigError(str(exc)) from None
 
 
 def _check_file_keys(config: ComparisonConfig) -> None:
