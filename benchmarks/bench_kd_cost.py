@@ -28,16 +28,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
+#: arm -> (distiller, YAML under configs/kd/, extra settings on top of the YAML).
 KD_ARMS = {
-    "freqd-default": ("FreqD", "freqd.yaml"),
-    "freqd-cooccurrence": ("FreqD", "freqd-cooccurrence.yaml"),
-    "freqd-reference": ("FreqD", "freqd-reference-{dataset}.yaml"),
-    **{name: (name, f"{name}.yaml") for name in ("fitnet", "de", "pckd", "htd", "rrd", "dcd", "cd", "unkd", "kd")},
+    "freqd-default": ("FreqD", "freqd.yaml", {}),
+    "fd": ("FreqD", "freqd.yaml", {"freqd_alpha": 0.0}),
+    "freqd-exact": ("FreqD", "freqd.yaml", {"freqd_neighbors": 0, "freqd_teacher_rank": 0}),
+    "fd-exact": ("FreqD", "freqd.yaml", {"freqd_alpha": 0.0, "freqd_neighbors": 0, "freqd_teacher_rank": 0}),
+    "freqd-neighbors": ("FreqD", "freqd.yaml", {"freqd_teacher_rank": 0}),
+    "freqd-rank": ("FreqD", "freqd.yaml", {"freqd_neighbors": 0}),
+    "freqd-cooccurrence": ("FreqD", "freqd-cooccurrence.yaml", {}),
+    "freqd-reference": ("FreqD", "freqd-reference-{dataset}.yaml", {}),
+    **{name: (name, f"{name}.yaml", {}) for name in ("fitnet", "de", "pckd", "htd", "rrd", "dcd", "cd", "unkd", "kd")},
 }
 
 
-def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int, dataset_config: str | None) -> dict:
+def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int, dataset_config: str | None,
+            common: dict | None = None) -> dict:
     import numpy as np
     import torch
 
@@ -48,13 +57,13 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
     from freqd.quick_start import _setup
 
     silence_known_warnings()
-    kd, yaml_name = KD_ARMS[arm]
+    kd, yaml_name, arm_settings = KD_ARMS[arm]
     kd_yaml = ROOT / "configs/kd" / yaml_name.format(dataset=dataset.split("-")[0])
     files = ([dataset_config] if dataset_config else []) + [str(kd_yaml)]
     settings = {"show_progress": False, "state": "ERROR", "use_gpu": False, "embedding_size": 20,
                 "train_batch_size": 2048, "freqd_spectral_log_every": 0,
                 # A fresh cache folder: the teacher's top-N is computed, not read back.
-                "checkpoint_dir": tempfile.mkdtemp(prefix="bench-kd-")}
+                "checkpoint_dir": tempfile.mkdtemp(prefix="bench-kd-"), **(common or {}), **arm_settings}
     config, _, (train_data, _, _) = _setup("BPR", dataset, files, settings)
     train = train_data._dataset
     teacher = load_teacher(teacher_path, config, train)
@@ -110,6 +119,7 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
         "arm": arm,
         "kd": kd,
         "kd_config": str(kd_yaml.relative_to(ROOT)),
+        "kd_settings": {**(common or {}), **arm_settings},
         "steps_timed": steps,
         "steps_per_epoch": per_epoch,
         "setup_seconds": setup_seconds,
@@ -130,19 +140,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed batches per arm (after 3 warm-up batches)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--arms", nargs="*", default=list(KD_ARMS), choices=list(KD_ARMS))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config settings for every arm (an arm's own settings win), e.g. freqd_neighbors=16")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    common = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        common[key] = yaml.safe_load(value)
     dataset_config = args.dataset_config
     if dataset_config is None and (ROOT / f"configs/dataset/{args.dataset}.yaml").is_file():
         dataset_config = str(ROOT / f"configs/dataset/{args.dataset}.yaml")
     if args.arm:
-        print(json.dumps(run_arm(args.arm, args.dataset, args.teacher, args.steps, args.threads, dataset_config)))
+        print(json.dumps(run_arm(args.arm, args.dataset, args.teacher, args.steps, args.threads, dataset_config, common)))
         return
     results = []
     for arm in args.arms:
         command = [sys.executable, __file__, "--arm", arm, "--dataset", args.dataset, "--teacher", args.teacher,
-                   "--steps", str(args.steps), "--threads", str(args.threads)]
+                   "--steps", str(args.steps), "--threads", str(args.threads), "--set", *args.set]
         if dataset_config:
             command += ["--dataset-config", dataset_config]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -154,7 +170,8 @@ def main() -> None:
         print(f"{arm:22s} x{r['ratio_to_scratch']:6.2f}  setup {r['setup_seconds']:7.2f} s  hook "
               f"{r['epoch_hook_seconds']:6.2f} s  step {r['median_ms']['kd']:8.1f} ms vs {r['median_ms']['scratch']:.1f} "
               f"ms (+ loader {r['median_ms']['loader']:.1f} ms)  RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-    report = {"dataset": args.dataset, "teacher": args.teacher, "steps": args.steps, "threads": args.threads,
+    report = {"dataset": args.dataset, "teacher": Path(args.teacher).name, "steps": args.steps, "threads": args.threads,
+              "settings": common,
               "date": time.strftime("%Y-%m-%d"), "arms": results}
     if args.out:
         from freqd.io import atomic_write_text

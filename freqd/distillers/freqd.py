@@ -18,6 +18,16 @@ and the batch rows are never projected at all: with y = [H·S]_b, z = [H·T]_b a
 costs one (rows × d_T) · (d_T × d_S) product instead of forming and differentiating rows × d_T
 residuals (exact; tested against the direct form). Otherwise the projector runs once on the
 K-hop node set.
+
+Two options trade exactness for speed, each measured before use (``benchmarks/RESULTS.md``):
+``freqd_neighbors`` = m replaces Â on the student side by a fixed-width sample drawn once per epoch
+(at most m neighbours per node, unbiased; :mod:`freqd.graph.sampled`), so a step gathers m rows per
+batch row instead of the whole 1-hop neighbourhood; ``freqd_teacher_rank`` = r restricts the
+linear projector to the top-r principal subspace V of the filtered teacher, W = V·M: the targets
+become the r coordinates Z·V (precomputed), ‖z‖ stays exact, and since W·y then has no component
+outside V, the cosine and squared L2 are exact for that constrained projector. A 20-d student fills
+at most 20 directions of the teacher space, so r of a few dozen loses little. ``freqd_kd_rows``
+caps the rows a step distils (a uniform, reweighted subsample: the expected loss is unchanged).
 """
 
 from __future__ import annotations
@@ -37,12 +47,15 @@ from freqd.distillers.teacher import teacher_tables
 from freqd.graph import (
     SCHEDULES,
     PolynomialFilter,
+    NeighborTable,
     alpha_schedule,
     bipartite_edge_index,
     cooccurrence_adjacency,
     filter_rows,
     normalized_adjacency,
     rayleigh_quotients,
+    sample_neighbors,
+    sampled_filter_rows,
     unique_ids,
 )
 
@@ -66,6 +79,11 @@ class FreqDSettings:
     the reference; scale-free, so λ means the same for any teacher) or ``mse`` (squared L2, for
     which the spectral identity holds exactly). ``freqd_spectral_log_every``: log the
     residual's Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, every n epochs (0 = never).
+    ``freqd_neighbors``: 0 = exact K-hop neighbourhoods; m ≥ 1 = at most m sampled neighbours per
+    node, redrawn every epoch. ``freqd_teacher_rank``: 0 = full teacher space; r ≥ 1 = the
+    bias-free linear projector maps into the top-r principal subspace of the filtered teacher.
+    ``freqd_kd_rows``: 0 = every unique batch row; R ≥ 1 = a uniform sample of at most R of them per
+    step (users, positives, negatives in proportion), reweighted so the loss stays unbiased.
     """
 
     freqd_graph: str = "bipartite"
@@ -80,6 +98,9 @@ class FreqDSettings:
     freqd_distance: str = "cosine"
     freqd_student_signal: str = "final"
     freqd_spectral_log_every: int = 1
+    freqd_neighbors: int = 0
+    freqd_teacher_rank: int = 0
+    freqd_kd_rows: int = 0
     projector: str = "linear"
     projector_bias: bool = False
     projector_hidden: int | None = None
@@ -106,6 +127,17 @@ class FreqDSettings:
              f"freqd_student_signal={self.freqd_student_signal!r} is not 'final' or 'raw'"),
             (self.freqd_coefficients is None or len(self.freqd_coefficients) in (2, 3),
              "freqd_coefficients must be [a0, a1] or [a0, a1, a2]"),
+            (self.freqd_neighbors >= 0, f"freqd_neighbors must be >= 0, got {self.freqd_neighbors}"),
+            (self.freqd_teacher_rank >= 0, f"freqd_teacher_rank must be >= 0, got {self.freqd_teacher_rank}"),
+            (self.freqd_kd_rows >= 0, f"freqd_kd_rows must be >= 0, got {self.freqd_kd_rows}"),
+            (self.freqd_spectral_log_every >= 0,
+             f"freqd_spectral_log_every must be >= 0, got {self.freqd_spectral_log_every}"),
+            (not (self.freqd_neighbors or self.freqd_teacher_rank) or self.freqd_keep_prob == 1.0,
+             "freqd_neighbors and freqd_teacher_rank need freqd_keep_prob: 1.0 (no edge dropout)"),
+            (not self.freqd_teacher_rank or (self.projector == "linear" and not self.projector_bias),
+             "freqd_teacher_rank needs the bias-free linear projector (projector: linear, projector_bias: False)"),
+            (not self.freqd_neighbors or self.projector == "linear" and not self.projector_bias,
+             "freqd_neighbors needs the bias-free linear projector (projector: linear, projector_bias: False)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -148,19 +180,48 @@ class FreqD(Distiller):
                                  persistent=False)
             self.register_buffer("item_adj", cooccurrence_adjacency(users, items, self.n_users, self.n_items, k, "item"),
                                  persistent=False)
-        self.projector = build_projector(s.projector, student.embedding_size, t_users.shape[1], s.projector_hidden,
+        self.filter, self.alpha = s.filter_at(0)
+        self.epoch = 0
+        self.seed = int(config["seed"] or 0)
+        self._filtered_teacher: tuple[tuple[Tensor, Tensor], ...] | None = None
+        self._neighbors: list[list[NeighborTable]] | None = None
+        d_teacher = t_users.shape[1]
+        if s.freqd_teacher_rank > d_teacher:
+            raise ValueError(f"freqd_teacher_rank={s.freqd_teacher_rank} exceeds the teacher's size {d_teacher}")
+        basis = self._principal_basis(s.freqd_teacher_rank) if s.freqd_teacher_rank else None
+        # Persistent: a resumed run keeps the basis its projector was trained in.
+        self.register_buffer("teacher_basis", basis)
+        d_out = s.freqd_teacher_rank or d_teacher
+        self.projector = build_projector(s.projector, student.embedding_size, d_out, s.projector_hidden,
                                          s.projector_experts, s.projector_dropout, s.projector_bias)
         # A bias-free linear projector commutes with H: filter in d_S, project the batch rows only.
         self.filter_then_project = s.projector == "linear" and not s.projector_bias
-        self.filter, self.alpha = s.filter_at(0)
-        self.epoch = 0
-        self._filtered_teacher: tuple[tuple[Tensor, Tensor], ...] | None = None
 
     # -- schedule and teacher side -----------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
         self.filter, self.alpha = self.settings.filter_at(epoch)
         self._filtered_teacher = None
+        if self.settings.freqd_neighbors:
+            self._neighbors = self._draw_neighbors(epoch)
+
+    @torch.no_grad()
+    def _principal_basis(self, rank: int) -> Tensor:
+        """Top-``rank`` eigenvectors of Σ ZᵀZ over the first epoch's filtered teacher tables Z (d_T × rank)."""
+        gram = sum(z.T @ z for z in (self.filter.apply(adj, table.double()) for adj, table, _ in self._graphs()))
+        _, vectors = torch.linalg.eigh(gram)
+        return vectors[:, -rank:].flip(1).to(self.t_users.dtype).contiguous()
+
+    @torch.no_grad()
+    def _draw_neighbors(self, epoch: int) -> list[list[NeighborTable]]:
+        """Per graph, the neighbour table of each side, drawn from (seed, epoch) so a resumed run redraws it."""
+        generator = torch.Generator(device=self.t_users.device).manual_seed(self.seed * 1_000_003 + epoch)
+        width = self.settings.freqd_neighbors
+        if self.settings.freqd_graph == "bipartite":
+            table = sample_neighbors(self.adj, width, generator)
+            n, total = self.n_users, self.adj.shape[0]
+            return [[table.split(0, n, n), table.split(n, total, 0)]]
+        return [[sample_neighbors(self.user_adj, width, generator)], [sample_neighbors(self.item_adj, width, generator)]]
 
     def _graphs(self) -> list[tuple[Tensor, Tensor, int]]:
         """(adjacency, teacher table, node offset of items) per graph."""
@@ -174,8 +235,16 @@ class FreqD(Distiller):
         """H·T for every graph, once per epoch (the filter only changes between epochs), and row norms²."""
         if self._filtered_teacher is None:
             tables = (self.filter.apply(adj, table) for adj, table, _ in self._graphs())
-            self._filtered_teacher = tuple((t, t.pow(2).sum(1)) for t in tables)
+            basis = self.teacher_basis
+            self._filtered_teacher = tuple(
+                (t if basis is None else t @ basis, t.pow(2).sum(1)) for t in tables
+            )
         return self._filtered_teacher
+
+    def _to_teacher_space(self, x: Tensor) -> Tensor:
+        """P(x) in the teacher's coordinates (mapped back from the principal subspace when ranked)."""
+        out = self.projector(x)
+        return out if self.teacher_basis is None else out @ self.teacher_basis.T
 
     # -- loss --------------------------------------------------------------------------------------
     def _student_tables(self, student) -> tuple[Tensor, Tensor]:
@@ -233,9 +302,13 @@ class FreqD(Distiller):
         s_users, s_items = self._student_tables(student)
         groups = [unique_ids(user, self.n_users), unique_ids(pos, self.n_items),
                   unique_ids(neg.reshape(-1), self.n_items)]
-        weights = (1.0, 0.5, 0.5)
+        groups, weights = self._row_budget(groups, [1.0, 0.5, 0.5])
         filtered = self._teacher_filtered()
-        if self.settings.freqd_graph == "bipartite":
+        if self.settings.freqd_neighbors and self._neighbors is None:
+            self._neighbors = self._draw_neighbors(self.epoch)
+        if self._neighbors is not None:
+            dist = self._sampled_distances(groups, s_users, s_items, filtered)
+        elif self.settings.freqd_graph == "bipartite":
             rows = torch.cat([groups[0], groups[1] + self.n_users, groups[2] + self.n_users])
             n_users = self.n_users
 
@@ -255,6 +328,40 @@ class FreqD(Distiller):
         scale = torch.cat([dist.new_full((len(g),), w) for g, w in zip(groups, weights)])
         return (dist * scale).sum() / n_triples
 
+    def _row_budget(self, groups: list[Tensor], weights: list[float]) -> tuple[list[Tensor], list[float]]:
+        """At most ``freqd_kd_rows`` rows, each group subsampled in proportion and reweighted (unbiased)."""
+        budget = self.settings.freqd_kd_rows
+        total = sum(len(g) for g in groups)
+        if not budget or total <= budget:
+            return groups, weights
+        kept, scaled = [], []
+        for group, weight in zip(groups, weights):
+            k = max(1, round(budget * len(group) / total))
+            if k < len(group):
+                pick = torch.randperm(len(group), device=group.device)[:k].sort().values
+                weight, group = weight * len(group) / k, group.index_select(0, pick)
+            kept.append(group)
+            scaled.append(weight)
+        return kept, scaled
+
+    def _sampled_distances(self, groups: list[Tensor], s_users: Tensor, s_items: Tensor,
+                           filtered: tuple[tuple[Tensor, Tensor], ...]) -> Tensor:
+        """Row distances of users, positives, negatives (in that order) with the sampled neighbour tables."""
+        users, items = groups[0], torch.cat(groups[1:])
+        if self.settings.freqd_graph == "bipartite":
+            (target, norm2), = filtered
+            tables, neighbors = [s_users, s_items], self._neighbors[0]
+            y_users = sampled_filter_rows(self.filter, users, tables, neighbors, side=0, flip=True)
+            y_items = sampled_filter_rows(self.filter, items, tables, neighbors, side=1, flip=True)
+            item_rows = items + self.n_users
+            z = [(target.index_select(0, users), norm2.index_select(0, users)),
+                 (target.index_select(0, item_rows), norm2.index_select(0, item_rows))]
+        else:
+            y_users = sampled_filter_rows(self.filter, users, [s_users], self._neighbors[0])
+            y_items = sampled_filter_rows(self.filter, items, [s_items], self._neighbors[1])
+            z = [(t.index_select(0, rows), n.index_select(0, rows)) for (t, n), rows in zip(filtered, (users, items))]
+        return torch.cat([self._linear_distance(y_users, *z[0]), self._linear_distance(y_items, *z[1])])
+
     # -- per-epoch spectral log --------------------------------------------------------------------
     @torch.no_grad()
     def spectral_energy(self, student) -> dict[str, float]:
@@ -264,12 +371,12 @@ class FreqD(Distiller):
         s_users, s_items = self._student_tables(student)
         out: dict[str, float] = {}
         if self.settings.freqd_graph == "bipartite":
-            residual = self.projector(torch.cat([s_users, s_items])) - torch.cat([self.t_users, self.t_items])
+            residual = self._to_teacher_space(torch.cat([s_users, s_items])) - torch.cat([self.t_users, self.t_items])
             out.update({f"rayleigh_{k}": v for k, v in rayleigh_quotients(self.adj, residual).items()})
         else:
             for side, adj, s_table, t_table in (("user", self.user_adj, s_users, self.t_users),
                                                 ("item", self.item_adj, s_items, self.t_items)):
-                quotients = rayleigh_quotients(adj, self.projector(s_table) - t_table)
+                quotients = rayleigh_quotients(adj, self._to_teacher_space(s_table) - t_table)
                 out.update({f"{side}_rayleigh_{k}": v for k, v in quotients.items()})
         self.projector.train(was_training)
         return out

@@ -4,9 +4,11 @@ from freqd.graph.adjacency import bipartite_edge_index, normalized_adjacency, sy
 from freqd.graph.cooccurrence import cooccurrence_adjacency
 from freqd.graph.filters import SCHEDULES, PolynomialFilter, alpha_schedule, edge_dropout
 from freqd.graph.local import filter_rows, k_hop, unique_ids
+from freqd.graph.sampled import NeighborTable, sample_neighbors, sampled_filter_rows
 from freqd.graph.spectral import laplacian_eigh, per_frequency_losses, rayleigh_quotients
 
 __all__ = [
+    "NeighborTable",
     "SCHEDULES",
     "PolynomialFilter",
     "alpha_schedule",
@@ -19,6 +21,8 @@ __all__ = [
     "normalized_adjacency",
     "per_frequency_losses",
     "rayleigh_quotients",
+    "sample_neighbors",
+    "sampled_filter_rows",
     "sym_spmm",
     "unique_ids",
 ]
