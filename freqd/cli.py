@@ -16,6 +16,10 @@ EPILOG = """config overrides:
   any further --key=value is a RecBole/freqd config key, e.g. --embedding_size=20
   --epochs=100 --learning_rate=0.005 --seed=1 --protocol=reference --show_progress=False
 
+torch threads:
+  --threads N (or auto, the default: the usable CPUs divided by the parallel jobs, at most
+  $OMP_NUM_THREADS when set); the count used is recorded in results.json
+
 examples:
   freqd quickstart                                   # teacher, scratch, FD, FreqD on ml-100k
   freqd compare configs/compare/ml-100k.yaml         # the same over 3 seeds, with a full report
@@ -64,9 +68,19 @@ def summary_row(label: str, result: dict[str, Any]) -> dict[str, Any]:
 SUMMARY_COLUMNS = ["model", "d", "params", "Recall@20", "NDCG@20", "Hit@20", "epochs", "s/epoch"]
 
 
+def _thread_option(args, overrides) -> None:
+    """``--threads N`` (also spelled ``--threads=N``), checked now, becomes the ``threads`` config key
+    (a string, like every command-line override)."""
+    from freqd.threads import parse_threads
+
+    if args.threads is not None:
+        overrides["threads"] = str(parse_threads(args.threads))
+
+
 def cmd_train(args, overrides) -> int:
     from freqd.quick_start import run_freqd
 
+    _thread_option(args, overrides)
     if args.seed is not None:
         overrides["seed"] = args.seed
     result = run_freqd(
@@ -80,6 +94,7 @@ def cmd_train(args, overrides) -> int:
 def cmd_distill(args, overrides) -> int:
     from freqd.quick_start import run_distill
 
+    _thread_option(args, overrides)
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.embedding_size is not None:
@@ -132,14 +147,25 @@ def _print_report(report: dict[str, Any]) -> None:
 
 
 def _run_comparison(config, out, args, overrides) -> int:
-    """Run ``config`` with the shared comparison options of ``compare`` and ``quickstart``; print the tables."""
-    from freqd.compare import run_comparison
+    """Run ``config`` with the shared comparison options of ``compare`` and ``quickstart``; print the tables.
 
+    Exit status 1 when runs failed (each named; the finished ones are stored), 2 for config errors.
+    """
+    from freqd.compare import run_comparison
+    from freqd.compare.runner import RunFailedError
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs={args.jobs} is invalid: expected a positive integer")
+    _thread_option(args, overrides)
     shared, teacher, student = _split_overrides(overrides)
-    report = run_comparison(config, out=out, seeds=_parse_seeds(args.seeds), overrides=shared,
-                            teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
-                            progress=not args.no_progress, arms=_parse_arms(args.arms),
-                            teacher_checkpoint=args.teacher_checkpoint)
+    try:
+        report = run_comparison(config, out=out, seeds=_parse_seeds(args.seeds), overrides=shared,
+                                teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
+                                progress=not args.no_progress, arms=_parse_arms(args.arms),
+                                teacher_checkpoint=args.teacher_checkpoint, jobs=args.jobs)
+    except RunFailedError as exc:
+        print(f"freqd: error: {exc}", file=sys.stderr)
+        return 1
     _print_report(report)
     return 0
 
@@ -188,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def threads_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--threads", default=None, metavar="N",
+                       help="torch threads per run: a positive integer or auto (default: the usable CPUs divided by "
+                            "the parallel jobs, at most $OMP_NUM_THREADS)")
+
     def common(p: argparse.ArgumentParser, model_default: str | None) -> None:
         p.add_argument("--model", default=model_default, required=model_default is None,
                        help="backbone: BPR or LightGCN (or any RecBole general recommender)")
@@ -198,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", action="append", default=[], metavar="YAML",
                        help="YAML config file; repeatable, later files override earlier ones")
         p.add_argument("--seed", type=int, default=None, help="random seed (RecBole's 'seed')")
+        threads_option(p)
 
     train = sub.add_parser("train", help="train and evaluate one model", epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -216,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="YAML config file (e.g. configs/kd/freqd.yaml); repeatable")
     distill.add_argument("--seed", type=int, default=None, help="random seed")
     distill.add_argument("--resume", metavar="PTH", help="continue from a distillation checkpoint")
+    threads_option(distill)
     distill.set_defaults(func=cmd_distill)
 
     def comparison_options(p: argparse.ArgumentParser, seeds_help: str) -> None:
@@ -230,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--teacher-checkpoint", dest="teacher_checkpoint", default=None, metavar="PTH",
                        help="distil this trained teacher (freqd's or RecBole's checkpoint) instead of training the "
                             "config's teacher")
+        p.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="run the arms in N parallel processes after the teacher (default 1); each gets "
+                            "1/N of the CPUs as torch threads")
+        threads_option(p)
 
     compare = sub.add_parser(
         "compare", allow_abbrev=False, help="offline A/B comparison: a teacher, a student size, arms x seeds, one report",

@@ -24,6 +24,7 @@ from freqd.config import Config, yaml_settings
 from freqd.evaluation import build_dataloaders
 from freqd.evaluation.protocol import n_real_users
 from freqd.models import get_model
+from freqd.threads import apply_threads
 from freqd.trainers import FreqdTrainer
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ def _setup(model, dataset, config_file_list, config_dict):
     files, else ml-100k; ``data_path``/``split_seed`` from the files are honoured when preparing it.
     With ``split_seed`` set, RecBole's own random splits (ml-100k's ``RS``) are drawn with it instead
     of ``seed``, so runs with different seeds share one split (the multi-seed comparison needs that).
+    The ``threads`` key is resolved and applied before RecBole loads the data; the config then holds
+    the count set.
     """
     for file in config_file_list or []:
         if not Path(file).is_file():
@@ -101,6 +104,7 @@ def _setup(model, dataset, config_file_list, config_dict):
     dataset = dataset or config_dict.get("dataset") or "ml-100k"
     config_dict = dataset_config(dataset, config_dict)
     config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    config["threads"] = apply_threads(config["threads"])
     split_seed = config["split_seed"]
     init_seed(config["seed"] if split_seed is None else int(split_seed), config["reproducibility"])
     init_logger(config)
@@ -155,6 +159,7 @@ def _fit_and_report(config, trainer, net, loaders, run_dir: Path, saved: bool, r
         "seed": config["seed"],
         "embedding_size": config["embedding_size"],
         "n_parameters": count_parameters(net),
+        "threads": config["threads"],
         **(extra or {}),
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],

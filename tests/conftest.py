@@ -39,8 +39,12 @@ def argv_with_flags(monkeypatch):
 
 
 @pytest.fixture
-def one_thread():
-    """Tiny graphs: a second OpenMP thread only adds sync overhead (70x slower on a busy machine)."""
+def one_thread(monkeypatch):
+    """Tiny graphs: a second OpenMP thread only adds sync overhead (70x slower on a busy machine).
+
+    Also for the runs the test starts: their ``threads: auto`` is capped by ``OMP_NUM_THREADS``.
+    """
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -59,15 +59,20 @@ def write_config(folder: Path, **changes) -> Path:
 def done(tmp_path_factory):
     """One finished tiny comparison (teacher + 2 arms x 2 seeds), run with one thread."""
     folder = tmp_path_factory.mktemp("compare")
-    cwd, threads = os.getcwd(), torch.get_num_threads()
+    cwd, threads, omp = os.getcwd(), torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     os.chdir(folder)
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     try:
         config = write_config(folder)
         report = run_comparison(config, out=folder / "out", progress=False)
     finally:
         os.chdir(cwd)
         torch.set_num_threads(threads)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
     return folder, config, report
 
 
@@ -164,6 +169,46 @@ def test_resume_runs_only_the_missing_result(copy_of, done):
     report = run_comparison(config, out=out, progress=False)
     assert report["executed"] == [{"arm": "freqd", "seed": 1}]
     assert metrics_of(out) == before
+
+
+def test_two_jobs_store_the_same_results_as_one_and_name_a_failed_run(done, tmp_path):
+    """``jobs=2`` in a fresh folder: the teacher, then the arms in two worker processes. The arms that
+    finish store the numbers of the one-process run; a failing arm is named with its seed; the
+    report follows once the failed arm is left out (its finished runs are reused, not rerun)."""
+    from freqd.compare.runner import RunFailedError
+
+    folder, _, _ = done
+    out = tmp_path / "out"
+    arms = tiny_config()["arms"] + [{"name": "broken", "overrides": {"embedding_size": -1}}]
+    config = write_config(tmp_path, seeds=[0], arms=arms)
+    with pytest.raises(RunFailedError) as error:
+        run_comparison(config, out=out, progress=False, jobs=2)
+    message = str(error.value)
+    assert "1 of 3 runs failed" in message and "scratch" not in message and "freqd seed" not in message
+    assert "broken seed 0: ValueError: embedding_size must be positive, got -1" in message
+    original = metrics_of(folder / "out")
+    assert metrics_of(out) == {key: value for key, value in original.items() if "s1" not in key}
+    for path in [out / "teacher.json", *sorted((out / "arms").glob("*/s0.json"))]:
+        assert json.loads(path.read_text())["run"]["threads"] == 1, path
+    assert not (out / "arms" / "broken" / "s0.json").exists() and not (out / "report.md").exists()
+    report = run_comparison(config, out=out, progress=False, jobs=2, arms=["scratch", "freqd"])
+    assert report["executed"] == [] and [row["name"] for row in report["rows"]] == ["teacher", "scratch", "freqd"]
+    assert "threads" in (out / "runs.csv").read_text().splitlines()[0].split(",")
+
+
+def test_jobs_must_be_a_positive_integer(tmp_path):
+    with pytest.raises(ComparisonConfigError, match="jobs=0 is invalid"):
+        run_comparison(write_config(tmp_path), out=tmp_path / "out", progress=False, jobs=0)
+
+
+def test_threads_is_checked_in_the_yaml_and_left_out_of_the_hash(tmp_path):
+    with pytest.raises(ComparisonConfigError, match=r"arms\[0\]\.overrides\.threads=0 is invalid"):
+        load_comparison_config(write_config(tmp_path, arms=[{"name": "a", "overrides": {"threads": 0}}], control=None))
+    config = load_comparison_config(write_config(tmp_path))
+    with pytest.raises(ComparisonConfigError, match="command-line override threads='x' is invalid"):
+        config.with_overrides(overrides={"threads": "x"})
+    key = config.arm_key(config.arms[0], 0, "t")[0]
+    assert config.with_overrides(overrides={"threads": 2}).arm_key(config.arms[0], 0, "t")[0] == key
 
 
 def test_arm_subset_reports_finished_runs_without_training(copy_of):

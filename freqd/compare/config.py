@@ -18,8 +18,9 @@ import yaml
 
 from freqd.io import to_jsonable
 
-#: Config keys that change how a run is shown, not what it computes: left out of the arm hashes.
-PRESENTATION_KEYS = frozenset({"show_progress", "state"})
+#: Config keys that change how a run is shown or how fast it runs, not what it computes: left out
+#: of the arm hashes.
+PRESENTATION_KEYS = frozenset({"show_progress", "state", "threads"})
 #: Keys the comparison sets itself for every run.
 RESERVED_KEYS = frozenset({"seed", "checkpoint_dir", "results_dir", "dataset", "model"})
 #: Defaults added to every run unless the config says otherwise (quiet runs, fixed split).
@@ -331,7 +332,19 @@ def _files(value: Any, base: Path, where: str, key: str) -> tuple[Path, ...]:
     return tuple(paths)
 
 
+def _check_threads(overrides: dict, where: str, key: str) -> None:
+    """A ``threads`` override (named ``key`` in the message) must be a positive integer or ``auto``."""
+    from freqd.threads import parse_threads
+
+    if "threads" in overrides:
+        try:
+            parse_threads(overrides["threads"], key=key)
+        except ValueError as exc:
+            raise ComparisonConfigError(f"{where}{exc}") from None
+
+
 def _check_overrides(overrides: dict, source: Path | None, key: str) -> None:
+    _check_threads(overrides, f"{_where(source)}{key} ", "threads")
     for name in overrides:
         if name in RESERVED_KEYS:
             raise ComparisonConfigError(
@@ -348,6 +361,7 @@ def _overrides(value: Any, where: str, key: str) -> dict[str, Any]:
             raise ComparisonConfigError(
                 f"{where}{key}.{name}: set by the comparison itself "
                 f"({'use seeds / teacher.seed' if name == 'seed' else 'use the dedicated key'})")
+    _check_threads(mapping, where, f"{key}.threads")
     return dict(mapping)
 
 

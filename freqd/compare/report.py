@@ -437,7 +437,7 @@ def _runs_table(report, teacher_result, per_seed) -> list[dict[str, Any]]:
         run = result.get("run") or {}
         table.append({"arm": result["name"], "seed": result.get("seed", ""), **result["metrics"],
                       "epochs_run": run.get("epochs_run"), "best_epoch": run.get("best_epoch"),
-                      "train_seconds_per_epoch": run.get("train_seconds_per_epoch"),
+                      "train_seconds_per_epoch": run.get("train_seconds_per_epoch"), "threads": run.get("threads"),
                       "wall_seconds": result.get("wall_seconds")})
     return table
 

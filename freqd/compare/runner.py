@@ -11,6 +11,10 @@ Output folder layout::
 A result is reused only when the hash of its inputs (dataset, backbone, distiller, YAML file
 contents, overrides, seed and, for distilled arms, the teacher) matches; otherwise the run stops
 with a message naming the changed files and keys, unless ``rerun_stale`` is set.
+
+With ``jobs`` > 1 the (arm, seed) runs after the teacher go to that many worker processes, each
+with its share of the CPUs as torch threads; every result file is still written by the one
+worker that ran it, atomically.
 """
 
 from __future__ import annotations
@@ -18,8 +22,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import multiprocessing
+import os
 import shutil
 import sys
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -29,6 +37,7 @@ import numpy as np
 from freqd.compare.config import ComparisonConfig, ComparisonConfigError, load_comparison_config
 from freqd.compare.evaluate import EvalContext, aggregate, build_eval_context, load_model, per_user_metrics
 from freqd.io import atomic_write_bytes, atomic_write_json
+from freqd.threads import apply_threads, resolve_threads
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +47,10 @@ RECBOLE_TOLERANCE = 1e-6
 
 class StaleResultError(ComparisonConfigError):
     """Stored results were made with another configuration."""
+
+
+class RunFailedError(RuntimeError):
+    """Runs of a parallel comparison failed; the message names each (arm, seed). Finished runs are stored."""
 
 
 def default_out(comparison: ComparisonConfig) -> Path:
@@ -55,6 +68,7 @@ def run_comparison(
     progress: bool = True,
     arms: list[str] | None = None,
     teacher_checkpoint: str | Path | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run (or continue) a comparison and write its report; return the report data.
 
@@ -62,12 +76,15 @@ def run_comparison(
     config's seeds; ``overrides`` are added to every run (teacher and arms),
     ``teacher_overrides``/``student_overrides`` to the teacher's or every arm's; ``arms`` keeps
     only the named arms (and the control), e.g. to report the finished part of a long run;
-    ``teacher_checkpoint`` distils that trained checkpoint instead of the config's teacher. The returned
-    dict is what ``results.json`` holds, plus ``executed``: the (arm, seed) runs trained by this
-    call (the others were reused).
+    ``teacher_checkpoint`` distils that trained checkpoint instead of the config's teacher; ``jobs``
+    runs the arms in that many worker processes (the teacher first, alone). The returned dict is
+    what ``results.json`` holds, plus ``executed``: the (arm, seed) runs trained by this call (the
+    others were reused), in run order.
     """
     from freqd.compare.report import build_report
 
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ComparisonConfigError(f"jobs={jobs!r} is invalid: expected a positive integer")
     comparison = config if isinstance(config, ComparisonConfig) else load_comparison_config(config)
     comparison = comparison.with_overrides(seeds=seeds, overrides=overrides, teacher_overrides=teacher_overrides,
                                            student_overrides=student_overrides, arms=arms,
@@ -75,22 +92,25 @@ def run_comparison(
     out = Path(out) if out is not None else default_out(comparison)
     out.mkdir(parents=True, exist_ok=True)
     teacher_key, teacher_content = comparison.teacher_key()
-    jobs = [(arm, seed) for seed in comparison.seeds for arm in comparison.arms]
-    keys = {(arm.name, seed): comparison.arm_key(arm, seed, teacher_key) for arm, seed in jobs}
+    runs = [(arm, seed) for seed in comparison.seeds for arm in comparison.arms]
+    keys = {(arm.name, seed): comparison.arm_key(arm, seed, teacher_key) for arm, seed in runs}
     _check_stale(out, teacher_key, teacher_content, keys, rerun_stale)
 
     ctx = build_eval_context(comparison)
     executed: list[dict[str, Any]] = []
-    bar = _progress(len(jobs) + 1, progress)
+    bar = _progress(len(runs) + 1, progress)
     try:
         bar.set_postfix_str("teacher")
         teacher = _ensure_teacher(comparison, out, ctx, teacher_key, teacher_content, executed, bar)
         bar.update(1)
-        for arm, seed in jobs:
-            bar.set_postfix_str(f"{arm.name} seed {seed}")
-            key, content = keys[(arm.name, seed)]
-            _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed, bar)
-            bar.update(1)
+        if jobs == 1:
+            for arm, seed in runs:
+                bar.set_postfix_str(f"{arm.name} seed {seed}")
+                key, content = keys[(arm.name, seed)]
+                _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed, bar)
+                bar.update(1)
+        else:
+            _run_parallel(comparison, out, runs, keys, teacher, executed, bar, jobs)
     finally:
         bar.close()
     report = build_report(comparison, out, ctx)
@@ -106,6 +126,12 @@ def teacher_paths(out: Path) -> tuple[Path, Path, Path]:
 def arm_paths(out: Path, arm: str, seed: int) -> tuple[Path, Path, Path]:
     folder = out / "arms" / arm
     return folder / f"s{seed}.json", folder / f"s{seed}.npz", folder / f"s{seed}"
+
+
+def _is_done(json_path: Path, npz_path: Path, key: str) -> bool:
+    """Whether a complete result with input hash ``key`` is stored."""
+    stored = load_result(json_path, npz_path)
+    return stored is not None and stored[0]["key"] == key
 
 
 def load_result(json_path: Path, npz_path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
@@ -211,7 +237,7 @@ def _run_summary(result: dict[str, Any], out: Path, history: list[dict[str, Any]
         "n_parameters": result["n_parameters"], "epochs_run": result["epochs_run"],
         "best_epoch": int(best["epoch"]) if best else None,
         "train_seconds_per_epoch": result["train_seconds_per_epoch"],
-        "valid_seconds_per_eval": result["valid_seconds_per_eval"],
+        "valid_seconds_per_eval": result["valid_seconds_per_eval"], "threads": result.get("threads"),
         "best_valid_result": result["best_valid_result"], "test_result": result["test_result"],
         "checkpoint": str(Path(result["checkpoint"]).resolve().relative_to(out.resolve())),
         "run_dir": str(Path(result["run_dir"]).resolve().relative_to(out.resolve())),
@@ -267,8 +293,7 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
     from freqd.quick_start import run_distill, run_freqd
 
     json_path, npz_path, work = arm_paths(out, arm.name, seed)
-    stored = load_result(json_path, npz_path)
-    if stored and stored[0]["key"] == key:
+    if _is_done(json_path, npz_path, key):
         bar.write(f"{arm.name} seed {seed}: reused", file=sys.stderr)
         return
     if work.exists():
@@ -309,3 +334,72 @@ def _check_protocol(who: str, run: dict[str, Any], ctx: EvalContext) -> None:
 def _brief(metrics: dict[str, float], comparison: ComparisonConfig) -> str:
     k = comparison.evaluation.group_k
     return f"Recall@{k} {metrics[f'recall@{k}']:.4f}, NDCG@{k} {metrics[f'ndcg@{k}']:.4f}"
+
+
+# -- parallel runs -------------------------------------------------------------------------------
+def _run_parallel(comparison, out, runs, keys, teacher, executed, bar, jobs: int) -> None:
+    """The (arm, seed) runs not stored yet, in ``jobs`` spawned worker processes.
+
+    Each worker gets ``auto`` = its share of the CPUs as its thread count (explicit ``threads``
+    settings still win). Every run is attempted; failures are raised together afterwards, each
+    named by arm and seed, while the runs that finished stay stored.
+    """
+    pending = []
+    for arm, seed in runs:
+        json_path, npz_path, _ = arm_paths(out, arm.name, seed)
+        if _is_done(json_path, npz_path, keys[(arm.name, seed)][0]):
+            bar.write(f"{arm.name} seed {seed}: reused", file=sys.stderr)
+            bar.update(1)
+        else:
+            pending.append((arm, seed))
+    if not pending:
+        return
+    threads = resolve_threads("auto", jobs=jobs)
+    bar.write(f"running {len(pending)} runs in {min(jobs, len(pending))} processes, {threads} torch thread(s) each",
+              file=sys.stderr)
+    done, failures = set(), []
+    with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(_worker_run, comparison, out, arm, seed, *keys[(arm.name, seed)], teacher):
+                   (arm.name, seed) for arm, seed in pending}
+        for future in as_completed(futures):
+            name, seed = futures[future]
+            try:
+                if future.result():
+                    done.add((name, seed))
+            except Exception as exc:  # any failure of one run: reported with its arm and seed
+                failures.append(f"{name} seed {seed}: {type(exc).__name__}: {exc}")
+                logger.error(f"{name} seed {seed} failed:\n" + "".join(traceback.format_exception(exc)))
+                bar.write(f"{name} seed {seed}: FAILED ({type(exc).__name__}: {exc})", file=sys.stderr)
+            bar.update(1)
+    executed += [{"arm": arm.name, "seed": seed} for arm, seed in pending if (arm.name, seed) in done]
+    if failures:
+        raise RunFailedError(f"{len(failures)} of {len(pending)} runs failed:\n  " + "\n  ".join(failures)
+                             + f"\nthe finished runs are stored in {out}; rerun the command to retry the rest")
+
+
+#: A worker's evaluation context, built on its first run and reused for the next ones.
+_WORKER_CONTEXT: dict[str, EvalContext] = {}
+
+
+def _init_worker(threads: int) -> None:
+    """Make ``threads`` this worker's ``auto`` thread count (``OMP_NUM_THREADS`` caps ``auto``) and set it."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    apply_threads(threads)
+
+
+class _Echo:
+    """Stands in for the progress bar in a worker: its messages go straight to stderr."""
+
+    @staticmethod
+    def write(text: str, file=None) -> None:
+        print(text, file=file or sys.stderr, flush=True)
+
+
+def _worker_run(comparison, out, arm, seed, key, content, teacher) -> bool:
+    """One (arm, seed) run in a worker process; True when it trained (False: it was stored already)."""
+    if "ctx" not in _WORKER_CONTEXT:
+        _WORKER_CONTEXT["ctx"] = build_eval_context(comparison)
+    executed: list[dict[str, Any]] = []
+    _ensure_arm(comparison, out, _WORKER_CONTEXT["ctx"], arm, seed, key, content, teacher, executed, _Echo())
+    return bool(executed)
