@@ -60,7 +60,7 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
     kd, yaml_name, arm_settings = KD_ARMS[arm]
     kd_yaml = ROOT / "configs/kd" / yaml_name.format(dataset=dataset.split("-")[0])
     files = ([dataset_config] if dataset_config else []) + [str(kd_yaml)]
-    settings = {"show_progress": False, "state": "ERROR", "use_gpu": False, "embedding_size": 20,
+    settings = {"show_progress": False, "state": "ERROR", "use_gpu": False, "embedding_size": 20, "threads": threads,
                 "train_batch_size": 2048, "freqd_spectral_log_every": 0,
                 # A fresh cache folder: the teacher's top-N is computed, not read back.
                 "checkpoint_dir": tempfile.mkdtemp(prefix="bench-kd-"), **(common or {}), **arm_settings}

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-import pytest
-import torch
+# Tiny graphs: one thread per test process. Runs started by tests resolve ``threads: auto``
+# under this cap (set before torch starts its thread pool).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import freqd  # noqa: F401  (compat shims first)
 
