@@ -422,10 +422,6 @@ def test_cooccurrence_graph_in_freqd_is_the_top_k_graph():
 # --- duplicates in the training pairs -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bipartite FreqD graph counts a repeated (user, item) training pair as an edge of weight 2 "
-    "(normalized_adjacency sums duplicate edges, degrees count multiplicity), while the method defines "
-    "R ∈ {0,1} and cooccurrence_adjacency deduplicates; RecBole keeps duplicates unless rm_dup_inter is set"))
 def test_bipartite_graph_ignores_repeated_training_pairs():
     settings, spec = FILTERS["first0.5"]
     repeated = PAIRS + [(1, 1), (4, 5), (4, 5)]

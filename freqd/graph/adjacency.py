@@ -9,9 +9,14 @@ from torch_geometric.utils import to_torch_csr_tensor
 
 
 def bipartite_edge_index(users: Tensor, items: Tensor, n_users: int) -> Tensor:
-    """Both directions of every (user, item) interaction; item j is node ``n_users + j``."""
+    """Both directions of every distinct (user, item) interaction; item j is node ``n_users + j``.
+
+    A repeated pair is one edge (R is 0/1, as in RecBole's LightGCN adjacency), not an edge of weight 2.
+    """
     users = torch.as_tensor(users, dtype=torch.long)
-    items = torch.as_tensor(items, dtype=torch.long) + n_users
+    items = torch.as_tensor(items, dtype=torch.long)
+    pairs = torch.unique(torch.stack([users, items]), dim=1)
+    users, items = pairs[0], pairs[1] + n_users
     return torch.stack([torch.cat([users, items]), torch.cat([items, users])])
 
 
