@@ -16,12 +16,21 @@ from __future__ import annotations
 from recbole.data import data_preparation
 from recbole.data.dataloader import FullSortEvalDataLoader
 
+from freqd.datasets.train_loader import FastTrainDataLoader, check_fast_sampler_config, train_sampler_choice
+
 RESCALED_METRICS = ("recall", "ndcg", "hit", "mrr", "precision", "map")
 
 
 def build_dataloaders(config, dataset):
-    """RecBole's ``data_preparation``, with the test loader swapped for the reference protocol."""
+    """RecBole's ``data_preparation``, with the test loader swapped for the reference protocol and
+    the training loader for :class:`~freqd.datasets.train_loader.FastTrainDataLoader` when
+    ``train_sampler: fast``."""
+    fast = train_sampler_choice(config) == "fast"
+    if fast:
+        check_fast_sampler_config(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    if fast:
+        train_data = FastTrainDataLoader(config, train_data._dataset, train_data._sampler)
     if config["protocol"] == "reference":
         if not isinstance(test_data, FullSortEvalDataLoader):
             raise ValueError("protocol=reference needs full-ranking evaluation (eval_args.mode: full)")

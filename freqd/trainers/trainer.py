@@ -111,6 +111,8 @@ class FreqdTrainer(Trainer):
     # -- per-epoch records -------------------------------------------------------------------
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = perf_counter()
+        if hasattr(train_data, "set_epoch"):  # a loader whose draw depends on the epoch (resumable)
+            train_data.set_epoch(epoch_idx)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         record = {"epoch": epoch_idx, "train_seconds": perf_counter() - start}
         parts = loss if isinstance(loss, tuple) else (loss,)
