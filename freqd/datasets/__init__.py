@@ -23,8 +23,10 @@ from .errors import DataFormatError
 from .readers import ReadReport, read_lightgcn_txt, read_pair_tsv, read_users_dat
 from .registry import KNOWN_DATASETS, find_data_root, prepare_dataset, read_manifest
 from .splits import CoreFilterResult, carve_validation, filter_core, split_per_user
+from .train_loader import FastTrainDataLoader
 
 __all__ = [
+    "FastTrainDataLoader",
     "AtomicFileInfo",
     "CleanReport",
     "CleanSplits",
