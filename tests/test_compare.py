@@ -113,7 +113,11 @@ def test_report_files_and_content(done):
         assert text in markdown
     scratch, freqd = report["rows"][1], report["rows"][2]
     assert scratch["significance"] is None
-    assert freqd["significance"]["n_pairs"] == 2 * report["n_test_users"]
+    assert freqd["significance"]["n_pairs"] == report["n_test_users"]
+    # Δ per seed = difference of the per-seed means (which are RecBole's test numbers, checked above).
+    expected = [f - c for f, c in zip(freqd["metrics"]["ndcg@20"]["values"], scratch["metrics"]["ndcg@20"]["values"])]
+    assert freqd["significance"]["per_seed_delta"] == pytest.approx(expected, abs=1e-6)
+    assert freqd["significance"]["mean_diff"] == pytest.approx(sum(expected) / 2, abs=1e-6)
     assert scratch["gap_recovered"]["ndcg@20"] == 0.0
     assert freqd["n_parameters"] == scratch["n_parameters"] == 4 * (944 + 1683)
     assert report["rows"][0]["compression"] == 1.0 and freqd["compression"] == pytest.approx(4.0)

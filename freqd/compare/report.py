@@ -23,7 +23,8 @@ DEFINITIONS = """\
 - **Metrics**: full ranking over all items, RecBole's Recall@k and NDCG@k (binary gains), on the test split; protocol `{protocol}` ({protocol_text}). Each arm: mean ± sample std over seeds {seeds}; the teacher was trained once ({teacher_text}).
 - **% of teacher**: arm mean ÷ teacher. **Gap recovered**: (arm − {gap_ref}) ÷ (teacher − {gap_ref}) on the same metric, from the means ({gap_ref} = 0%, teacher = 100%).
 - **Size**: trainable parameters and bytes of the checkpoint's state dict (float32 tables). **Speed**: users per second of full-catalogue top-{k_lat} scoring (all {n_items} items scored, then top-{k_lat}) for {lat_users} user requests (the test users, cycled) in batches of {lat_batch}, {lat_threads} CPU thread(s), the fastest of {lat_repeats} timed repeats after {lat_warmup} warm-up; the models are timed in turn within each repeat, each arm on its first seed's checkpoint, with the final tables precomputed (LightGCN's propagation is not timed). Speed depends on the machine and its load: compare rows of one report only.
-- **Significance**: {metric} per test user, paired with the control `{control}` on the same user and seed and pooled over seeds ({n_users} users × {n_seeds} seeds = {n_pairs} pairs; the teacher's single run is paired with every seed of the control). Paired t-test and Wilcoxon signed-rank test (scipy, two-sided, zero differences dropped); the mean difference with its 95% t-interval and Cohen's d_z = mean ÷ sd of the differences; wins/ties/losses count pairs. The pairs of one user across seeds are not independent, so the p-values are optimistic where seed variance matters, and they are not corrected for multiple comparisons.
+- **Significance**: {metric} per test user, averaged over the {n_seeds} seeds, paired with the control `{control}` averaged the same way ({n_users} users = pairs; the teacher's single run stands for every seed). Averaging first keeps a user's runs under different seeds from counting as independent observations. Paired t-test and Wilcoxon signed-rank test (scipy, two-sided, zero differences dropped); the mean difference with its 95% t-interval and Cohen's d_z = mean ÷ sd of the differences; wins/ties/losses count users. **Δ per seed**: arm mean − control mean in each seed, so a sign that does not hold in every seed is visible next to the p-value. Not corrected for multiple comparisons.
+- **Epochs**: epochs run (mean best epoch); early stopping and the best checkpoint follow {stopping_rule}. A run that used all its epochs without early-stopping is counted as "not converged": its number is a lower bound.
 - **User activity groups**: the {n_users} test users sorted by their number of training interactions (ties by user id) and cut into {n_groups} groups of equal size, Q1 the least active; a group's value is the mean per-user {metric} over its users.
 - **Item popularity groups**: head = the {head_pct:.0f}% of items with the most training interactions ({n_head} items, {head_share:.0%} of the training interactions; ties by item id), tail = the rest. The ranking is unchanged (over all items); for each user only their test items of the group count as targets: Recall@{k} = group items in the top {k} ÷ the user's group test items, NDCG@{k} likewise with the ideal DCG over min(group test items, {k}) positions; averaged over the users with at least one test item in the group (head: {n_head_users} users, tail: {n_tail_users} users).
 """
@@ -126,6 +127,7 @@ def _teacher_row(result: dict[str, Any], keys: list[str]) -> dict[str, Any]:
         "metrics": {key: mean_std([result["metrics"][key]]) for key in keys},
         "epochs_run": mean_std([run["epochs_run"]]) if run else None,
         "best_epoch": mean_std([run["best_epoch"]]) if run.get("best_epoch") is not None else None,
+        "not_converged": int(run.get("converged") is False),
         "train_seconds_per_epoch": mean_std([run["train_seconds_per_epoch"]]) if run else None,
         "source": result["source"],
     }
@@ -140,6 +142,8 @@ def _arm_row(arm, results: list[dict[str, Any]], keys: list[str]) -> dict[str, A
         "metrics": {key: mean_std([r["metrics"][key] for r in results]) for key in keys},
         "epochs_run": mean_std([r["epochs_run"] for r in runs]),
         "best_epoch": mean_std(best) if best else None,
+        "not_converged": sum(r.get("converged") is False for r in runs),
+        "stopping": runs[0].get("stopping"),
         "train_seconds_per_epoch": mean_std([r["train_seconds_per_epoch"] for r in runs]),
     }
 
@@ -172,19 +176,29 @@ def _size_and_speed(comparison, out, ctx, rows, teacher_result, per_seed, latenc
                           if row["latency"] and teacher["latency"] else None)
 
 
-def _pairs(name: str, seeds, teacher_users, users, metric: str) -> np.ndarray:
+def _per_seed(name: str, seeds, teacher_users, users, metric: str) -> list[np.ndarray]:
+    """Per-user values of one arm, one array per seed (the teacher's single run stands for every seed)."""
     if name == "teacher":
-        return np.concatenate([teacher_users[metric] for _ in seeds])
-    return np.concatenate([users[name][seed][metric] for seed in seeds])
+        return [teacher_users[metric] for _ in seeds]
+    return [users[name][seed][metric] for seed in seeds]
 
 
 def _significance(comparison, rows, teacher_users, users) -> None:
+    """Paired tests on per-user values averaged over seeds (one pair per user), with per-seed deltas.
+
+    A user's runs under different seeds are not independent observations, so they are averaged
+    before testing; the per-seed differences of the means show whether the sign holds in every seed.
+    """
     metric = comparison.evaluation.test_metric
-    control = _pairs(comparison.control, comparison.seeds, teacher_users, users, metric)
+    control = _per_seed(comparison.control, comparison.seeds, teacher_users, users, metric)
     for row in rows:
-        row["significance"] = (None if row["name"] == comparison.control else
-                               paired_tests(_pairs(row["name"], comparison.seeds, teacher_users, users, metric),
-                                            control))
+        if row["name"] == comparison.control:
+            row["significance"] = None
+            continue
+        arm = _per_seed(row["name"], comparison.seeds, teacher_users, users, metric)
+        test = paired_tests(np.mean(arm, axis=0), np.mean(control, axis=0))
+        test["per_seed_delta"] = [float(a.mean() - c.mean()) for a, c in zip(arm, control)]
+        row["significance"] = test
 
 
 def _groups(comparison, ctx: EvalContext, rows, teacher_users, users) -> dict[str, Any]:
@@ -240,10 +254,19 @@ def _definitions(report, comparison, ctx, groups) -> str:
         n_items=report["n_items"], lat_users=latency.users,
         lat_batch=latency.batch_size, lat_threads=first_latency.get("threads", latency.threads or "all"),
         lat_repeats=latency.repeats, lat_warmup=latency.warmup, metric=_name(comparison.evaluation.test_metric), control=comparison.control,
-        n_users=len(ctx.users), n_seeds=len(comparison.seeds), n_pairs=len(ctx.users) * len(comparison.seeds),
+        n_users=len(ctx.users), n_seeds=len(comparison.seeds), stopping_rule=_stopping_rule(report),
         n_groups=comparison.evaluation.activity_groups, head_pct=100 * groups["head_fraction"],
         n_head=groups["n_head_items"], head_share=groups["head_share"], k=groups["k"],
         n_head_users=groups["items"][0]["n_users"], n_tail_users=groups["items"][1]["n_users"])
+
+
+def _stopping_rule(report) -> str:
+    """The early-stopping rule(s) of the stored runs, in words."""
+    rules = sorted({tuple(row["stopping"]) for row in report["rows"] if row.get("stopping")})
+    if not rules:
+        return "RecBole's rule (validation every `eval_step` epochs, patience `stopping_step` evaluations)"
+    return "; ".join(f"validation NDCG every {e} epoch(s), patience {p} evaluations, on the mean of the last {w} "
+                     f"validation score(s)" for e, p, w in rules)
 
 
 # -- Markdown ------------------------------------------------------------------------------------
@@ -296,6 +319,8 @@ def accuracy_table(report: dict[str, Any]) -> str:
             epochs = f"{row['epochs_run']['mean']:.0f}"
             if row["best_epoch"]:
                 epochs += f" ({row['best_epoch']['mean']:.0f})"
+            if row.get("not_converged"):
+                epochs += f", {row['not_converged']} not converged"
         lines.append([row["label"], row["kd"] or "—", str(row["embedding_size"])]
                      + [_ms(row["metrics"][k]) for k in keys]
                      + ["" if row["is_teacher"] else _pct(row["relative_to_teacher"][test]), gap, epochs])
@@ -319,7 +344,8 @@ def size_table(report: dict[str, Any]) -> str:
 
 def significance_table(report: dict[str, Any]) -> str:
     name = _name(report["test_metric"])
-    header = ["arm", "pairs", f"mean Δ{name}", "95% CI", "d_z", "wins/ties/losses", "t-test p", "Wilcoxon p"]
+    header = ["arm", "users", f"mean Δ{name}", "95% CI", "Δ per seed", "d_z", "wins/ties/losses", "t-test p",
+              "Wilcoxon p"]
     lines = []
     for row in report["rows"]:
         test = row.get("significance")
@@ -327,7 +353,8 @@ def significance_table(report: dict[str, Any]) -> str:
             continue
         ci = test["ci95"]
         lines.append([row["label"], f"{test['n_pairs']:,}", f"{test['mean_diff']:+.4f}",
-                      f"[{ci[0]:+.4f}, {ci[1]:+.4f}]", f"{test['d_z']:+.3f}",
+                      f"[{ci[0]:+.4f}, {ci[1]:+.4f}]",
+                      " ".join(f"{d:+.4f}" for d in test.get("per_seed_delta", [])), f"{test['d_z']:+.3f}",
                       f"{test['wins']}/{test['ties']}/{test['losses']}", _p(test["t_pvalue"]),
                       _p(test["wilcoxon_pvalue"])])
     return _table(header, lines)
@@ -437,6 +464,7 @@ def _runs_table(report, teacher_result, per_seed) -> list[dict[str, Any]]:
         run = result.get("run") or {}
         table.append({"arm": result["name"], "seed": result.get("seed", ""), **result["metrics"],
                       "epochs_run": run.get("epochs_run"), "best_epoch": run.get("best_epoch"),
+                      "converged": run.get("converged"),
                       "train_seconds_per_epoch": run.get("train_seconds_per_epoch"), "threads": run.get("threads"),
                       "wall_seconds": result.get("wall_seconds")})
     return table

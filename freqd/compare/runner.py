@@ -235,7 +235,10 @@ def _run_summary(result: dict[str, Any], out: Path, history: list[dict[str, Any]
     return {
         "model": result["model"], "embedding_size": result["embedding_size"], "protocol": result["protocol"],
         "n_parameters": result["n_parameters"], "epochs_run": result["epochs_run"],
-        "best_epoch": int(best["epoch"]) if best else None,
+        "best_epoch": result.get("best_epoch", int(best["epoch"]) if best else None),
+        "converged": result.get("converged"),
+        "stopping": [result["config"].get("eval_step"), result["config"].get("stopping_step"),
+                     result.get("valid_smoothing", 1)],
         "train_seconds_per_epoch": result["train_seconds_per_epoch"],
         "valid_seconds_per_eval": result["valid_seconds_per_eval"], "threads": result.get("threads"),
         "best_valid_result": result["best_valid_result"], "test_result": result["test_result"],

@@ -26,6 +26,8 @@ class FreqdTrainer(Trainer):
     * ``protocol: reference`` rescales metrics to an average over all users.
     * Every epoch's losses, timings and validation metrics are kept in :attr:`history` and, with
       ``metrics_path`` set, rewritten to a CSV after each epoch.
+    * Early stopping and the best checkpoint use the mean of the last ``valid_smoothing``
+      validation scores (1 = RecBole's rule); :meth:`converged` tells a capped run from a stopped one.
     """
 
     def __init__(self, config, model, metadata: dict[str, Any] | None = None, metrics_path: str | Path | None = None):
@@ -35,6 +37,13 @@ class FreqdTrainer(Trainer):
         self.history: list[dict[str, Any]] = []
         self.loss_names: list[str] | None = None
         self.n_all_users: int | None = self.metadata.get("n_real_users")
+        smoothing = config["valid_smoothing"]
+        self.valid_smoothing = 1 if smoothing is None else int(smoothing)
+        if self.valid_smoothing < 1 or self.valid_smoothing != smoothing and smoothing is not None:
+            raise ValueError(f"valid_smoothing must be >= 1 evaluations, got {config['valid_smoothing']!r}")
+        self._recent_scores: list[float] = []
+        self._best_smoothed: float | None = None
+        self.best_epoch: int | None = None
 
     # -- optimiser ---------------------------------------------------------------------------
     def _build_optimizer(self, **kwargs):
@@ -125,15 +134,33 @@ class FreqdTrainer(Trainer):
         return loss
 
     def _valid_epoch(self, valid_data, show_progress=False):
+        """RecBole's validation, returning the mean of the last ``valid_smoothing`` scores.
+
+        RecBole's early stopping and best-checkpoint choice then run on that mean, so one lucky
+        evaluation neither stops a run that is still improving nor becomes its "best" model.
+        """
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self._recent_scores = (self._recent_scores + [float(valid_score)])[-self.valid_smoothing:]
+        smoothed = sum(self._recent_scores) / len(self._recent_scores)
+        best = self._best_smoothed
+        if best is None or (smoothed >= best if self.valid_metric_bigger else smoothed <= best):
+            self._best_smoothed = smoothed
+            self.best_epoch = self.history[-1]["epoch"] if self.history else None
         if self.history:
             record = self.history[-1]
             record["valid_seconds"] = self.last_eval_seconds
             record.update({f"valid_{k}": float(v) for k, v in valid_result.items()})
+            record["valid_score_smoothed"] = smoothed
             for key, value in valid_result.items():
                 self.tensorboard.add_scalar(f"Valid/{key}", value, record["epoch"])
             self._write_metrics()
-        return valid_score, valid_result
+        return smoothed, valid_result
+
+    def converged(self) -> bool | None:
+        """False when training ran out of epochs instead of early-stopping (a capped run); None without validation."""
+        if self.best_epoch is None or not self.history:
+            return None
+        return self.history[-1]["epoch"] + 1 < self.epochs
 
     def _write_metrics(self) -> None:
         if self.metrics_path is None or not self.history:
