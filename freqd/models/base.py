@@ -24,6 +24,8 @@ class EmbeddingRecommender(GeneralRecommender):
 
     input_type = InputType.PAIRWISE
     default_init = "xavier_normal"
+    # Whether the ID tables' recommendation-loss gradients are row-sparse (``sparse_embeddings``).
+    supports_sparse_embeddings = False
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
@@ -34,6 +36,13 @@ class EmbeddingRecommender(GeneralRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         self.loss = BPRLoss()
         self._cache: tuple[Tensor, Tensor] | None = None
+        self.sparse_embeddings = bool(config["sparse_embeddings"])
+        if self.sparse_embeddings and not self.supports_sparse_embeddings:
+            raise ValueError(
+                f"sparse_embeddings: True is not supported by {type(self).__name__}: its loss reaches every row "
+                "of the ID tables each step (graph propagation), so row-sparse updates cannot help; "
+                "set sparse_embeddings: False"
+            )
 
     def reset_parameters(self, init_std: float | None) -> None:
         """RecBole's initialiser for this backbone, or N(0, init_std²) as in the reference code."""
@@ -46,6 +55,10 @@ class EmbeddingRecommender(GeneralRecommender):
     def embeddings(self) -> tuple[Tensor, Tensor]:
         """Final user and item tables, differentiable w.r.t. the parameters."""
         raise NotImplementedError
+
+    def sparse_tables(self) -> list[nn.Parameter]:
+        """The tables whose gradients are row-sparse (to be stepped row-wise); none unless ``sparse_embeddings``."""
+        return [self.user_embedding.weight, self.item_embedding.weight] if self.sparse_embeddings else []
 
     def train(self, mode: bool = True):
         self._cache = None
@@ -60,9 +73,16 @@ class EmbeddingRecommender(GeneralRecommender):
 
     def bpr_loss(self, user: Tensor, pos: Tensor, neg: Tensor, user_all: Tensor, item_all: Tensor) -> Tensor:
         # F.embedding's backward is a dense scatter, several times faster on CPU than indexing's.
-        u = F.embedding(user, user_all)
-        pos_score = torch.mul(u, F.embedding(pos, item_all)).sum(dim=1)
-        neg_score = torch.mul(u, F.embedding(neg, item_all)).sum(dim=1)
+        if self.sparse_embeddings:
+            # Sparse gradients holding the batch's rows only; one lookup for positive and negative
+            # items gives the item table one sparse gradient instead of two to be added.
+            u = F.embedding(user, user_all, sparse=True)
+            pos_emb, neg_emb = F.embedding(torch.cat([pos, neg]), item_all, sparse=True).split(len(pos))
+        else:
+            u = F.embedding(user, user_all)
+            pos_emb, neg_emb = F.embedding(pos, item_all), F.embedding(neg, item_all)
+        pos_score = torch.mul(u, pos_emb).sum(dim=1)
+        neg_score = torch.mul(u, neg_emb).sum(dim=1)
         return self.loss(pos_score, neg_score)
 
     def predict(self, interaction) -> Tensor:

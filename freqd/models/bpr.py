@@ -11,8 +11,11 @@ class BPR(EmbeddingRecommender):
     """Matrix factorisation trained with the (mean-reduced) BPR loss.
 
     State dicts are interchangeable with ``recbole.model.general_recommender.BPR``; with the same
-    seed and config it trains to the same metrics.
+    seed and config it trains to the same metrics. With ``sparse_embeddings`` the loss gives the
+    ID tables sparse gradients holding only the batch's rows.
     """
+
+    supports_sparse_embeddings = True
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

@@ -15,6 +15,7 @@ from recbole.utils import set_color
 from freqd._compat import load_checkpoint
 from freqd.io import atomic_torch_save, atomic_write_text
 from freqd.evaluation.protocol import rescale_to_all_users
+from freqd.trainers.optim import OptimizerGroup, RowAdam
 
 
 class FreqdTrainer(Trainer):
@@ -47,6 +48,40 @@ class FreqdTrainer(Trainer):
 
     # -- optimiser ---------------------------------------------------------------------------
     def _build_optimizer(self, **kwargs):
+        """RecBole's optimiser, or with ``sparse_embeddings`` a :class:`RowAdam` for the model's tables.
+
+        The row-sparse tables (:meth:`EmbeddingRecommender.sparse_tables`) get the lazy row-wise
+        Adam; every other parameter (a distiller's projector) gets the usual optimiser, and the
+        two are stepped and checkpointed together (:class:`OptimizerGroup`).
+        """
+        tables = {id(p) for p in getattr(self.model, "sparse_tables", list)()}
+        if not tables:
+            if self.config["sparse_embeddings"]:
+                raise ValueError(f"sparse_embeddings: True is not supported by {type(self.model).__name__}")
+            return self._dense_optimizer(**kwargs)
+        learner = kwargs.get("learner", self.learner)
+        if learner.lower() != "adam":
+            raise ValueError(
+                f"sparse_embeddings: True needs learner: adam (row-wise lazy Adam), got learner: {learner}"
+            )
+        if self.clip_grad_norm:
+            raise ValueError(
+                f"sparse_embeddings: True cannot be combined with clip_grad_norm: {self.clip_grad_norm} "
+                "(torch's clip_grad_norm_ rejects sparse gradients)"
+            )
+        params = list(kwargs.pop("params", self.model.parameters()))
+        row_params = [p for p in params if id(p) in tables]
+        others = [p for p in params if id(p) not in tables]
+        row_adam = RowAdam(
+            row_params,
+            lr=kwargs.get("learning_rate", self.learning_rate),
+            weight_decay=kwargs.get("weight_decay", self.weight_decay) or 0.0,
+        )
+        if not others:
+            return OptimizerGroup([row_adam])
+        return OptimizerGroup([row_adam, self._dense_optimizer(params=others, **kwargs)])
+
+    def _dense_optimizer(self, **kwargs):
         """RecBole's optimiser; Adam/AdamW use torch's fused kernel unless ``fused_optimizer: False``.
 
         Same update rule (coupled L2 for ``adam``), about 3x faster per step on CPU for large
@@ -96,6 +131,11 @@ class FreqdTrainer(Trainer):
         self.best_valid_score = checkpoint["best_valid_score"]
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        saved_sparse = "optimizers" in checkpoint["optimizer"]
+        if saved_sparse != isinstance(self.optimizer, OptimizerGroup):
+            raise ValueError(
+                f"{resume_file} was trained with sparse_embeddings: {saved_sparse}; resume it with the same setting"
+            )
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
