@@ -208,7 +208,11 @@ class FreqD(Distiller):
     @torch.no_grad()
     def _principal_basis(self, rank: int) -> Tensor:
         """Top-``rank`` eigenvectors of Σ ZᵀZ over the first epoch's filtered teacher tables Z (d_T × rank)."""
-        gram = sum(z.T @ z for z in (self.filter.apply(adj, table.double()) for adj, table, _ in self._graphs()))
+        d = self.t_users.shape[1]
+        gram = torch.zeros(d, d, dtype=torch.float64, device=self.t_users.device)
+        for adj, table, _ in self._graphs():
+            for rows in self.filter.apply(adj, table).split(8192):  # float64 Gram, chunked: no N × d_T copy
+                gram += rows.double().T @ rows.double()
         _, vectors = torch.linalg.eigh(gram)
         return vectors[:, -rank:].flip(1).to(self.t_users.dtype).contiguous()
 
