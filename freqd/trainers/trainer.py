@@ -14,6 +14,7 @@ from recbole.utils import set_color
 
 from freqd._compat import load_checkpoint
 from freqd.io import atomic_torch_save, atomic_write_text
+from freqd.evaluation.fullsort import full_sort_evaluate
 from freqd.evaluation.protocol import rescale_to_all_users
 from freqd.trainers.optim import OptimizerGroup, RowAdam
 
@@ -25,6 +26,8 @@ class FreqdTrainer(Trainer):
       (model, dataset, sizes, training-data fingerprint), written atomically; reloads use
       :func:`freqd.load_checkpoint` (torch >= 2.6 cannot weights-only-load RecBole's pickles).
     * ``protocol: reference`` rescales metrics to an average over all users.
+    * Full-sort evaluation ranks in chunks with RecBole's metrics on the top-k
+      (:mod:`freqd.evaluation.fullsort`); other metrics and loaders use RecBole's path.
     * Every epoch's losses, timings and validation metrics are kept in :attr:`history` and, with
       ``metrics_path`` set, rewritten to a CSV after each epoch.
     * Early stopping and the best checkpoint use the mean of the last ``valid_smoothing``
@@ -150,7 +153,9 @@ class FreqdTrainer(Trainer):
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         start = perf_counter()
-        result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        result = full_sort_evaluate(self, eval_data)  # RecBole's metrics on the top-k, without its dense collector
+        if result is None:
+            result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         self.last_eval_seconds = perf_counter() - start
         if self.config["protocol"] == "reference":
             n_users = self.n_all_users or eval_data._dataset.user_num - 1
