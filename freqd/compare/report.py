@@ -403,7 +403,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         size_table(report),
         "",
-        f"## Paired tests against `{report['control']}` ({_name(report['test_metric'])} per user, pooled over seeds)",
+        f"## Paired tests against `{report['control']}` ({_name(report['test_metric'])} per user, averaged over seeds)",
         "",
         significance_table(report),
         "",
