@@ -121,6 +121,7 @@ def _distiller(setup, **settings):
     checkpoint, config, train = setup
     for key in FreqDSettings.__dataclass_fields__:
         config[key] = None
+    config["freqd_neighbors"] = 0  # exact unless a test asks for sampling
     for key, value in settings.items():
         config[key] = value
     torch.manual_seed(0)
@@ -264,3 +265,12 @@ def test_row_budget_is_an_unbiased_subsample_of_the_full_loss(setup):
         [len(g) for g in groups])
     assert float(draws.std()) > 0
     assert float(draws.mean()) == pytest.approx(exact, abs=4 * float(draws.std()) / 3000 ** 0.5)
+
+
+def test_defaults_sample_four_neighbours_and_rank_64_only_where_they_apply():
+    s = FreqDSettings()
+    assert (s.neighbors(), s.teacher_rank(300), s.teacher_rank(64)) == (4, 64, 0)
+    for other in ({"projector": "mlp"}, {"projector_bias": True}, {"freqd_keep_prob": 0.5}):
+        assert (FreqDSettings(**other).neighbors(), FreqDSettings(**other).teacher_rank(300)) == (0, 0)
+    assert (FreqDSettings(freqd_neighbors=0, freqd_teacher_rank=0).neighbors(),
+            FreqDSettings(freqd_neighbors=0, freqd_teacher_rank=0).teacher_rank(300)) == (0, 0)

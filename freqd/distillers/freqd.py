@@ -60,6 +60,10 @@ from freqd.graph import (
 )
 
 GRAPHS = ("bipartite", "cooccurrence")
+#: Defaults of ``freqd_neighbors`` / ``freqd_teacher_rank`` where they apply: on ml-100k (3 seeds) as
+#: accurate as the exact loss, at about a third of its cost (benchmarks/RESULTS.md §6).
+DEFAULT_NEIGHBORS = 4
+DEFAULT_TEACHER_RANK = 64
 _EPS = 1e-12
 DISTANCES = ("mse", "cosine")
 
@@ -82,6 +86,8 @@ class FreqDSettings:
     ``freqd_neighbors``: 0 = exact K-hop neighbourhoods; m ≥ 1 = at most m sampled neighbours per
     node, redrawn every epoch. ``freqd_teacher_rank``: 0 = full teacher space; r ≥ 1 = the
     bias-free linear projector maps into the top-r principal subspace of the filtered teacher.
+    Unset, they are 4 and 64 with the bias-free linear projector and no edge dropout (64 only for
+    teachers wider than 64), else 0; set explicitly, a value the configuration cannot use is an error.
     ``freqd_kd_rows``: 0 = every unique batch row; R ≥ 1 = a uniform sample of at most R of them per
     step (users, positives, negatives in proportion), reweighted so the loss stays unbiased.
     """
@@ -97,9 +103,9 @@ class FreqDSettings:
     freqd_keep_prob: float = 1.0
     freqd_distance: str = "cosine"
     freqd_student_signal: str = "final"
-    freqd_spectral_log_every: int = 1
-    freqd_neighbors: int = 0
-    freqd_teacher_rank: int = 0
+    freqd_spectral_log_every: int = 10
+    freqd_neighbors: int | None = None
+    freqd_teacher_rank: int | None = None
     freqd_kd_rows: int = 0
     projector: str = "linear"
     projector_bias: bool = False
@@ -127,8 +133,8 @@ class FreqDSettings:
              f"freqd_student_signal={self.freqd_student_signal!r} is not 'final' or 'raw'"),
             (self.freqd_coefficients is None or len(self.freqd_coefficients) in (2, 3),
              "freqd_coefficients must be [a0, a1] or [a0, a1, a2]"),
-            (self.freqd_neighbors >= 0, f"freqd_neighbors must be >= 0, got {self.freqd_neighbors}"),
-            (self.freqd_teacher_rank >= 0, f"freqd_teacher_rank must be >= 0, got {self.freqd_teacher_rank}"),
+            ((self.freqd_neighbors or 0) >= 0, f"freqd_neighbors must be >= 0, got {self.freqd_neighbors}"),
+            ((self.freqd_teacher_rank or 0) >= 0, f"freqd_teacher_rank must be >= 0, got {self.freqd_teacher_rank}"),
             (self.freqd_kd_rows >= 0, f"freqd_kd_rows must be >= 0, got {self.freqd_kd_rows}"),
             (self.freqd_spectral_log_every >= 0,
              f"freqd_spectral_log_every must be >= 0, got {self.freqd_spectral_log_every}"),
@@ -142,6 +148,23 @@ class FreqDSettings:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def fast_options_apply(self) -> bool:
+        """Neighbour sampling and the ranked teacher need the bias-free linear projector and no edge dropout."""
+        return self.projector == "linear" and not self.projector_bias and self.freqd_keep_prob == 1.0
+
+    def neighbors(self) -> int:
+        """``freqd_neighbors``, or by default 4 where it applies (else 0: exact neighbourhoods)."""
+        if self.freqd_neighbors is not None:
+            return self.freqd_neighbors
+        return DEFAULT_NEIGHBORS if self.fast_options_apply else 0
+
+    def teacher_rank(self, d_teacher: int) -> int:
+        """``freqd_teacher_rank``, or by default 64 where it applies and the teacher is wider (else 0: full)."""
+        if self.freqd_teacher_rank is not None:
+            return self.freqd_teacher_rank
+        return DEFAULT_TEACHER_RANK if self.fast_options_apply and d_teacher > DEFAULT_TEACHER_RANK else 0
 
     def filter_at(self, epoch: int) -> tuple[PolynomialFilter, float]:
         """The filter for this epoch and its α (NaN for explicit coefficients)."""
@@ -186,12 +209,13 @@ class FreqD(Distiller):
         self._filtered_teacher: tuple[tuple[Tensor, Tensor], ...] | None = None
         self._neighbors: list[list[NeighborTable]] | None = None
         d_teacher = t_users.shape[1]
-        if s.freqd_teacher_rank > d_teacher:
-            raise ValueError(f"freqd_teacher_rank={s.freqd_teacher_rank} exceeds the teacher's size {d_teacher}")
-        basis = self._principal_basis(s.freqd_teacher_rank) if s.freqd_teacher_rank else None
+        self.n_neighbors, self.rank = s.neighbors(), s.teacher_rank(d_teacher)
+        if self.rank > d_teacher:
+            raise ValueError(f"freqd_teacher_rank={self.rank} exceeds the teacher's size {d_teacher}")
+        basis = self._principal_basis(self.rank) if self.rank else None
         # Persistent: a resumed run keeps the basis its projector was trained in.
         self.register_buffer("teacher_basis", basis)
-        d_out = s.freqd_teacher_rank or d_teacher
+        d_out = self.rank or d_teacher
         self.projector = build_projector(s.projector, student.embedding_size, d_out, s.projector_hidden,
                                          s.projector_experts, s.projector_dropout, s.projector_bias)
         # A bias-free linear projector commutes with H: filter in d_S, project the batch rows only.
@@ -202,7 +226,7 @@ class FreqD(Distiller):
         self.epoch = epoch
         self.filter, self.alpha = self.settings.filter_at(epoch)
         self._filtered_teacher = None
-        if self.settings.freqd_neighbors:
+        if self.n_neighbors:
             self._neighbors = self._draw_neighbors(epoch)
 
     @torch.no_grad()
@@ -220,7 +244,7 @@ class FreqD(Distiller):
     def _draw_neighbors(self, epoch: int) -> list[list[NeighborTable]]:
         """Per graph, the neighbour table of each side, drawn from (seed, epoch) so a resumed run redraws it."""
         generator = torch.Generator(device=self.t_users.device).manual_seed(self.seed * 1_000_003 + epoch)
-        width = self.settings.freqd_neighbors
+        width = self.n_neighbors
         if self.settings.freqd_graph == "bipartite":
             table = sample_neighbors(self.adj, width, generator)
             n, total = self.n_users, self.adj.shape[0]
@@ -308,7 +332,7 @@ class FreqD(Distiller):
                   unique_ids(neg.reshape(-1), self.n_items)]
         groups, weights = self._row_budget(groups, [1.0, 0.5, 0.5])
         filtered = self._teacher_filtered()
-        if self.settings.freqd_neighbors and self._neighbors is None:
+        if self.n_neighbors and self._neighbors is None:
             self._neighbors = self._draw_neighbors(self.epoch)
         if self._neighbors is not None:
             dist = self._sampled_distances(groups, s_users, s_items, filtered)
