@@ -19,18 +19,9 @@ QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A 32-d BPR teacher (2 epochs) on ml-100k, its checkpoint, and student-side config/loaders."""
-    import os
-
-    folder = tmp_path_factory.mktemp("teacher")
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        teacher = run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": 2, "embedding_size": 32})
-    finally:
-        os.chdir(cwd)
-    checkpoint = str(folder / teacher["checkpoint"])
+def setup(bpr_teacher_32):
+    """The shared 32-d BPR teacher's checkpoint, and student-side config/loaders."""
+    checkpoint = bpr_teacher_32
     config = Config(model="BPR", dataset="ml-100k", config_dict={**QUIET, "embedding_size": 8})
     init_seed(config["seed"], True)
     data = create_dataset(config)

@@ -18,7 +18,6 @@ from freqd.distillers import FreqD, FreqDSettings, load_teacher
 from freqd.evaluation import build_dataloaders
 from freqd.graph import PolynomialFilter, sample_neighbors, sampled_filter_rows
 from freqd.models import BPR
-from freqd.quick_start import run_freqd
 
 QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False}
 
@@ -100,21 +99,12 @@ def test_sampled_filter_equals_dense_polynomial_of_the_sampled_matrix(coefficien
 # -- FreqD on ml-100k ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A 32-d BPR teacher (1 epoch) on ml-100k and an 8-d student's config and loaders."""
-    import os
-
-    folder = tmp_path_factory.mktemp("teacher")
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        teacher = run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "embedding_size": 32})
-    finally:
-        os.chdir(cwd)
+def setup(bpr_teacher_32):
+    """The shared 32-d BPR teacher and an 8-d student's config and loaders."""
     config = Config(model="BPR", dataset="ml-100k", config_dict={**QUIET, "embedding_size": 8})
     init_seed(config["seed"], True)
     train = build_dataloaders(config, create_dataset(config))[0]
-    return str(folder / teacher["checkpoint"]), config, train
+    return bpr_teacher_32, config, train
 
 
 def _distiller(setup, **settings):
