@@ -13,7 +13,7 @@ from freqd.config import Config
 from freqd.distillers import FreqD, FreqDSettings, load_teacher
 from freqd.evaluation import build_dataloaders
 from freqd.models import BPR
-from freqd.quick_start import run_distill, run_freqd
+from freqd.quick_start import run_distill
 
 QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False}
 
