@@ -140,7 +140,7 @@ def _print_report(report: dict[str, Any]) -> None:
     print(accuracy_table(report))
     print()
     print(size_table(report))
-    print(f"\npaired tests against {report['control']!r} (per-user {report['test_metric']}, pooled over seeds):\n")
+    print(f"\npaired tests against {report['control']!r} (per-user {report['test_metric']}, averaged over seeds):\n")
     print(significance_table(report))
     print(f"\nruns trained now: {executed}\nreport: {report['out']}/report.md (also results.csv, results.json, "
           f"{', '.join(report['plots'])})")
