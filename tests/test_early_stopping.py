@@ -64,3 +64,13 @@ def test_bad_smoothing_is_refused(data):
     config["valid_smoothing"] = 0
     with pytest.raises(ValueError, match="valid_smoothing must be >= 1"):
         FreqdTrainer(config, BPR(config, train._dataset))
+
+
+def test_resume_keeps_the_checkpoint_as_the_best_so_far(data, monkeypatch):
+    config, (train, _, _) = data
+    trainer, best = _fit(data, monkeypatch, smoothing=3, patience=2)
+    trainer._save_checkpoint(trainer.best_epoch, verbose=False)
+    resumed = FreqdTrainer(config, BPR(config, train._dataset))
+    resumed.resume_checkpoint(trainer.saved_model_file)
+    assert resumed.best_epoch == trainer.best_epoch == 3
+    assert resumed._best_smoothed == pytest.approx(best)

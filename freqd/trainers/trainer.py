@@ -140,6 +140,8 @@ class FreqdTrainer(Trainer):
                 f"{resume_file} was trained with sparse_embeddings: {saved_sparse}; resume it with the same setting"
             )
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        # The checkpoint is the best so far: later evaluations must beat its (smoothed) score.
+        self._best_smoothed, self.best_epoch = float(self.best_valid_score), int(checkpoint["epoch"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     # -- evaluation --------------------------------------------------------------------------
