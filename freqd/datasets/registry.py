@@ -107,16 +107,16 @@ KNOWN_DATASETS = tuple(sorted([*DATASETS, *BUNDLED]))
 
 
 def default_data_roots() -> list[Path]:
-    """Where to look for the data when ``FREQD_DATA_ROOT`` is unset, in order."""
+    """Where to look for the data when ``FREQD_DATA_ROOT`` is unset: ``shared/data`` beside the checkout."""
     repo_root = Path(__file__).resolve().parents[2]
-    return [repo_root.parent / "shared" / "data", Path("/work/shared/data")]
+    return [repo_root.parent / "shared" / "data"]
 
 
 def find_data_root() -> Path:
     """The folder holding the shared raw data.
 
     Looked up in order: the ``FREQD_DATA_ROOT`` environment variable (an error if it is set
-    but not a folder), ``<repository root>/../shared/data``, ``/work/shared/data``.
+    but not a folder), then ``<repository root>/../shared/data``.
     """
     env = os.environ.get(DATA_ROOT_ENV)
     if env:
