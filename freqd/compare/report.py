@@ -265,7 +265,7 @@ def _stopping_rule(report) -> str:
     rules = sorted({tuple(row["stopping"]) for row in report["rows"] if row.get("stopping")})
     if not rules:
         return "RecBole's rule (validation every `eval_step` epochs, patience `stopping_step` evaluations)"
-    return "; ".join(f"validation NDCG every {e} epoch(s), patience {p} evaluations, on the mean of the last {w} "
+    return "; ".join(f"validation every {e} epoch(s), patience {p} evaluations, on the mean of the last {w} "
                      f"validation score(s)" for e, p, w in rules)
 
 
