@@ -131,3 +131,18 @@ def test_auto_is_applied_before_the_data_is_loaded(monkeypatch, restore_torch_th
     torch.set_num_threads(2)
     config, _, _ = quick_start._setup("BPR", "ml-100k", None, {"state": "ERROR", "use_gpu": False})
     assert seen == [1] and config["threads"] == 1
+
+
+def test_an_orphaned_compare_worker_drops_its_queued_runs(monkeypatch, restore_torch_threads):
+    """A worker whose comparison process is gone (another parent pid) returns without running."""
+    from freqd.compare import runner
+
+    monkeypatch.setattr(runner, "_PARENT_PID", [])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # _init_worker sets it; restored after the test
+    runner._init_worker(1, parent_pid=os.getppid())
+    assert not runner._parent_gone()
+    runner._init_worker(1, parent_pid=os.getppid() + 1)
+    assert runner._parent_gone()
+    ran = []
+    monkeypatch.setattr(runner, "_ensure_arm", lambda *args: ran.append(args))
+    assert runner._worker_run(None, None, None, 0, "key", "content", None) is False and ran == []

@@ -362,7 +362,7 @@ def _run_parallel(comparison, out, runs, keys, teacher, executed, bar, jobs: int
               file=sys.stderr)
     done, failures = set(), []
     with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as pool:
+                             initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
         futures = {pool.submit(_worker_run, comparison, out, arm, seed, *keys[(arm.name, seed)], teacher):
                    (arm.name, seed) for arm, seed in pending}
         for future in as_completed(futures):
@@ -383,12 +383,21 @@ def _run_parallel(comparison, out, runs, keys, teacher, executed, bar, jobs: int
 
 #: A worker's evaluation context, built on its first run and reused for the next ones.
 _WORKER_CONTEXT: dict[str, EvalContext] = {}
+#: The comparison process that started this worker (None outside workers).
+_PARENT_PID: list[int] = []
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     """Make ``threads`` this worker's ``auto`` thread count (``OMP_NUM_THREADS`` caps ``auto``) and set it."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     apply_threads(threads)
+    if parent_pid is not None:
+        _PARENT_PID[:] = [parent_pid]
+
+
+def _parent_gone() -> bool:
+    """True in a worker whose comparison process has exited (killed): its queued runs are dropped."""
+    return bool(_PARENT_PID) and os.getppid() != _PARENT_PID[0]
 
 
 class _Echo:
@@ -400,7 +409,9 @@ class _Echo:
 
 
 def _worker_run(comparison, out, arm, seed, key, content, teacher) -> bool:
-    """One (arm, seed) run in a worker process; True when it trained (False: it was stored already)."""
+    """One (arm, seed) run in a worker process; True when it trained (False: stored already, or orphaned)."""
+    if _parent_gone():
+        return False
     if "ctx" not in _WORKER_CONTEXT:
         _WORKER_CONTEXT["ctx"] = build_eval_context(comparison)
     executed: list[dict[str, Any]] = []
