@@ -264,3 +264,17 @@ def test_defaults_sample_four_neighbours_and_rank_64_only_where_they_apply():
         assert (FreqDSettings(**other).neighbors(), FreqDSettings(**other).teacher_rank(300)) == (0, 0)
     assert (FreqDSettings(freqd_neighbors=0, freqd_teacher_rank=0).neighbors(),
             FreqDSettings(freqd_neighbors=0, freqd_teacher_rank=0).teacher_rank(300)) == (0, 0)
+
+
+def test_filtered_teacher_is_recomputed_only_when_the_filter_changes(setup):
+    const, _, _ = _distiller(setup)
+    const.on_epoch_start(0)
+    first = const._teacher_filtered()
+    const.on_epoch_start(1)
+    assert const._teacher_filtered() is first
+    scheduled, _, _ = _distiller(setup, freqd_schedule="cos", freqd_alpha_end=0.0, freqd_schedule_epochs=4)
+    scheduled.on_epoch_start(0)
+    first = scheduled._teacher_filtered()
+    scheduled.on_epoch_start(1)
+    again = scheduled._teacher_filtered()
+    assert again is not first and not torch.allclose(again[0][0], first[0][0])

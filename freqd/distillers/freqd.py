@@ -224,8 +224,10 @@ class FreqD(Distiller):
     # -- schedule and teacher side -----------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
-        self.filter, self.alpha = self.settings.filter_at(epoch)
-        self._filtered_teacher = None
+        filt, self.alpha = self.settings.filter_at(epoch)
+        if filt != self.filter:  # H·T is recomputed only when the schedule changes the filter
+            self._filtered_teacher = None
+        self.filter = filt
         if self.n_neighbors:
             self._neighbors = self._draw_neighbors(epoch)
 
@@ -260,7 +262,7 @@ class FreqD(Distiller):
 
     @torch.no_grad()
     def _teacher_filtered(self) -> tuple[tuple[Tensor, Tensor], ...]:
-        """H·T for every graph, once per epoch (the filter only changes between epochs), and row norms²."""
+        """H·T for every graph (in the principal coordinates when ranked) and its row norms², kept while the filter holds."""
         if self._filtered_teacher is None:
             tables = (self.filter.apply(adj, table) for adj, table, _ in self._graphs())
             basis = self.teacher_basis

@@ -61,8 +61,9 @@ def sample_neighbors(adj: Tensor, width: int, generator: torch.Generator | None 
     if rows.numel():
         present = slot < degree[rows].unsqueeze(1)
         pos = (starts[rows].unsqueeze(1) + slot)[present]
-        index[rows.unsqueeze(1).expand(-1, width)[present], slot.expand(rows.numel(), -1)[present]] = col[pos]
-        weight[rows.unsqueeze(1).expand(-1, width)[present], slot.expand(rows.numel(), -1)[present]] = val[pos]
+        cells = (rows.unsqueeze(1).expand(-1, width)[present], slot.expand(rows.numel(), -1)[present])
+        index[cells] = col[pos]
+        weight[cells] = val[pos]
     # Larger rows: `width` draws by inverse CDF on the row's cumulative weights (float64: no drift).
     rows = (degree > width).nonzero().squeeze(1)
     if rows.numel():

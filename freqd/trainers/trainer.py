@@ -41,10 +41,10 @@ class FreqdTrainer(Trainer):
         self.history: list[dict[str, Any]] = []
         self.loss_names: list[str] | None = None
         self.n_all_users: int | None = self.metadata.get("n_real_users")
-        smoothing = config["valid_smoothing"]
-        self.valid_smoothing = 1 if smoothing is None else int(smoothing)
-        if self.valid_smoothing < 1 or self.valid_smoothing != smoothing and smoothing is not None:
-            raise ValueError(f"valid_smoothing must be >= 1 evaluations, got {config['valid_smoothing']!r}")
+        smoothing = 1 if config["valid_smoothing"] is None else config["valid_smoothing"]
+        if isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1:
+            raise ValueError(f"valid_smoothing must be >= 1 evaluations (an integer), got {smoothing!r}")
+        self.valid_smoothing = smoothing
         self._recent_scores: list[float] = []
         self._best_smoothed: float | None = None
         self.best_epoch: int | None = None
