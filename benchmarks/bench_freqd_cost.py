@@ -25,7 +25,7 @@ ARMS = {
     "scratch": None,
     "freqd-default": "configs/kd/freqd.yaml",
     "freqd-cooccurrence": "configs/kd/freqd-cooccurrence.yaml",
-    "freqd-reference-gowalla": "configs/kd/freqd-reference-gowalla.yaml",
+    "freqd-reference-gowalla": "configs/kd/freqd-reference-head.yaml",
 }
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-#: arm -> (distiller, YAML under configs/kd/, extra settings on top of the YAML).
+#: arm -> (distiller, YAML under configs/kd/ or None, extra settings on top of it).
 KD_ARMS = {
     "freqd-default": ("FreqD", "freqd.yaml", {}),
     "fd": ("FreqD", "freqd.yaml", {"freqd_alpha": 0.0}),
@@ -45,8 +45,13 @@ KD_ARMS = {
     "freqd-nbr4-rank32-rows1024": ("FreqD", "freqd.yaml", {"freqd_neighbors": 4, "freqd_teacher_rank": 32,
                                                            "freqd_kd_rows": 1024}),
     "freqd-cooccurrence": ("FreqD", "freqd-cooccurrence.yaml", {}),
-    "freqd-reference": ("FreqD", "freqd-reference-{dataset}.yaml", {}),
-    **{name: (name, f"{name}.yaml", {}) for name in ("fitnet", "de", "pckd", "htd", "rrd", "dcd", "cd", "unkd", "kd")},
+    "freqd-paper": ("FreqD", "freqd-reference-paper.yaml", {}),
+    "freqd-head": ("FreqD", "freqd-reference-head.yaml", {}),
+    "freqd-paper-fast": ("FreqD", "freqd-reference-paper.yaml", {"freqd_neighbors": 4, "freqd_teacher_rank": 64}),
+    "freqd-mlp": ("FreqD", "freqd.yaml", {"projector": "mlp", "projector_hidden": 210, "projector_per_entity": True,
+                                          "freqd_filter_first": True}),
+    # Baselines: their reference settings are freqd's defaults (freqd/properties/kd/<Name>.yaml).
+    **{name: (name, None, {}) for name in ("fitnet", "de", "pckd", "htd", "rrd", "dcd", "cd", "unkd", "kd")},
 }
 
 
@@ -63,13 +68,12 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
 
     silence_known_warnings()
     kd, yaml_name, arm_settings = KD_ARMS[arm]
-    kd_yaml = ROOT / "configs/kd" / yaml_name.format(dataset=dataset.split("-")[0])
-    files = ([dataset_config] if dataset_config else []) + [str(kd_yaml)]
+    files = ([dataset_config] if dataset_config else []) + ([str(ROOT / "configs/kd" / yaml_name)] if yaml_name else [])
     settings = {"show_progress": False, "state": "ERROR", "use_gpu": False, "embedding_size": 20, "threads": threads,
                 "train_batch_size": 2048, "freqd_spectral_log_every": 0,
                 # A fresh cache folder: the teacher's top-N is computed, not read back.
                 "checkpoint_dir": tempfile.mkdtemp(prefix="bench-kd-"), **(common or {}), **arm_settings}
-    config, _, (train_data, _, _) = _setup("BPR", dataset, files, settings)
+    config, _, (train_data, _, _) = _setup("BPR", dataset, files, settings, kd=kd)
     train = train_data._dataset
     teacher = load_teacher(teacher_path, config, train)
     model_cls = get_model("BPR")

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Sequence
+
+from freqd._compat import TRUST_ENV
 
 EPILOG = """config overrides:
   any further --key=value is a RecBole/freqd config key, e.g. --embedding_size=20
@@ -23,6 +26,9 @@ torch threads:
 examples:
   freqd quickstart                                   # teacher, scratch, FD, FreqD on ml-100k
   freqd compare configs/compare/ml-100k.yaml         # the same over 3 seeds, with a full report
+  freqd tune configs/tune/ml-100k-freqd.yaml         # search FreqD's settings on validation
+  freqd export saved/BPR-X.pth --out exports/bpr     # safetensors + token maps + card
+  freqd recommend exports/bpr --user 196 --k 10      # top-10 without RecBole
   freqd distill --teacher saved/BPR-X.pth --student BPR --embedding_size 20 --kd FreqD
   freqd train --model BPR --dataset ml-100k --embedding_size=300
   freqd train --model LightGCN --dataset gowalla --config configs/dataset/gowalla.yaml
@@ -174,6 +180,48 @@ def cmd_compare(args, overrides) -> int:
     return _run_comparison(args.config, args.out, args, overrides)
 
 
+def cmd_tune(args, overrides) -> int:
+    """A validation-only hyperparameter search (Optuna); prints the best values and where they are."""
+    from freqd.tune import load_tune_config, run_tune
+
+    _thread_option(args, overrides)
+    config = load_tune_config(args.config, teacher=args.teacher_checkpoint)
+    summary = run_tune(config, out=args.out, trials=args.trials, overrides=overrides, progress=not args.no_progress)
+    out = args.out or f"results/tune/{config.source.stem}"
+    print(f"{summary['finished']} of {summary['budget']} trials finished ({summary['complete']} complete, "
+          f"{summary['pruned']} pruned, {summary['failed']} failed)")
+    if "best_params" in summary:
+        print(f"best: trial {summary['best_trial']}, validation {summary['valid_metric']} {summary['best_value']:.4f}, "
+              f"{summary['best_params']}")
+        print(f"best configuration: {out}/best.yaml\ntrials:             {out}/trials.csv")
+    return 0
+
+
+def cmd_export(args, overrides) -> int:
+    """A checkpoint as a folder that serves top-K without RecBole (``freqd recommend``)."""
+    from freqd.export import card_summary, export_model
+
+    card = export_model(args.checkpoint, args.out, dataset=args.dataset, config_file_list=args.config,
+                        config_dict=overrides)
+    print(card_summary(card))
+    print(f"exported: {args.out}/model.safetensors, tokens.json, card.json")
+    return 0
+
+
+def cmd_recommend(args, overrides) -> int:
+    """Top-K items for user tokens from an export folder."""
+    from freqd.serving import Recommender
+
+    if overrides:
+        raise ValueError(f"freqd recommend takes no config overrides, got {sorted(overrides)}")
+    rec = Recommender.load(args.folder)
+    for user, items in zip(args.user, rec.recommend(args.user, k=args.k, exclude_seen=not args.include_seen)):
+        print(f"user {user}:")
+        for rank, (item, score) in enumerate(items, start=1):
+            print(f"  {rank:>3}  {item}  {score:.4f}")
+    return 0
+
+
 def cmd_quickstart(args, overrides) -> int:
     """The whole story on one dataset, as a comparison: teacher, scratch, plain FD (α = 0), FreqD."""
     from freqd.compare import quickstart_config
@@ -218,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", default=None, metavar="N",
                        help="torch threads per run: a positive integer or auto (default: the usable CPUs divided by "
                             "the parallel jobs, at most $OMP_NUM_THREADS)")
+        p.add_argument("--trust-checkpoint", dest="trust_checkpoint", action="store_true",
+                       help="DANGEROUS: load checkpoints with plain pickle, which runs any code a file names; only "
+                            "for files you made yourself with a tool freqd's safe loader refuses")
 
     def common(p: argparse.ArgumentParser, model_default: str | None) -> None:
         p.add_argument("--model", default=model_default, required=model_default is None,
@@ -278,6 +329,42 @@ def build_parser() -> argparse.ArgumentParser:
     comparison_options(compare, "comma-separated seeds, replacing the config's")
     compare.set_defaults(func=cmd_compare)
 
+    tune = sub.add_parser(
+        "tune", allow_abbrev=False, help="hyperparameter search on validation only (Optuna TPE, pruning, resumable)",
+        description="Search the config keys of a tune YAML's 'space' for one run (a model, or a student distilled "
+                    "with --kd from a teacher). Trials are stored in <out>/study.db: rerunning continues the "
+                    "search. The test set is never evaluated. --key=value is fixed for every trial.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tune.add_argument("config", metavar="CONFIG", help="tune YAML, e.g. configs/tune/ml-100k-freqd.yaml")
+    tune.add_argument("--out", default=None, metavar="DIR", help="output folder (default: results/tune/<name>)")
+    tune.add_argument("--trials", type=int, default=None, metavar="N",
+                      help="finished trials to reach, counting those already in the folder (default: the config's)")
+    tune.add_argument("--teacher-checkpoint", dest="teacher_checkpoint", default=None, metavar="PTH",
+                      help="the teacher to distil (replaces the config's 'teacher')")
+    tune.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+    threads_option(tune)
+    tune.set_defaults(func=cmd_tune)
+
+    export = sub.add_parser("export", allow_abbrev=False, help="write a checkpoint's model as safetensors + token "
+                            "maps + card, servable without RecBole", epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("checkpoint", metavar="PTH", help="a freqd or RecBole BPR/LightGCN checkpoint")
+    export.add_argument("--out", required=True, metavar="DIR", help="export folder")
+    export.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
+    export.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="YAML config of the data (data_path, split); repeatable")
+    export.set_defaults(func=cmd_export)
+
+    recommend = sub.add_parser("recommend", allow_abbrev=False, help="top-K items for users from a 'freqd export' "
+                               "folder")
+    recommend.add_argument("folder", metavar="DIR", help="a 'freqd export' folder")
+    recommend.add_argument("--user", action="append", required=True, metavar="TOKEN",
+                           help="a user token of the dataset; repeatable")
+    recommend.add_argument("--k", type=int, default=20, help="items per user (default 20)")
+    recommend.add_argument("--include-seen", dest="include_seen", action="store_true",
+                           help="do not exclude the items the user saw in training and validation")
+    recommend.set_defaults(func=cmd_recommend)
+
     quick = sub.add_parser("quickstart", allow_abbrev=False, help="teacher, scratch student, plain FD and FreqD side by side "
                            "(a one-seed comparison)", epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -313,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     silence_known_warnings()
 
+    if getattr(args, "trust_checkpoint", False):
+        os.environ[TRUST_ENV] = "1"  # read by every checkpoint load, also in --jobs worker processes
     try:
         return args.func(args, overrides)
     except (FileNotFoundError, ValueError, KeyError) as exc:

@@ -26,6 +26,16 @@ def yaml_settings(files) -> dict[str, Any]:
     return merged
 
 
+def kd_defaults_file(kd: str) -> Path:
+    """``freqd/properties/kd/<Name>.yaml`` of a registered distiller (its reference ``kd_weight``)."""
+    from freqd.distillers import get_distiller
+
+    path = PROPERTIES / "kd" / f"{get_distiller(kd).name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"distiller {kd!r} has no defaults file {path}")
+    return path
+
+
 class Config(_RecBoleConfig):
     """A RecBole ``Config`` that resolves freqd's own models first and layers freqd's defaults.
 
@@ -35,8 +45,9 @@ class Config(_RecBoleConfig):
       with the highest priority, so pytest's or the ``freqd`` CLI's own flags leaked into the
       config. Pass overrides through ``config_dict`` (the CLI does this for you).
     * ``model`` may be a freqd name (``"bpr"``, ``"LightGCN"``) or a class; the defaults in
-      ``freqd/properties/overall.yaml`` and ``freqd/properties/model/<Model>.yaml`` are layered
-      above RecBole's.
+      ``freqd/properties/overall.yaml``, ``freqd/properties/model/<Model>.yaml`` and, with ``kd``
+      (a distiller name), ``freqd/properties/kd/<Name>.yaml`` (its reference ``kd_weight``) are
+      layered above RecBole's.
     """
 
     def __init__(
@@ -45,10 +56,12 @@ class Config(_RecBoleConfig):
         dataset: str | None = None,
         config_file_list: list[str] | None = None,
         config_dict: dict[str, Any] | None = None,
+        kd: str | None = None,
     ) -> None:
         for file in config_file_list or []:
             if not os.path.isfile(file):
                 raise FileNotFoundError(f"config file not found: {file}")
+        self._kd_defaults = kd_defaults_file(kd) if kd is not None else None
         super().__init__(model, dataset, config_file_list, dict(config_dict or {}))
         protocol = self.final_config_dict.get("protocol", "recbole")
         if protocol not in PROTOCOLS:
@@ -70,6 +83,6 @@ class Config(_RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset) -> None:
         super()._load_internal_config_dict(model, model_class, dataset)
-        for file in (PROPERTIES / "overall.yaml", PROPERTIES / "model" / f"{model}.yaml"):
-            if file.is_file():
+        for file in (PROPERTIES / "overall.yaml", PROPERTIES / "model" / f"{model}.yaml", self._kd_defaults):
+            if file is not None and file.is_file():
                 self._update_internal_config_dict(str(file))

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import time
 from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def _file_settings(config_file_list) -> dict[str, Any]:
     return {k: merged[k] for k in ("dataset", "data_path", "split_seed") if k in merged}
 
 
-def _setup(model, dataset, config_file_list, config_dict):
+def _setup(model, dataset, config_file_list, config_dict, kd: str | None = None):
     """Config, dataset and loaders, seeded exactly as ``run_recbole`` does.
 
     The dataset is the explicit argument, else ``dataset`` from config_dict, else from the config
@@ -95,7 +96,7 @@ def _setup(model, dataset, config_file_list, config_dict):
     With ``split_seed`` set, RecBole's own random splits (ml-100k's ``RS``) are drawn with it instead
     of ``seed``, so runs with different seeds share one split (the multi-seed comparison needs that).
     The ``threads`` key is resolved and applied before RecBole loads the data; the config then holds
-    the count set.
+    the count set. ``kd`` layers that distiller's defaults (:class:`freqd.Config`).
     """
     for file in config_file_list or []:
         if not Path(file).is_file():
@@ -103,7 +104,8 @@ def _setup(model, dataset, config_file_list, config_dict):
     config_dict = {**_file_settings(config_file_list), **(config_dict or {})}
     dataset = dataset or config_dict.get("dataset") or "ml-100k"
     config_dict = dataset_config(dataset, config_dict)
-    config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
+                    kd=kd)
     config["threads"] = apply_threads(config["threads"])
     split_seed = config["split_seed"]
     init_seed(config["seed"] if split_seed is None else int(split_seed), config["reproducibility"])
@@ -139,14 +141,19 @@ def _metadata(config, net, data, train_data) -> dict[str, Any]:
 
 
 def _fit_and_report(config, trainer, net, loaders, run_dir: Path, saved: bool, resume: str | None,
-                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fit, evaluate the best checkpoint on test, write results.json; return the result dict."""
+                    extra: dict[str, Any] | None = None, evaluate_test: bool = True,
+                    on_evaluation: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Fit, evaluate the best checkpoint on test (unless ``evaluate_test`` is False: then
+    ``test_result`` is None), write results.json; return the result dict."""
     train_data, valid_data, test_data = loaders
     if resume:
         trainer.resume_checkpoint(resume)
+    trainer.on_evaluation = on_evaluation
     show_progress = bool(config["show_progress"])
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved, show_progress=show_progress)
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
+    test_result = None
+    if evaluate_test:
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
     logger.info(f"best valid: {best_valid_result}")
     logger.info(f"test result: {test_result}")
     history = trainer.history
@@ -188,19 +195,24 @@ def run_freqd(
     config_dict: dict[str, Any] | None = None,
     saved: bool = True,
     resume: str | None = None,
+    evaluate_test: bool = True,
+    on_evaluation: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``dataset`` (default: the config's, else ml-100k), evaluate the best checkpoint on test.
 
     Returns ``run_recbole``'s dict (best_valid_score, valid_score_bigger, best_valid_result,
     test_result) plus the run's bookkeeping (checkpoint, results files, sizes, timings), and
     writes it to ``<results_dir>/<run name>/results.json`` next to ``metrics.csv``.
+    ``evaluate_test=False`` never touches the test set (tuning); ``on_evaluation(epoch, score)``
+    is called after every validation (:attr:`FreqdTrainer.on_evaluation`).
     """
     config, data, loaders = _setup(model, dataset, config_file_list, config_dict)
     net = _build_model(config, loaders[0])
     run_dir = _run_dir(config)
     trainer = FreqdTrainer(config, net, metadata=_metadata(config, net, data, loaders[0]),
                            metrics_path=run_dir / "metrics.csv")
-    return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume)
+    return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, evaluate_test=evaluate_test,
+                           on_evaluation=on_evaluation)
 
 
 def run_distill(
@@ -212,8 +224,12 @@ def run_distill(
     config_dict: dict[str, Any] | None = None,
     saved: bool = True,
     resume: str | None = None,
+    evaluate_test: bool = True,
+    on_evaluation: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Distil the frozen teacher checkpoint ``teacher`` into a new ``student`` with distiller ``kd``.
+
+    ``evaluate_test`` and ``on_evaluation`` as in :func:`run_freqd`.
 
     The dataset defaults to the teacher's. The teacher is checked against the data before any
     training (:func:`freqd.distillers.load_teacher`); the student's checkpoint holds the student
@@ -228,7 +244,7 @@ def run_distill(
     checkpoint = load_checkpoint(teacher, map_location="cpu")
     if dataset is None:
         dataset = checkpoint["config"]["dataset"]
-    config, data, loaders = _setup(student, dataset, config_file_list, config_dict)
+    config, data, loaders = _setup(student, dataset, config_file_list, config_dict, kd=kd)
     teacher_model = load_teacher(teacher, config, loaders[0]._dataset, checkpoint=checkpoint)
     net = _build_model(config, loaders[0])
     setup_start = time.perf_counter()
@@ -241,4 +257,5 @@ def run_distill(
     extra = {"kd": distiller_cls.name, "kd_weight": config["kd_weight"], "kd_setup_seconds": setup_seconds,
              "teacher": str(teacher),
              "teacher_model": metadata["teacher_model"], "teacher_embedding_size": teacher_model.embedding_size}
-    return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, extra)
+    return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, extra, evaluate_test=evaluate_test,
+                           on_evaluation=on_evaluation)

@@ -411,18 +411,6 @@ def test_bad_settings_are_named(settings, key, value, message):
         settings.from_config(_Config({key: value}))
 
 
-def test_defaults_are_the_reference_values_in_configs():
-    import yaml
-
-    for settings, name in [(RRDSettings, "rrd"), (DCDSettings, "dcd"), (CDSettings, "cd"), (UnKDSettings, "unkd"),
-                           (KDSettings, "kd")]:
-        path = os.path.join(os.path.dirname(__file__), "..", "configs", "kd", f"{name}.yaml")
-        with open(path) as handle:
-            values = yaml.safe_load(handle)
-        assert "kd_weight" in values
-        assert settings.from_config(_Config(values)) == settings()
-
-
 def test_pools_too_large_for_the_data_are_named(tiny):
     with pytest.raises(ValueError, match="rrd_interesting=30 exceeds the usable pool"):
         _build(tiny, "RRD", rrd_pool=50, rrd_interesting=30, rrd_uninteresting=2)

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from freqd import load_checkpoint
+from freqd._compat import TRUST_ENV, UnsafeCheckpointError
+from freqd.cli import main
 from freqd.config import Config
 
 
@@ -63,6 +65,75 @@ def test_load_checkpoint_reads_recbole_pickles(tmp_path):
     with pytest.raises(Exception):
         torch.load(path)  # what RecBole's Trainer.evaluate does on torch >= 2.6
     assert load_checkpoint(path)["config"]["model"] == "BPR"
+
+
+class _Payload:
+    """Unpickling this calls ``exec``: what a hostile checkpoint does."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def __reduce__(self):
+        return (exec, (self.code,))
+
+
+@pytest.mark.parametrize("where", ["top", "config", "state_dict"])
+def test_load_checkpoint_never_runs_code_from_the_file(tmp_path, where):
+    marker = tmp_path / "pwned"
+    payload = _Payload(f"open({str(marker)!r}, 'w').write('x')")
+    content = {"config": {"model": "BPR"}, "state_dict": {"w": torch.ones(2)}}
+    if where == "top":
+        content["extra"] = payload
+    elif where == "config":
+        content["config"]["model_class"] = payload
+    else:
+        content["state_dict"]["w"] = payload
+    path = tmp_path / "evil.pth"
+    torch.save(content, path, pickle_protocol=4)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth.*builtins\.exec"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # The same file through the CLI: an error naming it, no traceback, no payload.
+    assert main(["distill", "--teacher", str(path), "--kd", "FreqD"]) == 2
+    assert main(["train", "--model", "BPR", "--resume", str(path), "--epochs=1"]) == 2
+    assert not marker.exists()
+
+
+class _ConfigCall:
+    """Unpickling this calls freqd's Config constructor (which reads files) with chosen arguments."""
+
+    def __reduce__(self):
+        return (Config, ("BPR", "ml-100k"))
+
+
+def test_load_checkpoint_never_calls_a_config_constructor(tmp_path):
+    path = tmp_path / "call.pth"
+    torch.save({"config": _ConfigCall(), "state_dict": {}}, path, pickle_protocol=4)
+    with pytest.raises(UnsafeCheckpointError, match=r"calls freqd\.config\.Config\(\.\.\.\)"):
+        load_checkpoint(path)
+
+
+def test_trusted_loading_is_an_explicit_opt_in(tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+    content = {"state_dict": {"w": torch.ones(2)}, "extra": _Payload(f"open({str(marker)!r}, 'w').write('x')")}
+    path = tmp_path / "own-tool.pth"
+    torch.save(content, path, pickle_protocol=4)
+    monkeypatch.setenv(TRUST_ENV, "1")
+    with pytest.warns(UserWarning, match="plain pickle"):
+        load_checkpoint(path)
+    assert marker.exists()  # what the flag's help warns about
+
+
+def test_load_checkpoint_reads_a_real_run_and_rebuilds_its_config(tmp_path):
+    from freqd.quick_start import run_freqd
+
+    result = run_freqd("BPR", "ml-100k", config_dict={"show_progress": False, "state": "ERROR", "use_gpu": False,
+                                                      "epochs": 1, "embedding_size": 4})
+    loaded = load_checkpoint(result["checkpoint"])
+    assert isinstance(loaded["config"], Config)
+    assert (loaded["config"]["model"], loaded["config"]["embedding_size"]) == ("BPR", 4)
+    assert loaded["state_dict"]["user_embedding.weight"].shape[1] == 4
+    assert "data_fingerprint" in loaded["freqd"]
 
 
 @pytest.mark.parametrize("content, message", [(b"not a checkpoint", "cannot read"), (None, "not found")])

@@ -89,11 +89,11 @@ def test_batch_local_loss_equals_dense_full_table_computation(setup, settings):
 def test_implicit_projection_equals_projecting_rows(setup, graph, distance, keep_prob):
     """Bias-free linear P: the WᵀW / zW form gives the loss and gradients of P(H·S) − H·T."""
     distiller, student, _ = _distiller(setup, freqd_graph=graph, freqd_distance=distance, freqd_keep_prob=keep_prob)
-    assert distiller.filter_then_project
+    assert distiller.filter_first and distiller.implicit_linear
     batch = _batch(seed=1)
     results = []
-    for implicit in (True, False):
-        distiller.filter_then_project = implicit
+    for implicit in (True, False):  # False: project every K-hop row, then filter in d_T
+        distiller.filter_first = distiller.implicit_linear = implicit
         student.zero_grad()
         distiller.zero_grad()
         torch.manual_seed(5)  # the same edge-dropout draw for both forms
@@ -221,7 +221,23 @@ def test_default_yaml_matches_the_built_in_defaults():
 
     shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / "kd" / "freqd.yaml").read_text())
     defaults = {f.name: f.default for f in dataclasses.fields(FreqDSettings)}
-    overall = yaml.safe_load((Path(__file__).parents[1] / "freqd" / "properties" / "overall.yaml").read_text())
-    assert shipped.pop("kd_weight") == overall["kd_weight"]
+    kd = yaml.safe_load((Path(__file__).parents[1] / "freqd" / "properties" / "kd" / "FreqD.yaml").read_text())
+    assert shipped.pop("kd_weight") == kd["kd_weight"]
     assert shipped and {key: defaults[key] for key in shipped} == shipped
     assert defaults["freqd_distance"] == "cosine"
+
+
+def test_each_distiller_brings_its_reference_kd_weight():
+    """``--kd DE`` without a config file trains at DE's reference λ; a file or override still wins."""
+    from freqd.distillers import DISTILLERS
+
+    weights = {}
+    for cls in DISTILLERS.values():
+        config = Config(model="BPR", dataset="ml-100k", config_dict=QUIET, kd=cls.name)
+        weights[cls.name] = config["kd_weight"]
+    assert all(isinstance(w, (int, float)) and w > 0 for w in weights.values())
+    assert (weights["DE"], weights["RRD"], weights["FreqD"], weights["KD"]) == (0.005, 0.1, 0.5, 1)
+    assert Config(model="BPR", dataset="ml-100k", config_dict=QUIET)["kd_weight"] is None
+    assert Config(model="BPR", dataset="ml-100k", config_dict={**QUIET, "kd_weight": 0.3}, kd="DE")["kd_weight"] == 0.3
+    with pytest.raises(ValueError, match="unknown distiller 'Nope'"):
+        Config(model="BPR", dataset="ml-100k", config_dict=QUIET, kd="Nope")

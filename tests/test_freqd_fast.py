@@ -130,10 +130,13 @@ def _batch(n=48, seed=0):
                         "neg_item_id": torch.randint(1, 1683, (n,), generator=g)})
 
 
-def _dense_loss(dataset, student, teacher_users, teacher_items, weight, alpha, batch, distance, adjacency=None):
+def _dense_loss(dataset, student, teacher_users, teacher_items, weight, alpha, batch, distance, adjacency=None,
+                project=None):
     """The FreqD batch loss from dense H = I − αL on the bipartite graph, built from the interactions.
 
-    ``weight`` maps the student's d_S to the projector's output; ``adjacency``: replaces Â (a sample).
+    ``weight`` maps the student's d_S to the projector's output; ``adjacency``: replaces Â (a sample);
+    ``project(x, side)``: instead of ``weight``, any projector of users (side 0) and items (side 1),
+    applied after filtering.
     """
     inter = dataset.inter_feat
     users, items = inter["user_id"].numpy(), inter["item_id"].numpy()
@@ -149,7 +152,12 @@ def _dense_loss(dataset, student, teacher_users, teacher_items, weight, alpha, b
     h_s = h_t if adjacency is None else torch.tensor(eye - alpha * (eye - adjacency))
     s_all = torch.cat([student.user_embedding.weight, student.item_embedding.weight]).double()
     t_all = torch.cat([teacher_users, teacher_items]).double()
-    hs, ht = h_s @ s_all @ weight.double().T, h_t @ t_all
+    if project is None:
+        hs = h_s @ s_all @ weight.double().T
+    else:
+        filtered = h_s @ s_all
+        hs = torch.cat([project(filtered[:n_u], 0), project(filtered[n_u:], 1)])
+    ht = h_t @ t_all
     groups = [(torch.unique(batch["user_id"]), 1.0), (torch.unique(batch["item_id"]) + n_u, 0.5),
               (torch.unique(batch["neg_item_id"]) + n_u, 0.5)]
     total = 0.0
@@ -228,9 +236,55 @@ def test_ranked_teacher_is_the_top_principal_subspace_and_the_loss_is_exact(setu
     assert "rayleigh_1" in distiller.spectral_energy(student)
 
 
+def _projector_fn(distiller, basis=None):
+    """The distiller's per-entity projectors as a function of (rows, side), in float64 (then mapped by V)."""
+    def project(x, side):
+        module = distiller.projector_of(side)
+        out = module.double()(x)
+        module.float()
+        return out if basis is None else out @ basis.T
+    return project
+
+
+@pytest.mark.parametrize("distance", ["cosine", "mse"])
+def test_filter_first_mlp_with_wide_neighbour_table_is_the_exact_per_entity_loss(setup, distance):
+    """freqd_filter_first + MLP per entity + m ≥ max degree: the dense P_side(H·S) loss, value and gradient."""
+    distiller, student, dataset = _distiller(setup, freqd_neighbors=800, freqd_distance=distance,
+                                             projector="mlp", projector_hidden=16, projector_per_entity=True,
+                                             freqd_filter_first=True)
+    assert distiller.n_neighbors == 800 and distiller.item_projector is not None
+    distiller.on_epoch_start(0)
+    batch = _batch(seed=4)
+    loss = distiller(batch, student)
+    loss.backward()
+    grad = student.item_embedding.weight.grad.clone()
+    student.zero_grad()
+    reference = _dense_loss(dataset, student, distiller.t_users, distiller.t_items, None, 0.5, batch, distance,
+                            project=_projector_fn(distiller))
+    reference.backward()
+    assert float(loss.detach()) == pytest.approx(float(reference), rel=1e-5)
+    torch.testing.assert_close(grad, student.item_embedding.weight.grad.float(), rtol=1e-4, atol=1e-7)
+
+
+def test_ranked_teacher_with_an_mlp_projector_is_exact_for_the_constrained_projector(setup):
+    """P = V·M with M an MLP into r coordinates: the loss equals the dense cosine in the full teacher space."""
+    distiller, student, dataset = _distiller(setup, freqd_teacher_rank=10, projector="mlp", projector_hidden=16,
+                                             projector_per_entity=True, freqd_filter_first=True)
+    # The fast defaults apply once the student is filtered first (here pinned to exact neighbourhoods).
+    settings = FreqDSettings(projector="mlp", freqd_filter_first=True)
+    assert (settings.neighbors(), settings.teacher_rank(400)) == (4, 64)
+    assert FreqDSettings(projector="mlp").neighbors() == 0
+    assert distiller.projector.net[-1].out_features == 10
+    batch = _batch(seed=5)
+    reference = _dense_loss(dataset, student, distiller.t_users, distiller.t_items, None, 0.5, batch, "cosine",
+                            project=_projector_fn(distiller, distiller.teacher_basis.double()))
+    assert float(distiller(batch, student).detach()) == pytest.approx(float(reference), rel=1e-5)
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"freqd_teacher_rank": 33}, "exceeds the teacher's size 32"),
-    ({"freqd_teacher_rank": 4, "projector": "mlp"}, "bias-free linear projector"),
+    ({"freqd_neighbors": 4, "projector": "mlp"}, "freqd_filter_first: True"),
+    ({"freqd_teacher_rank": 4, "freqd_keep_prob": 0.5}, "no edge dropout"),
     ({"freqd_neighbors": 4, "freqd_keep_prob": 0.5}, "no edge dropout"),
     ({"freqd_neighbors": -1}, "freqd_neighbors must be >= 0"),
 ])

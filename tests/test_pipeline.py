@@ -171,6 +171,21 @@ def test_resume_continues_from_checkpoint(fast_config):
     assert [row.split(",")[0] for row in open(f"{resumed['run_dir']}/metrics.csv").read().splitlines()[1:]] == ["2"]
 
 
+def test_resume_refuses_another_split_and_never_writes_its_input(fast_config):
+    import hashlib
+
+    first = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "split_seed": 2020})
+    digest = hashlib.sha256(open(first["checkpoint"], "rb").read()).hexdigest()
+    with pytest.raises(ValueError, match="another training split of 'ml-100k'"):
+        run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "split_seed": 7, "epochs": 3},
+                  resume=first["checkpoint"])
+    resumed = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "split_seed": 2020,
+                                                       "epochs": 3}, resume=first["checkpoint"])
+    assert resumed["checkpoint"] != first["checkpoint"]
+    assert hashlib.sha256(open(first["checkpoint"], "rb").read()).hexdigest() == digest
+    assert load_checkpoint(resumed["checkpoint"])["epoch"] >= 1
+
+
 def test_resume_refuses_another_model(fast_config):
     first = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8})
     with pytest.raises(ValueError, match="holds a BPR model, not LightGCN"):

@@ -5,8 +5,11 @@ positives and negatives:
 
     L = [ ℓ_U(B_U) + ½ (ℓ_I(B_+) + ℓ_I(B_−)) ] / B,   ℓ(S) = Σ_{e∈S} dist([H·P(S)]_e, [H·T]_e)
 
-with H = h(L) a polynomial filter on the chosen graph, P the projector and T the frozen
-teacher's final tables. Dividing the reference's sum by the number of triples B keeps reference
+with H = h(L) a polynomial filter on the chosen graph, P the projector (one shared, or one for
+users and one for items: ``projector_per_entity``) and T the frozen teacher's final tables. With
+``freqd_filter_first`` the student is filtered before it is projected, dist([P(H·S)]_e, [H·T]_e),
+as the paper-era reference does; for a nonlinear or biased P that is a different loss, for which
+the spectral identity below no longer holds. Dividing the reference's sum by the number of triples B keeps reference
 ``kd_weight`` values valid next to RecBole's mean BPR loss. For squared L2 over all rows this is
 Σ_k h(λ_k)² ‖u_kᵀ(P(S) − T)‖² (tested against eigendecompositions), so α = 0 is plain feature
 distillation.
@@ -16,16 +19,17 @@ a bias-free linear projector the filter runs in the student's d_S dimensions (H�
 and the batch rows are never projected at all: with y = [H·S]_b, z = [H·T]_b and P(y) = Wy,
 ‖Wy − z‖² = yᵀ(WᵀW)y − 2 yᵀ(Wᵀz) + ‖z‖² and cos(Wy, z) = yᵀ(Wᵀz) / (√(yᵀWᵀWy)‖z‖), so a step
 costs one (rows × d_T) · (d_T × d_S) product instead of forming and differentiating rows × d_T
-residuals (exact; tested against the direct form). Otherwise the projector runs once on the
-K-hop node set.
+residuals (exact; tested against the direct form). With ``freqd_filter_first`` any projector
+runs on the batch rows only; otherwise (H·P(S)) it runs once on the K-hop node set.
 
 Two options trade exactness for speed, each measured before use (``benchmarks/RESULTS.md``):
 ``freqd_neighbors`` = m replaces Â on the student side by a fixed-width sample drawn once per epoch
 (at most m neighbours per node, unbiased; :mod:`freqd.graph.sampled`), so a step gathers m rows per
-batch row instead of the whole 1-hop neighbourhood; ``freqd_teacher_rank`` = r restricts the
-linear projector to the top-r principal subspace V of the filtered teacher, W = V·M: the targets
-become the r coordinates Z·V (precomputed), ‖z‖ stays exact, and since W·y then has no component
-outside V, the cosine and squared L2 are exact for that constrained projector. A 20-d student fills
+batch row instead of the whole 1-hop neighbourhood (it needs the student filtered in d_S);
+``freqd_teacher_rank`` = r makes the projector map into the top-r principal subspace V of the
+filtered teacher, P = V·M: the targets become the r coordinates Z·V (precomputed), ‖z‖ stays
+exact, and since P's output then has no component outside V, the cosine and squared L2 are exact
+for that constrained projector. A 20-d student fills
 at most 20 directions of the teacher space, so r of a few dozen loses little. ``freqd_kd_rows``
 caps the rows a step distils (a uniform, reweighted subsample: the expected loss is unchanged).
 """
@@ -90,6 +94,10 @@ class FreqDSettings:
     teachers wider than 64), else 0; set explicitly, a value the configuration cannot use is an error.
     ``freqd_kd_rows``: 0 = every unique batch row; R ≥ 1 = a uniform sample of at most R of them per
     step (users, positives, negatives in proportion), reweighted so the loss stays unbiased.
+    ``projector_per_entity``: one projector for users and one for items (as both reference
+    versions) instead of one shared. ``freqd_filter_first``: compare P(H·S) with H·T (filter the
+    student, then project it: the paper-era reference) instead of H·P(S) (the current reference,
+    for which the spectral identity holds); the two coincide for a bias-free linear projector.
     """
 
     freqd_graph: str = "bipartite"
@@ -112,6 +120,8 @@ class FreqDSettings:
     projector_hidden: int | None = None
     projector_experts: int = 5
     projector_dropout: float = 0.0
+    projector_per_entity: bool = False
+    freqd_filter_first: bool = False
 
     @classmethod
     def from_config(cls, config) -> FreqDSettings:
@@ -140,19 +150,28 @@ class FreqDSettings:
              f"freqd_spectral_log_every must be >= 0, got {self.freqd_spectral_log_every}"),
             (not (self.freqd_neighbors or self.freqd_teacher_rank) or self.freqd_keep_prob == 1.0,
              "freqd_neighbors and freqd_teacher_rank need freqd_keep_prob: 1.0 (no edge dropout)"),
-            (not self.freqd_teacher_rank or (self.projector == "linear" and not self.projector_bias),
-             "freqd_teacher_rank needs the bias-free linear projector (projector: linear, projector_bias: False)"),
-            (not self.freqd_neighbors or self.projector == "linear" and not self.projector_bias,
-             "freqd_neighbors needs the bias-free linear projector (projector: linear, projector_bias: False)"),
+            (not self.freqd_neighbors or self.filters_in_student_space,
+             "freqd_neighbors needs the student filtered before projection: freqd_filter_first: True, or the "
+             "bias-free linear projector (projector: linear, projector_bias: False)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
 
     @property
+    def implicit_linear(self) -> bool:
+        """A bias-free linear projector: it commutes with H and is applied implicitly (module docstring)."""
+        return self.projector == "linear" and not self.projector_bias
+
+    @property
+    def filters_in_student_space(self) -> bool:
+        """The student is filtered in its own d_S dimensions and only batch rows are projected."""
+        return self.freqd_filter_first or self.implicit_linear
+
+    @property
     def fast_options_apply(self) -> bool:
-        """Neighbour sampling and the ranked teacher need the bias-free linear projector and no edge dropout."""
-        return self.projector == "linear" and not self.projector_bias and self.freqd_keep_prob == 1.0
+        """The fast options' defaults apply with the student filtered in d_S and no edge dropout."""
+        return self.filters_in_student_space and self.freqd_keep_prob == 1.0
 
     def neighbors(self) -> int:
         """``freqd_neighbors``, or by default 4 where it applies (else 0: exact neighbourhoods)."""
@@ -216,10 +235,18 @@ class FreqD(Distiller):
         # Persistent: a resumed run keeps the basis its projector was trained in.
         self.register_buffer("teacher_basis", basis)
         d_out = self.rank or d_teacher
-        self.projector = build_projector(s.projector, student.embedding_size, d_out, s.projector_hidden,
-                                         s.projector_experts, s.projector_dropout, s.projector_bias)
-        # A bias-free linear projector commutes with H: filter in d_S, project the batch rows only.
-        self.filter_then_project = s.projector == "linear" and not s.projector_bias
+
+        def projector():
+            return build_projector(s.projector, student.embedding_size, d_out, s.projector_hidden,
+                                   s.projector_experts, s.projector_dropout, s.projector_bias)
+
+        # ``projector`` maps users (and items when shared); ``item_projector`` items when per entity.
+        self.projector = projector()
+        self.item_projector = projector() if s.projector_per_entity else None
+        # Filter in d_S and project the batch rows only: P(H·S) (for a bias-free linear P, = H·P(S)).
+        self.filter_first = s.filters_in_student_space
+        # A bias-free linear P is applied implicitly through WᵀW and zW (module docstring).
+        self.implicit_linear = s.implicit_linear
 
     # -- schedule and teacher side -----------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
@@ -271,9 +298,13 @@ class FreqD(Distiller):
             )
         return self._filtered_teacher
 
-    def _to_teacher_space(self, x: Tensor) -> Tensor:
+    def projector_of(self, side: int):
+        """The projector of users (side 0) or items (side 1)."""
+        return self.item_projector if side == 1 and self.item_projector is not None else self.projector
+
+    def _to_teacher_space(self, x: Tensor, side: int) -> Tensor:
         """P(x) in the teacher's coordinates (mapped back from the principal subspace when ranked)."""
-        out = self.projector(x)
+        out = self.projector_of(side)(x)
         return out if self.teacher_basis is None else out @ self.teacher_basis.T
 
     # -- loss --------------------------------------------------------------------------------------
@@ -282,20 +313,28 @@ class FreqD(Distiller):
             return student.user_embedding.weight, student.item_embedding.weight
         return student.embeddings()
 
-    def _distance(self, a: Tensor, b: Tensor, b_norm2: Tensor | None = None) -> Tensor:
-        """dist(P(a), b) per row when ``a`` is unprojected (bias-free linear P), else dist(a, b).
+    def _distance(self, a: Tensor, z: Tensor, z_norm2: Tensor | None, side: int) -> Tensor:
+        """dist(P(a), z) per row when the student was filtered in d_S (``filter_first``), else dist(a, z).
 
-        ``b_norm2``: the rows' squared norms when known (precomputed for the filtered teacher).
+        ``z_norm2``: the teacher rows' full squared norms when known (precomputed for the filtered
+        teacher; needed when ``z`` holds principal coordinates).
         """
-        if self.filter_then_project:
-            return self._linear_distance(a, b, b_norm2)
+        if self.filter_first and self.implicit_linear:
+            return self._linear_distance(a, z, z_norm2, self.projector_of(side).linear.weight)
+        if self.filter_first:
+            a = self.projector_of(side)(a)
+        if z_norm2 is None or self.teacher_basis is None:
+            if self.settings.freqd_distance == "mse":
+                return (a - z).pow(2).sum(1)
+            return 1.0 - F.cosine_similarity(a, z, dim=1, eps=_EPS)
+        cross = (a * z).sum(1)
+        norm2 = a.pow(2).sum(1)
         if self.settings.freqd_distance == "mse":
-            return (a - b).pow(2).sum(1)
-        return 1.0 - F.cosine_similarity(a, b, dim=1, eps=_EPS)
+            return norm2 - 2.0 * cross + z_norm2
+        return 1.0 - cross / (norm2 * z_norm2).clamp_min(_EPS * _EPS).sqrt()
 
-    def _linear_distance(self, y: Tensor, z: Tensor, z_norm2: Tensor | None = None) -> Tensor:
+    def _linear_distance(self, y: Tensor, z: Tensor, z_norm2: Tensor | None, weight: Tensor) -> Tensor:
         """dist(Wy, z) per row from WᵀW and zW: no rows × d_T residual is formed (module docstring)."""
-        weight = self.projector.linear.weight
         cross = (y * (z @ weight)).sum(1)
         norm2 = (y * (y @ (weight.T @ weight))).sum(1)
         if z_norm2 is None:
@@ -307,23 +346,36 @@ class FreqD(Distiller):
 
     def _filtered_pair(self, adj: Tensor, s_rows: Callable[[Tensor], Tensor], t_table: Tensor,
                        t_filtered: tuple[Tensor, Tensor], rows: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """([H·P(S)]_rows, [H·T]_rows, their squared norms or None) on one graph, K-hop set only.
+        """([H·X]_rows, [H·T]_rows, their squared norms or None) on one graph, K-hop set only.
 
-        ``s_rows(ids)`` gathers the student's rows. With a bias-free linear projector the student
-        side is returned unprojected, [H·S]_rows; :meth:`_distance` applies W implicitly.
+        ``s_rows(ids)`` gathers the student's rows X: raw with ``filter_first`` (then
+        :meth:`_distance` projects), else already projected.
         """
         s = self.settings
-        table = s_rows if self.filter_then_project else (lambda ids: self.projector(s_rows(ids)))
         if s.freqd_keep_prob == 1.0:
             target, norm2 = (t.index_select(0, rows) for t in t_filtered)
-            return filter_rows(adj, self.filter, rows, table), target, norm2
+            return filter_rows(adj, self.filter, rows, s_rows), target, norm2
         # Edge dropout: one draw of Â_drop per step, shared by the student and the teacher side.
         seed = int(torch.randint(0, 2**62, (1,)))
         generators = [torch.Generator(device=rows.device).manual_seed(seed) for _ in range(2)]
         keep = s.freqd_keep_prob
         target = filter_rows(adj, self.filter, rows, t_table, keep_prob=keep, generator=generators[0])
-        student = filter_rows(adj, self.filter, rows, table, keep_prob=keep, generator=generators[1])
+        student = filter_rows(adj, self.filter, rows, s_rows, keep_prob=keep, generator=generators[1])
         return student, target, None
+
+    def _rows_of(self, table: Tensor, side: int) -> Callable[[Tensor], Tensor]:
+        """A gather of ``table`` rows, projected unless the student is filtered first."""
+        if self.filter_first:
+            return partial(table.index_select, 0)
+        project = self.projector_of(side)
+        return lambda ids: project(table.index_select(0, ids))
+
+    def _side_distances(self, pair: tuple[Tensor, Tensor, Tensor | None], n_users: int) -> Tensor:
+        """Distances of rows whose first ``n_users`` are users and the rest items."""
+        student, target, norm2 = pair
+        parts = [(student[:n_users], target[:n_users], None if norm2 is None else norm2[:n_users], 0),
+                 (student[n_users:], target[n_users:], None if norm2 is None else norm2[n_users:], 1)]
+        return torch.cat([self._distance(*part) for part in parts])
 
     def forward(self, interaction, student) -> Tensor:
         user = interaction[student.USER_ID]
@@ -341,20 +393,22 @@ class FreqD(Distiller):
         elif self.settings.freqd_graph == "bipartite":
             rows = torch.cat([groups[0], groups[1] + self.n_users, groups[2] + self.n_users])
             n_users = self.n_users
+            user_rows, item_rows = self._rows_of(s_users, 0), self._rows_of(s_items, 1)
 
             def s_rows(ids: Tensor) -> Tensor:  # rows of [S_users; S_items] without concatenating the tables
                 split = int(torch.searchsorted(ids, n_users))
-                return torch.cat([s_users.index_select(0, ids[:split]), s_items.index_select(0, ids[split:] - n_users)])
+                return torch.cat([user_rows(ids[:split]), item_rows(ids[split:] - n_users)])
 
             t_all = self.t_all if self.settings.freqd_keep_prob < 1.0 else None
-            dist = self._distance(*self._filtered_pair(self.adj, s_rows, t_all, filtered[0], rows))
+            pair = self._filtered_pair(self.adj, s_rows, t_all, filtered[0], rows)
+            dist = self._side_distances(pair, len(groups[0]))
         else:
-            user_side = self._filtered_pair(self.user_adj, partial(s_users.index_select, 0), self.t_users,
+            user_side = self._filtered_pair(self.user_adj, self._rows_of(s_users, 0), self.t_users,
                                             filtered[0], groups[0])
             items = torch.cat(groups[1:])
-            item_side = self._filtered_pair(self.item_adj, partial(s_items.index_select, 0), self.t_items,
+            item_side = self._filtered_pair(self.item_adj, self._rows_of(s_items, 1), self.t_items,
                                             filtered[1], items)
-            dist = torch.cat([self._distance(*user_side), self._distance(*item_side)])
+            dist = torch.cat([self._distance(*user_side, 0), self._distance(*item_side, 1)])
         scale = torch.cat([dist.new_full((len(g),), w) for g, w in zip(groups, weights)])
         return (dist * scale).sum() / n_triples
 
@@ -390,25 +444,26 @@ class FreqD(Distiller):
             y_users = sampled_filter_rows(self.filter, users, [s_users], self._neighbors[0])
             y_items = sampled_filter_rows(self.filter, items, [s_items], self._neighbors[1])
             z = [(t.index_select(0, rows), n.index_select(0, rows)) for (t, n), rows in zip(filtered, (users, items))]
-        return torch.cat([self._linear_distance(y_users, *z[0]), self._linear_distance(y_items, *z[1])])
+        return torch.cat([self._distance(y_users, *z[0], 0), self._distance(y_items, *z[1], 1)])
 
     # -- per-epoch spectral log --------------------------------------------------------------------
     @torch.no_grad()
     def spectral_energy(self, student) -> dict[str, float]:
         """Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, of the residual R = P(S) − T."""
-        was_training = self.projector.training
-        self.projector.eval()
+        was_training = self.training
+        self.eval()
         s_users, s_items = self._student_tables(student)
         out: dict[str, float] = {}
         if self.settings.freqd_graph == "bipartite":
-            residual = self._to_teacher_space(torch.cat([s_users, s_items])) - torch.cat([self.t_users, self.t_items])
+            projected = torch.cat([self._to_teacher_space(s_users, 0), self._to_teacher_space(s_items, 1)])
+            residual = projected - torch.cat([self.t_users, self.t_items])
             out.update({f"rayleigh_{k}": v for k, v in rayleigh_quotients(self.adj, residual).items()})
         else:
             for side, adj, s_table, t_table in (("user", self.user_adj, s_users, self.t_users),
                                                 ("item", self.item_adj, s_items, self.t_items)):
-                quotients = rayleigh_quotients(adj, self._to_teacher_space(s_table) - t_table)
+                quotients = rayleigh_quotients(adj, self._to_teacher_space(s_table, int(side == "item")) - t_table)
                 out.update({f"{side}_rayleigh_{k}": v for k, v in quotients.items()})
-        self.projector.train(was_training)
+        self.train(was_training)
         return out
 
     def epoch_log(self, student) -> dict[str, Any]:

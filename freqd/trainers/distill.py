@@ -11,13 +11,23 @@ class DistillTrainer(FreqdTrainer):
     * The optimiser covers the student and the distiller's modules (projectors), never the
       teacher (the distiller keeps only the teacher's tables, as non-persistent buffers).
     * Losses are logged as two parts, ``rec_loss`` and ``kd_loss`` (already weighted).
+    * ``kd_weight`` unset in the config is the distiller's reference value
+      (``freqd/properties/kd/<Name>.yaml``).
     * Checkpoints hold the student alone in ``state_dict`` (it serves on its own, like any
       BPR/LightGCN checkpoint) and the distiller's modules in ``distiller_state`` for resuming.
     """
 
     def __init__(self, config, student, distiller, metadata=None, metrics_path=None):
         self.distiller = distiller.to(config["device"])
-        self.kd_weight = float(config["kd_weight"])
+        weight = config["kd_weight"]
+        if weight is None:  # a config built without ``kd``: the distiller's reference value
+            import yaml
+
+            from freqd.config import kd_defaults_file
+
+            weight = yaml.safe_load(kd_defaults_file(distiller.name).read_text(encoding="utf-8"))["kd_weight"]
+            config["kd_weight"] = weight
+        self.kd_weight = float(weight)
         super().__init__(config, student, metadata=metadata, metrics_path=metrics_path)
         self.loss_names = ["rec_loss", "kd_loss"]
 
@@ -41,11 +51,9 @@ class DistillTrainer(FreqdTrainer):
         self.metadata["distiller_state"] = self.distiller.state_dict()
         super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
 
-    def resume_checkpoint(self, resume_file):
-        from freqd._compat import load_checkpoint
-
-        super().resume_checkpoint(resume_file)
-        state = (load_checkpoint(resume_file).get("freqd") or {}).get("distiller_state")
+    def _restore(self, checkpoint, resume_file) -> None:
+        super()._restore(checkpoint, resume_file)
+        state = (checkpoint.get("freqd") or {}).get("distiller_state")
         if state is None:
             raise ValueError(f"{resume_file} holds no distiller state; it is not a distillation checkpoint")
         self.distiller.load_state_dict(state)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -32,6 +33,8 @@ class FreqdTrainer(Trainer):
       ``metrics_path`` set, rewritten to a CSV after each epoch.
     * Early stopping and the best checkpoint use the mean of the last ``valid_smoothing``
       validation scores (1 = RecBole's rule); :meth:`converged` tells a capped run from a stopped one.
+    * :attr:`on_evaluation`, when set, is called as ``f(epoch, smoothed_score)`` after every
+      validation (``freqd tune`` prunes trials from it by raising).
     """
 
     def __init__(self, config, model, metadata: dict[str, Any] | None = None, metrics_path: str | Path | None = None):
@@ -48,6 +51,7 @@ class FreqdTrainer(Trainer):
         self._recent_scores: list[float] = []
         self._best_smoothed: float | None = None
         self.best_epoch: int | None = None
+        self.on_evaluation: Callable[[int, float], None] | None = None
 
     # -- optimiser ---------------------------------------------------------------------------
     def _build_optimizer(self, **kwargs):
@@ -122,13 +126,36 @@ class FreqdTrainer(Trainer):
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
     def resume_checkpoint(self, resume_file):
-        """Continue training from a checkpoint written by this trainer (or RecBole's)."""
+        """Continue training from a checkpoint written by this trainer (or RecBole's).
+
+        The checkpoint must hold the same model and, when it carries freqd's training-data
+        fingerprint, the same training split (else a ValueError naming the file: resuming on
+        another split trains on its test pairs). The input file is never written: the resumed
+        state is copied at once to this run's own checkpoint, which later improvements replace.
+        """
         checkpoint = load_checkpoint(resume_file, map_location=self.device)
         if checkpoint["config"]["model"].lower() != self.config["model"].lower():
             raise ValueError(
                 f"{resume_file} holds a {checkpoint['config']['model']} model, not {self.config['model']}"
             )
-        self.saved_model_file = str(resume_file)
+        stored = (checkpoint.get("freqd") or {}).get("data_fingerprint")
+        current = self.metadata.get("data_fingerprint")
+        if stored and current and stored != current:
+            raise ValueError(
+                f"{resume_file} was trained on another training split of {self.config['dataset']!r} (its data "
+                "fingerprint differs: split_seed, preprocessing or data files changed); resuming would train on "
+                "this split's test pairs"
+            )
+        if not stored:
+            self.logger.warning(f"{resume_file} carries no training-data fingerprint: its split cannot be verified")
+        self._restore(checkpoint, resume_file)
+        if Path(self.saved_model_file).resolve() == Path(resume_file).resolve():  # same-second file name
+            self.saved_model_file = str(Path(self.saved_model_file).with_suffix("")) + "-resumed.pth"
+        self._save_checkpoint(int(checkpoint["epoch"]), verbose=False)
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def _restore(self, checkpoint: dict[str, Any], resume_file) -> None:
+        """Model, optimiser and early-stopping state from a loaded checkpoint."""
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
@@ -142,7 +169,6 @@ class FreqdTrainer(Trainer):
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         # The checkpoint is the best so far: later evaluations must beat its (smoothed) score.
         self._best_smoothed, self.best_epoch = float(self.best_valid_score), int(checkpoint["epoch"])
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
@@ -201,6 +227,8 @@ class FreqdTrainer(Trainer):
             for key, value in valid_result.items():
                 self.tensorboard.add_scalar(f"Valid/{key}", value, record["epoch"])
             self._write_metrics()
+        if self.on_evaluation is not None:
+            self.on_evaluation(self.history[-1]["epoch"] if self.history else 0, smoothed)
         return smoothed, valid_result
 
     def converged(self) -> bool | None:

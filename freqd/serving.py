@@ -1,0 +1,117 @@
+"""Serve an exported student (``freqd export``): top-K for user tokens with NumPy, no RecBole.
+
+An export folder holds ``model.safetensors`` (the final user and item tables, float32, and the
+items each user has seen as CSR arrays), ``tokens.json`` (the dataset's user and item tokens,
+index-aligned with the tables; index 0 is RecBole's padding) and ``card.json`` (provenance,
+sizes, metrics, latency). Scores are inner products, as the exported model's own.
+
+    rec = Recommender.load("exports/student")
+    rec.recommend(["196", "186"], k=20)        # [[(item, score), ...], ...], seen items excluded
+    rec.score("196", ["242", "302"])           # np.ndarray of two scores
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FILES = ("model.safetensors", "tokens.json", "card.json")
+
+
+@dataclass
+class Recommender:
+    """Final tables, seen items and token maps of an exported student."""
+
+    user_embeddings: np.ndarray
+    item_embeddings: np.ndarray
+    seen_indptr: np.ndarray
+    seen_indices: np.ndarray
+    users: list[str]
+    items: list[str]
+    card: dict
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Recommender:
+        """Read an export folder; a missing or inconsistent file is a ValueError naming it."""
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        for name in FILES:
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder} is not a freqd export: {name} is missing")
+        tensors = load_file(str(folder / "model.safetensors"))
+        tokens = json.loads((folder / "tokens.json").read_text(encoding="utf-8"))
+        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        needed = ("user_embeddings", "item_embeddings", "seen_indptr", "seen_indices")
+        missing = [key for key in needed if key not in tensors]
+        if missing:
+            raise ValueError(f"{folder}/model.safetensors lacks {missing}")
+        rec = cls(*(tensors[key] for key in needed), users=list(tokens["users"]), items=list(tokens["items"]),
+                  card=card)
+        n_users, n_items = rec.user_embeddings.shape[0], rec.item_embeddings.shape[0]
+        if (len(rec.users), len(rec.items)) != (n_users, n_items) or len(rec.seen_indptr) != n_users + 1:
+            raise ValueError(f"{folder}: tokens.json ({len(rec.users)} users, {len(rec.items)} items) does not match "
+                             f"model.safetensors ({n_users} users, {n_items} items)")
+        return rec
+
+    def __post_init__(self) -> None:
+        self._user_index = {token: i for i, token in enumerate(self.users)}
+        self._item_index = {token: i for i, token in enumerate(self.items)}
+
+    def user_ids(self, users: list[str]) -> np.ndarray:
+        """Internal indices of user tokens; an unknown token (or the padding token) is a KeyError naming it."""
+        ids = []
+        for token in users:
+            index = self._user_index.get(str(token), 0)
+            if index == 0:
+                raise KeyError(f"unknown user {token!r}: not among the {len(self.users) - 1} users of this export")
+            ids.append(index)
+        return np.asarray(ids, dtype=np.int64)
+
+    def item_ids(self, items: list[str]) -> np.ndarray:
+        ids = []
+        for token in items:
+            index = self._item_index.get(str(token), 0)
+            if index == 0:
+                raise KeyError(f"unknown item {token!r}: not among the {len(self.items) - 1} items of this export")
+            ids.append(index)
+        return np.asarray(ids, dtype=np.int64)
+
+    def score(self, user: str, items: list[str]) -> np.ndarray:
+        """Scores of ``items`` for one user (inner products of the final tables)."""
+        u = self.user_embeddings[self.user_ids([user])[0]]
+        return self.item_embeddings[self.item_ids(items)] @ u
+
+    def top_k(self, user_ids: np.ndarray, k: int = 20, exclude_seen: bool = True,
+              batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, scores), each ``len(user_ids) × k``, best first; ties broken by the smaller index."""
+        n_items = self.item_embeddings.shape[0]
+        k = max(1, min(int(k), n_items - 1))
+        out_items = np.empty((len(user_ids), k), dtype=np.int64)
+        out_scores = np.empty((len(user_ids), k), dtype=np.float32)
+        for start in range(0, len(user_ids), batch_size):
+            batch = user_ids[start:start + batch_size]
+            scores = self.user_embeddings[batch] @ self.item_embeddings.T
+            scores[:, 0] = -np.inf  # RecBole's padding item
+            if exclude_seen:
+                for row, user in enumerate(batch):
+                    scores[row, self.seen_indices[self.seen_indptr[user]:self.seen_indptr[user + 1]]] = -np.inf
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+            for row in np.flatnonzero((scores >= kth[:, None]).sum(axis=1) > k):  # ties at the k-th score
+                candidates = np.flatnonzero(scores[row] >= kth[row])
+                part[row] = candidates[np.lexsort((candidates, -scores[row, candidates]))][:k]
+            part_scores = np.take_along_axis(scores, part, axis=1)
+            order = np.lexsort((part, -part_scores), axis=1)
+            out_items[start:start + len(batch)] = np.take_along_axis(part, order, axis=1)
+            out_scores[start:start + len(batch)] = np.take_along_axis(part_scores, order, axis=1)
+        return out_items, out_scores
+
+    def recommend(self, users: list[str], k: int = 20, exclude_seen: bool = True) -> list[list[tuple[str, float]]]:
+        """Top-``k`` (item token, score) pairs per user token, seen items excluded unless asked."""
+        items, scores = self.top_k(self.user_ids(users), k, exclude_seen)
+        return [[(self.items[i], float(s)) for i, s in zip(row_items, row_scores) if np.isfinite(s)]
+                for row_items, row_scores in zip(items, scores)]

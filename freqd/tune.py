@@ -1,0 +1,356 @@
+"""``freqd tune``: a hyperparameter search on validation only, with Optuna (TPE, median pruning).
+
+A tune YAML names one run — a model trained from scratch, or a student distilled from a teacher
+checkpoint with ``kd`` — and a search space over its config keys::
+
+    model: BPR                      # the model trained (the student when kd is set)
+    dataset: citeulike-t            # optional: else the config files', else ml-100k
+    config_files: [../dataset/citeulike-t.yaml, ../model/bpr-student-citeulike.yaml]
+    overrides: {train_sampler: fast}
+    kd: FreqD                       # optional
+    teacher: ../../saved/teacher.pth  # with kd; or --teacher-checkpoint
+    seed: 0
+    trials: 20                      # the budget: finished (complete or pruned) trials
+    pruner: {startup_trials: 3, warmup_epochs: 20}   # or none
+    space:
+      kd_weight: {type: float, low: 0.01, high: 10, log: true}
+      freqd_alpha: {type: float, low: 0.0, high: 0.5}
+      projector: {type: categorical, choices: [linear, mlp]}
+
+Paths are relative to the YAML's folder; ``split_seed`` defaults to 2020, as in ``freqd compare``
+(the split does not move with ``seed``). Every trial trains with the config's early stopping and
+reports the smoothed validation score after each evaluation, which the pruner reads; the test set
+is never evaluated. Trials live in ``<out>/study.db`` (SQLite): rerunning the command continues
+the search, and a trial cut by an interrupt is run again with the same values. The output folder
+also holds ``trials.csv``, ``best.yaml`` (the fixed overrides plus the best values, to pass as
+``--config``) and ``tune.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from freqd.io import atomic_write_json, atomic_write_text, to_jsonable
+
+PARAM_TYPES = ("float", "int", "categorical")
+_TOP_KEYS = {"title", "model", "dataset", "config_files", "overrides", "kd", "teacher", "seed", "trials", "pruner",
+             "sampler_seed", "space"}
+_PARAM_KEYS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log", "step"},
+               "categorical": {"type", "choices"}}
+#: Keys the search sets itself for every trial.
+_RESERVED = {"seed", "model", "dataset", "results_dir", "checkpoint_dir"}
+
+
+class TuneConfigError(ValueError):
+    """A tune YAML that cannot be run; the message names the file, key and value."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched config key."""
+
+    name: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: int | None = None
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial) -> Any:
+        if self.type == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        if self.type == "int":
+            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """A parsed tune YAML (see the module docstring)."""
+
+    source: Path
+    model: str
+    space: tuple[Param, ...]
+    dataset: str | None = None
+    config_files: tuple[Path, ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict)
+    kd: str | None = None
+    teacher: Path | None = None
+    seed: int = 0
+    trials: int = 20
+    sampler_seed: int = 0
+    startup_trials: int = 3
+    warmup_epochs: int = 0
+    prune: bool = True
+    title: str = ""
+
+    def fingerprint(self) -> str:
+        """sha1 of what decides the trials' results (not the budget): a resumed search must match it."""
+        content = {
+            "model": self.model, "dataset": self.dataset, "kd": self.kd, "seed": self.seed,
+            "teacher": str(self.teacher) if self.teacher else None,
+            "config_files": {str(p): p.read_text(encoding="utf-8") for p in self.config_files},
+            "overrides": self.overrides, "space": [vars(p) for p in self.space],
+        }
+        return hashlib.sha1(json.dumps(to_jsonable(content), sort_keys=True).encode()).hexdigest()
+
+
+def _fail(source: Path, message: str) -> TuneConfigError:
+    return TuneConfigError(f"{source}: {message}")
+
+
+def _param(source: Path, name: str, spec: Any) -> Param:
+    where = f"space.{name}"
+    if not isinstance(spec, dict):
+        raise _fail(source, f"{where} must be a mapping with a 'type' ({', '.join(PARAM_TYPES)}), got {spec!r}")
+    kind = spec.get("type")
+    if kind not in PARAM_TYPES:
+        raise _fail(source, f"{where}.type={kind!r} is not one of {PARAM_TYPES}")
+    unknown = sorted(set(spec) - _PARAM_KEYS[kind])
+    if unknown:
+        raise _fail(source, f"{where}: unknown keys {unknown} for type {kind} (allowed: {sorted(_PARAM_KEYS[kind])})")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or len(choices) < 2:
+            raise _fail(source, f"{where}.choices must be a list of at least 2 values, got {choices!r}")
+        return Param(name, kind, choices=tuple(choices))
+    low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
+    number = int if kind == "int" else (int, float)
+    for key, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
+            raise _fail(source, f"{where}.{key} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
+    if not low < high:
+        raise _fail(source, f"{where}: low ({low}) must be below high ({high})")
+    if not isinstance(log, bool):
+        raise _fail(source, f"{where}.log must be true or false, got {log!r}")
+    if log and low <= 0:
+        raise _fail(source, f"{where}: a log scale needs low > 0, got {low}")
+    step = spec.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1 or log):
+        raise _fail(source, f"{where}.step must be a positive integer (and not with log), got {step!r}")
+    return Param(name, kind, low=float(low) if kind == "float" else low, high=float(high) if kind == "float" else high,
+                 log=log, step=step)
+
+
+def _count(source: Path, raw: dict, key: str, default: int, minimum: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(source, f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def load_tune_config(path: str | Path, teacher: str | Path | None = None) -> TuneConfig:
+    """Parse and check a tune YAML; ``teacher`` replaces its ``teacher`` checkpoint."""
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"tune config not found: {path}")
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise _fail(source, f"not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise _fail(source, "must hold a mapping of keys to values")
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise _fail(source, f"unknown keys {unknown} (allowed: {sorted(_TOP_KEYS)})")
+    folder = source.parent
+    model = raw.get("model")
+    if not isinstance(model, str) or not model:
+        raise _fail(source, f"model must be a model name such as BPR, got {model!r}")
+    files = raw.get("config_files") or []
+    if not isinstance(files, list):
+        raise _fail(source, f"config_files must be a list of YAML paths, got {files!r}")
+    config_files = tuple((folder / f).resolve() for f in files)
+    for given, resolved in zip(files, config_files):
+        if not resolved.is_file():
+            raise _fail(source, f"config_files: {given!r} not found (looked for {resolved})")
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise _fail(source, f"overrides must be a mapping, got {overrides!r}")
+    space_raw = raw.get("space")
+    if not isinstance(space_raw, dict) or not space_raw:
+        raise _fail(source, "space must map at least one config key to its range")
+    for key in sorted(set(space_raw) & _RESERVED):
+        raise _fail(source, f"space.{key}: the search sets {key!r} itself")
+    for key in sorted(set(space_raw) & set(overrides)):
+        raise _fail(source, f"space.{key} is also fixed in overrides")
+    space = tuple(_param(source, name, spec) for name, spec in space_raw.items())
+    kd = raw.get("kd")
+    if kd is not None:
+        from freqd.distillers import get_distiller
+
+        try:
+            get_distiller(kd)
+        except (KeyError, ValueError) as exc:
+            raise _fail(source, f"kd={kd!r}: {exc}") from None
+    teacher_path = Path(teacher).expanduser().resolve() if teacher else None
+    if teacher_path is None and raw.get("teacher"):
+        teacher_path = (folder / str(raw["teacher"])).resolve()
+    if kd is not None and teacher_path is None:
+        raise _fail(source, f"kd={kd!r} needs a teacher checkpoint ('teacher:' or --teacher-checkpoint)")
+    if kd is None and teacher_path is not None:
+        raise _fail(source, "a teacher is given but no kd: name the distiller, or drop the teacher")
+    if teacher_path is not None and not teacher_path.is_file():
+        raise _fail(source, f"teacher checkpoint not found: {teacher_path}")
+    pruner = raw.get("pruner", {})
+    prune = pruner != "none"
+    if prune:
+        if not isinstance(pruner, dict) or set(pruner) - {"startup_trials", "warmup_epochs"}:
+            raise _fail(source, f"pruner must be 'none' or a mapping of startup_trials, warmup_epochs; got {pruner!r}")
+    pruner = pruner if prune else {}
+    return TuneConfig(
+        source=source, model=model, space=space, dataset=raw.get("dataset"), config_files=config_files,
+        overrides=dict(overrides), kd=kd, teacher=teacher_path, seed=_count(source, raw, "seed", 0, 0),
+        trials=_count(source, raw, "trials", 20, 1), sampler_seed=_count(source, raw, "sampler_seed", 0, 0),
+        startup_trials=_count(source, pruner, "startup_trials", 3, 0),
+        warmup_epochs=_count(source, pruner, "warmup_epochs", 0, 0), prune=prune, title=str(raw.get("title", "")),
+    )
+
+
+def _storage(out: Path):
+    import optuna
+
+    return optuna.storages.RDBStorage(f"sqlite:///{(out / 'study.db').resolve()}")
+
+
+def _resume_interrupted(study) -> int:
+    """Close trials an interrupt left running and queue their values again; return how many."""
+    from optuna.trial import TrialState
+
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    for trial in stale:
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+    return len(stale)
+
+
+def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, trials: int | None = None,
+             overrides: dict[str, Any] | None = None, progress: bool = True, pruner=None) -> dict[str, Any]:
+    """Run (or continue) the search until ``trials`` trials (default: the config's) have finished.
+
+    ``overrides`` are fixed for every trial on top of the config's. ``pruner`` replaces the
+    configured Optuna pruner (tests). Returns what ``tune.json`` holds.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from freqd.quick_start import run_distill, run_freqd
+
+    config = config if isinstance(config, TuneConfig) else load_tune_config(config)
+    budget = config.trials if trials is None else int(trials)
+    if budget < 1:
+        raise ValueError(f"trials={trials!r} is invalid: expected a positive integer")
+    fixed = {**config.overrides, **(overrides or {})}
+    clash = sorted(set(fixed) & {p.name for p in config.space})
+    if clash:
+        raise ValueError(f"overrides {clash} are searched in {config.source}'s space")
+    out = Path(out) if out is not None else Path("results/tune") / config.source.stem
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if pruner is None:
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials,
+                                              n_warmup_steps=config.warmup_epochs)
+                  if config.prune else optuna.pruners.NopPruner())
+    fingerprint = config.fingerprint()
+    study = optuna.create_study(storage=_storage(out), study_name="freqd-tune", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=config.sampler_seed), pruner=pruner,
+                                direction="maximize")
+    stored = study.user_attrs.get("fingerprint")
+    if stored is None:
+        study.set_user_attr("fingerprint", fingerprint)
+    elif stored != fingerprint:
+        raise ValueError(f"{out}/study.db holds a search of another configuration (the run, its files or the space "
+                         f"changed since it started): use another --out, or delete the folder to start over")
+    _resume_interrupted(study)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    runs = out / "runs"
+    bigger = _valid_metric_bigger(config, fixed)
+    # One split for every seed, as in ``freqd compare``, unless the files or overrides choose one.
+    from freqd.config import yaml_settings
+
+    defaults = {"show_progress": False, "state": "WARNING"}
+    if "split_seed" not in {**yaml_settings(config.config_files), **fixed}:
+        defaults["split_seed"] = 2020
+
+    def objective(trial) -> float:
+        params = {p.name: p.suggest(trial) for p in config.space}
+        config_dict = {**defaults, **fixed, **params, "seed": config.seed,
+                       "results_dir": str(runs), "checkpoint_dir": str(runs / "saved")}
+        if config.dataset:
+            config_dict["dataset"] = config.dataset
+
+        def report(epoch: int, score: float) -> None:
+            trial.report(score if bigger else -score, step=epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} (smoothed validation {score:.4f})")
+
+        files = [str(p) for p in config.config_files]
+        common = dict(config_file_list=files, config_dict=config_dict, saved=False, evaluate_test=False,
+                      on_evaluation=report)
+        if config.kd is None:
+            result = run_freqd(config.model, config.dataset, **common)
+        else:
+            result = run_distill(str(config.teacher), config.model, config.kd, dataset=config.dataset, **common)
+        for key in ("best_epoch", "epochs_run", "converged", "run_dir"):
+            trial.set_user_attr(key, result[key])
+        trial.set_user_attr("valid_metric", result["config"]["valid_metric"])
+        return result["best_valid_score"] if bigger else -result["best_valid_score"]
+
+    done = sum(t.state in finished for t in study.get_trials(deepcopy=False))
+    remaining = max(0, budget - done)
+    if remaining:
+        study.optimize(objective, n_trials=remaining, catch=(), show_progress_bar=progress)
+    return _write_outputs(config, study, out, budget, fixed, bigger)
+
+
+def _valid_metric_bigger(config: TuneConfig, fixed: dict[str, Any]) -> bool:
+    """Whether the validation metric is maximised (RecBole's ``valid_metric_bigger``, default True)."""
+    from freqd.config import yaml_settings
+
+    value = {**yaml_settings(config.config_files), **fixed}.get("valid_metric_bigger", True)
+    return str(value).lower() not in ("false", "0")
+
+
+def _write_outputs(config: TuneConfig, study, out: Path, budget: int, fixed: dict[str, Any],
+                   bigger: bool) -> dict[str, Any]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    rows = []
+    for t in trials:
+        value = None if t.value is None else (t.value if bigger else -t.value)
+        rows.append({"trial": t.number, "state": t.state.name, "value": value, **t.params,
+                     **{k: t.user_attrs.get(k) for k in ("best_epoch", "epochs_run", "converged")}})
+    columns = ["trial", "state", "value", *[p.name for p in config.space], "best_epoch", "epochs_run", "converged"]
+    lines = [",".join(columns)] + [",".join("" if r.get(c) is None else str(r.get(c)) for c in columns) for r in rows]
+    atomic_write_text(out / "trials.csv", "\n".join(lines) + "\n")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    summary: dict[str, Any] = {
+        "config": str(config.source), "model": config.model, "kd": config.kd, "seed": config.seed,
+        "budget": budget, "finished": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials),
+        "complete": len(complete), "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "failed": sum(t.state == TrialState.FAIL for t in trials), "space": [vars(p) for p in config.space],
+        "test_evaluated": False,
+    }
+    if complete:
+        best = study.best_trial
+        value = best.value if bigger else -best.value
+        metric = best.user_attrs.get("valid_metric", "the validation metric")
+        summary.update(best_trial=best.number, best_value=value, best_params=best.params, valid_metric=metric,
+                       best_converged=best.user_attrs.get("converged"))
+        header = (f"# freqd tune {config.source.name}: best of {summary['finished']} trials (budget {budget}), "
+                  f"trial {best.number}, smoothed validation {metric} {value:.6f}"
+                  f"{'' if best.user_attrs.get('converged') else ' (not converged: capped by epochs)'}.\n"
+                  f"# The fixed overrides and the best values; pass with the same config files as --config.\n")
+        body = yaml.safe_dump(to_jsonable({**fixed, **best.params}), sort_keys=False, allow_unicode=True)
+        atomic_write_text(out / "best.yaml", header + body)
+    atomic_write_json(out / "tune.json", to_jsonable(summary))
+    return summary

@@ -1,0 +1,123 @@
+"""``freqd export`` and :mod:`freqd.serving`: the exported top-K against a brute force on the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from recbole.data import create_dataset
+
+from freqd import load_checkpoint
+from freqd.cli import main
+from freqd.config import Config
+from freqd.evaluation import build_dataloaders
+from freqd.export import export_model
+from freqd.quick_start import run_freqd
+from freqd.serving import Recommender
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+RUN = {"show_progress": False, "state": "ERROR", "use_gpu": False, "epochs": 2, "embedding_size": 8,
+       "split_seed": 2020}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        result = run_freqd("BPR", "ml-100k", config_dict=RUN)
+    finally:
+        os.chdir(cwd)
+    return folder / result["checkpoint"]
+
+
+def _brute_force_top_k(checkpoint, users, k):
+    """Top-k item tokens from the checkpoint's raw tables, masking train + valid items read from RecBole."""
+    state = load_checkpoint(checkpoint)["state_dict"]
+    config = Config(model="BPR", dataset="ml-100k", config_dict={**RUN})
+    from recbole.utils import init_seed
+
+    init_seed(2020, True)
+    data = create_dataset(config)
+    train, valid, _ = build_dataloaders(config, data)
+    u_tab, i_tab = state["user_embedding.weight"].double(), state["item_embedding.weight"].double()
+    known = {}
+    for d in (train._dataset, valid._dataset):
+        for u, i in zip(d.inter_feat[d.uid_field].tolist(), d.inter_feat[d.iid_field].tolist()):
+            known.setdefault(u, set()).add(i)
+    out = []
+    for token in users:
+        u = int(data.token2id(data.uid_field, token))
+        scores = (i_tab @ u_tab[u]).numpy()
+        ranked = [i for i in np.argsort(-scores, kind="stable") if i != 0 and i not in known.get(u, set())][:k]
+        out.append([str(data.id2token(data.iid_field, i)) for i in ranked])
+    return out
+
+
+def test_export_serves_the_checkpoints_full_sort_top_k(trained, tmp_path):
+    card = export_model(trained, tmp_path / "exp", latency_users=64)
+    rec = Recommender.load(tmp_path / "exp")
+    users = rec.users[1:41]
+    served = [[item for item, _ in row] for row in rec.recommend(users, k=20)]
+    assert served == _brute_force_top_k(trained, users, 20)
+    assert card["n_users"] == 943 and card["n_items"] == 1682 and card["embedding_size"] == 8
+    assert card["bytes"]["tables_float32"] == (944 + 1683) * 8 * 4 < card["bytes"]["source_checkpoint"]
+    assert card["latency"]["users_per_second"] > 0 and len(card["data_fingerprint"]) == 40
+    # Scores are the inner products of the checkpoint's tables; seen items come back on request.
+    state = load_checkpoint(trained)["state_dict"]
+    first = rec.recommend([users[0]], k=3)[0]
+    u, items = rec.user_ids([users[0]])[0], rec.item_ids([item for item, _ in first])
+    expected = (state["item_embedding.weight"][items] @ state["user_embedding.weight"][u]).numpy()
+    np.testing.assert_allclose([s for _, s in first], expected, rtol=1e-5)
+    np.testing.assert_allclose(rec.score(users[0], [item for item, _ in first]), expected, rtol=1e-5)
+    with_seen = {item for item, _ in rec.recommend([users[0]], k=50, exclude_seen=False)[0]}
+    seen = {rec.items[i] for i in rec.seen_indices[rec.seen_indptr[u]:rec.seen_indptr[u + 1]]}
+    assert with_seen & seen and not {item for item, _ in rec.recommend([users[0]], k=50)[0]} & seen
+
+
+def test_ties_at_the_k_th_score_go_to_the_smaller_index():
+    users = np.array([[0.0], [1.0]], dtype=np.float32)
+    items = np.array([[0.0], [2.0], [1.0], [1.0], [1.0]], dtype=np.float32)
+    rec = Recommender(users, items, np.array([0, 0, 0]), np.array([], dtype=np.int64), ["[PAD]", "u"],
+                      ["[PAD]", "a", "b", "c", "d"], {})
+    assert [item for item, _ in rec.recommend(["u"], k=2)[0]] == ["a", "b"]
+    assert [item for item, _ in rec.recommend(["u"], k=3)[0]] == ["a", "b", "c"]
+
+
+def test_serving_imports_no_recbole(trained, tmp_path):
+    export_model(trained, tmp_path / "exp", latency_users=0)
+    code = ("import sys; from freqd.serving import Recommender; r = Recommender.load(sys.argv[1]); "
+            "r.recommend([r.users[1]], k=5); assert not any(m.startswith('recbole') for m in sys.modules), "
+            "sorted(m for m in sys.modules if m.startswith('recbole'))")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "exp")], check=True)
+
+
+def test_export_refuses_another_split_and_bad_users(trained, tmp_path):
+    with pytest.raises(ValueError, match="different training split"):
+        export_model(trained, tmp_path / "other", config_dict={"split_seed": 7}, latency_users=0)
+    export_model(trained, tmp_path / "exp", latency_users=0)
+    rec = Recommender.load(tmp_path / "exp")
+    with pytest.raises(KeyError, match="unknown user 'nobody'"):
+        rec.recommend(["nobody"])
+    (tmp_path / "exp" / "tokens.json").write_text(json.dumps({"users": ["[PAD]"], "items": rec.items}))
+    with pytest.raises(ValueError, match="does not match"):
+        Recommender.load(tmp_path / "exp")
+    with pytest.raises(FileNotFoundError, match="card.json is missing"):
+        (tmp_path / "exp" / "card.json").unlink()
+        Recommender.load(tmp_path / "exp")
+
+
+def test_cli_export_and_recommend(trained, tmp_path, capsys):
+    assert main(["export", str(trained), "--out", str(tmp_path / "exp")]) == 0
+    assert "model.safetensors" in capsys.readouterr().out
+    user = Recommender.load(tmp_path / "exp").users[5]
+    assert main(["recommend", str(tmp_path / "exp"), "--user", user, "--k", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == f"user {user}:" and len(lines) == 5
+    assert main(["recommend", str(tmp_path / "exp"), "--user", "nobody"]) == 2

@@ -1,0 +1,137 @@
+"""``freqd tune``: config errors, a search that never touches test, resume, interrupted trials, pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from freqd import quick_start
+from freqd.cli import main
+from freqd.trainers import FreqdTrainer
+from freqd.tune import TuneConfigError, load_tune_config, run_tune
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+RUN = {"epochs": 2, "embedding_size": 8, "train_sampler": "fast", "use_gpu": False}
+SPACE = {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+
+
+def _write(path: Path, content: dict) -> Path:
+    path.write_text(yaml.safe_dump(content), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"model": "BPR"}, "space must map at least one"),
+    ({"model": "BPR", "space": SPACE, "trails": 3}, r"unknown keys \['trails'\]"),
+    ({"model": "BPR", "space": {"kd_weight": {"type": "float", "low": 1, "high": 0.5}}}, r"low \(1\) must be below"),
+    ({"model": "BPR", "space": {"kd_weight": {"type": "float", "low": 0, "high": 1, "log": True}}}, "low > 0"),
+    ({"model": "BPR", "space": {"kd_weight": {"type": "normal", "low": 0, "high": 1}}}, "type='normal'"),
+    ({"model": "BPR", "space": {"kd_weight": {"type": "float", "low": 0, "hi": 1}}}, r"unknown keys \['hi'\]"),
+    ({"model": "BPR", "space": {"projector": {"type": "categorical", "choices": ["linear"]}}}, "at least 2"),
+    ({"model": "BPR", "space": {"seed": {"type": "int", "low": 0, "high": 3}}}, "sets 'seed' itself"),
+    ({"model": "BPR", "space": SPACE, "overrides": {"learning_rate": 0.1}}, "also fixed in overrides"),
+    ({"model": "BPR", "space": SPACE, "kd": "FreqD"}, "needs a teacher checkpoint"),
+    ({"model": "BPR", "space": SPACE, "kd": "Nope", "teacher": "t.pth"}, "unknown distiller"),
+    ({"model": "BPR", "space": SPACE, "trials": 0}, "trials must be an integer >= 1"),
+    ({"model": "BPR", "space": SPACE, "config_files": ["missing.yaml"]}, "'missing.yaml' not found"),
+    ({"model": "BPR", "space": SPACE, "pruner": {"patience": 3}}, "pruner must be"),
+])
+def test_bad_tune_configs_name_the_file_and_key(tmp_path, content, message):
+    path = _write(tmp_path / "bad.yaml", content)
+    with pytest.raises(TuneConfigError, match=message) as info:
+        load_tune_config(path)
+    assert "bad.yaml" in str(info.value)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Which loaders each run builds and which ones its trainer evaluates."""
+    seen = {"built": [], "evaluated": []}
+    build = quick_start.build_dataloaders
+
+    def recording_build(config, data):
+        loaders = build(config, data)
+        seen["built"].append(loaders)
+        return loaders
+
+    evaluate = FreqdTrainer.evaluate
+
+    def recording_evaluate(self, eval_data, *args, **kwargs):
+        seen["evaluated"].append(eval_data)
+        return evaluate(self, eval_data, *args, **kwargs)
+
+    monkeypatch.setattr(quick_start, "build_dataloaders", recording_build)
+    monkeypatch.setattr(FreqdTrainer, "evaluate", recording_evaluate)
+    return seen
+
+
+@pytest.mark.slow
+def test_distillation_search_resumes_and_never_evaluates_test(tmp_path, bpr_teacher_32, spy):
+    space = {"kd_weight": {"type": "float", "low": 0.1, "high": 2.0, "log": True},
+             "freqd_alpha": {"type": "float", "low": 0.0, "high": 0.5}}
+    path = _write(tmp_path / "search.yaml", {"model": "BPR", "kd": "FreqD", "overrides": RUN, "space": space,
+                                              "trials": 2, "pruner": "none"})
+    config = load_tune_config(path, teacher=bpr_teacher_32)
+    out = tmp_path / "out"
+    summary = run_tune(config, out=out, progress=False)
+    assert (summary["finished"], summary["complete"]) == (2, 2)
+    assert len(spy["built"]) == 2
+    tests = {id(loaders[2]) for loaders in spy["built"]}
+    valids = {id(loaders[1]) for loaders in spy["built"]}
+    assert spy["evaluated"] and all(id(loader) in valids for loader in spy["evaluated"])
+    assert not any(id(loader) in tests for loader in spy["evaluated"])
+    # The best values are written with the fixed overrides, inside the space.
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert 0.1 <= best["kd_weight"] <= 2.0 and 0.0 <= best["freqd_alpha"] <= 0.5
+    assert best["embedding_size"] == 8
+    rows = (out / "trials.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and rows[0].split(",")[:3] == ["trial", "state", "value"]
+    assert {"kd_weight", "freqd_alpha", "best_epoch", "converged"} <= set(rows[0].split(","))
+    values = [float(r.split(",")[2]) for r in rows[1:]]
+    assert summary["best_value"] == pytest.approx(max(values))
+    # Rerun with a larger budget: only the missing trial is trained.
+    again = run_tune(config, out=out, trials=3, progress=False)
+    assert (again["finished"], len(spy["built"])) == (3, 3)
+    # Another space in the same folder is refused.
+    changed = _write(tmp_path / "search.yaml", {"model": "BPR", "kd": "FreqD", "overrides": RUN, "trials": 2,
+                                                 "space": {**space, "freqd_alpha": {"type": "float", "low": 0.1,
+                                                                                     "high": 0.5}}})
+    with pytest.raises(ValueError, match="another configuration"):
+        run_tune(load_tune_config(changed, teacher=bpr_teacher_32), out=out, progress=False)
+
+
+@pytest.mark.slow
+def test_interrupted_trial_is_run_again_with_its_values(tmp_path):
+    path = _write(tmp_path / "search.yaml", {"model": "BPR", "overrides": RUN, "space": SPACE, "trials": 1})
+    config = load_tune_config(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name="freqd-tune",
+                                direction="maximize")
+    cut = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)})
+    summary = run_tune(config, out=out, progress=False)
+    trials = optuna.load_study(study_name="freqd-tune", storage=f"sqlite:///{out / 'study.db'}").trials
+    states = [t.state.name for t in trials]
+    assert states == ["FAIL", "COMPLETE"] and summary["failed"] == 1
+    assert trials[1].params == cut.params
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_stops_at_its_first_evaluation(tmp_path, spy):
+    path = _write(tmp_path / "search.yaml", {"model": "BPR", "overrides": {**RUN, "epochs": 5}, "space": SPACE,
+                                              "trials": 1})
+    summary = run_tune(load_tune_config(path), out=tmp_path / "out", progress=False,
+                       pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # every NDCG is below 2: prune
+    assert (summary["finished"], summary["pruned"], summary["complete"]) == (1, 1, 0)
+    assert len(spy["evaluated"]) == 1
+    assert "best_params" not in summary and not (tmp_path / "out" / "best.yaml").exists()
+
+
+def test_cli_reports_a_config_error(tmp_path, capsys):
+    path = _write(tmp_path / "bad.yaml", {"model": "BPR", "space": {}})
+    assert main(["tune", str(path)]) == 2
+    assert "space must map" in capsys.readouterr().err
