@@ -407,6 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"freqd: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only output, permissions: the files written so far are intact
+        print(f"freqd: error: {exc.strerror or exc} ({exc.filename or 'output'}); files already written are "
+              "intact, partial ones were not kept", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ import torch
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temporary file in the target folder, fsync, then ``os.replace`` it.
 
-    The file gets the usual permissions (0o666 minus the umask), unlike ``mkstemp``'s 0o600.
+    The file gets the usual permissions (0o666 minus the umask), unlike ``mkstemp``'s 0o600. The
+    temporary's name carries the writer's pid, so a later write of the same file deletes the
+    temporaries of writers that were killed mid-write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -32,6 +34,21 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _remove_orphans(path)
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporaries of ``path`` left by writers that died mid-write (``kill -9``): their pid is gone."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        if len(parts) != 3 or not parts[0].isdigit():
+            continue
+        try:
+            os.kill(int(parts[0]), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):  # alive under another user, or not a pid
+            continue
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

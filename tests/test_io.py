@@ -57,3 +57,46 @@ def test_interrupted_write_keeps_the_old_file_and_no_temporaries(tmp_path, monke
         atomic_write_json(path, {"new": 1})
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    import os
+
+    target = tmp_path / "results.json"
+    dead = tmp_path / ".results.json.999999999.00ff00ff00ff00ff.tmp"  # above any pid_max: no such process
+    alive = tmp_path / f".results.json.{os.getpid()}.0123456789abcdef.tmp"  # a write in progress
+    other = tmp_path / ".other.json.999999999.00ff00ff00ff00ff.tmp"  # another file's temporary
+    for path in (dead, alive, other):
+        path.write_text("partial")
+    atomic_write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert not dead.exists() and alive.exists() and other.exists()
+
+
+def test_a_write_error_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys):
+    from freqd import io as freqd_io
+    from freqd.cli import main
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "out" / "tokens.json"))
+
+    monkeypatch.setattr(freqd_io.os, "fsync", disk_full)
+    from freqd.cli import build_parser
+
+    args = build_parser().parse_args(["datasets", "list"])
+    args.func = lambda *a: freqd_io.atomic_write_json(tmp_path / "out" / "tokens.json", {})  # a command that writes
+    monkeypatch.setattr("freqd.cli.build_parser", lambda: _Fixed(args))
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("freqd: error: No space left on device") and "Traceback" not in err
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+class _Fixed:
+    """A parser stand-in that returns fixed arguments."""
+
+    def __init__(self, args):
+        self.args = args
+
+    def parse_known_args(self, argv):
+        return self.args, []

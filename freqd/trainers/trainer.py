@@ -121,13 +121,66 @@ class FreqdTrainer(Trainer):
             "optimizer": self.optimizer.state_dict(),
             "freqd": self.metadata,
         }
+        if "resume_state" in kwargs:
+            state["resume"] = kwargs.pop("resume_state")
         atomic_torch_save(state, saved_model_file, pickle_protocol=4)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
+    @property
+    def last_file(self) -> str:
+        """The crash-recovery checkpoint next to the best one: ``<best>-last.pth``."""
+        return str(Path(self.saved_model_file).with_suffix("")) + "-last.pth"
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's ``fit``; with ``saved``, also writes :attr:`last_file` after every validation
+        (model, optimiser, every RNG and loader-generator state, early-stopping counters, history),
+        from which ``--resume`` continues exactly. It is deleted when training ends normally."""
+        pending = getattr(self, "_pending_loader_state", None)
+        generator = getattr(train_data, "generator", None)
+        if pending is not None and isinstance(generator, torch.Generator):
+            generator.set_state(pending)
+        self._pending_loader_state = None
+
+        def after_validation(epoch, score):
+            if saved:
+                self._save_checkpoint(epoch, verbose=False, saved_model_file=self.last_file,
+                                      resume_state=self._resume_state(train_data))
+            if callback_fn is not None:
+                callback_fn(epoch, score)
+
+        result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                             callback_fn=after_validation)
+        Path(self.last_file).unlink(missing_ok=True)
+        return result
+
+    def _resume_state(self, train_data) -> dict[str, Any]:
+        """What an exact resume needs besides the model and optimiser."""
+        import random
+
+        import numpy as np
+
+        generator = getattr(train_data, "generator", None)
+        return {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "loader_generator": generator.get_state() if isinstance(generator, torch.Generator) else None,
+            "recent_scores": list(self._recent_scores),
+            "best_smoothed": self._best_smoothed,
+            "best_epoch": self.best_epoch,
+            "best_valid_result": self.best_valid_result,
+            "best_file": str(self.saved_model_file),
+            "history": self.history,
+        }
+
     def resume_checkpoint(self, resume_file):
         """Continue training from a checkpoint written by this trainer (or RecBole's).
 
+        From a ``-last.pth`` file (:meth:`fit`) the run continues exactly where it stopped: RNG and
+        loader states, early-stopping counters, history, and the best model so far (copied from the
+        interrupted run's best checkpoint). From a best checkpoint it continues from that model.
         The checkpoint must hold the same model and, when it carries freqd's training-data
         fingerprint, the same training split (else a ValueError naming the file: resuming on
         another split trains on its test pairs). The input file is never written: the resumed
@@ -149,10 +202,41 @@ class FreqdTrainer(Trainer):
         if not stored:
             self.logger.warning(f"{resume_file} carries no training-data fingerprint: its split cannot be verified")
         self._restore(checkpoint, resume_file)
-        if Path(self.saved_model_file).resolve() == Path(resume_file).resolve():  # same-second file name
+        taken = {Path(resume_file).resolve()}
+        resume = checkpoint.get("resume")
+        if resume is not None:
+            taken.add(Path(resume["best_file"]).resolve())
+        while Path(self.saved_model_file).resolve() in taken or Path(self.last_file).resolve() in taken:
             self.saved_model_file = str(Path(self.saved_model_file).with_suffix("")) + "-resumed.pth"
-        self._save_checkpoint(int(checkpoint["epoch"]), verbose=False)
+        if resume is None:
+            self._save_checkpoint(int(checkpoint["epoch"]), verbose=False)
+        else:
+            self._restore_exact(resume, resume_file)
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def _restore_exact(self, resume: dict[str, Any], resume_file) -> None:
+        """The rest of a ``-last.pth`` state; the best model so far is copied to this run's checkpoint."""
+        import random
+
+        import numpy as np
+
+        from freqd.io import atomic_write_bytes
+
+        best = Path(resume["best_file"])
+        if not best.is_file():
+            raise FileNotFoundError(f"{resume_file} continues a run whose best checkpoint {best} is gone; "
+                                    "resume from that best checkpoint's copy, or keep it next to the -last file")
+        atomic_write_bytes(self.saved_model_file, best.read_bytes())
+        torch.set_rng_state(resume["torch_rng"])
+        if resume["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(resume["cuda_rng"])
+        np.random.set_state(resume["numpy_rng"])
+        random.setstate(resume["python_rng"])
+        self._pending_loader_state = resume["loader_generator"]
+        self._recent_scores = list(resume["recent_scores"])
+        self._best_smoothed, self.best_epoch = resume["best_smoothed"], resume["best_epoch"]
+        self.best_valid_result = resume["best_valid_result"]
+        self.history = list(resume["history"])
 
     def _restore(self, checkpoint: dict[str, Any], resume_file) -> None:
         """Model, optimiser and early-stopping state from a loaded checkpoint."""
