@@ -20,7 +20,7 @@ from freqd.io import to_jsonable
 
 #: Config keys that change how a run is shown or how fast it runs, not what it computes: left out
 #: of the arm hashes.
-PRESENTATION_KEYS = frozenset({"show_progress", "state", "threads"})
+PRESENTATION_KEYS = frozenset({"show_progress", "state", "threads", "keep_last_checkpoint"})
 #: Keys the comparison sets itself for every run.
 RESERVED_KEYS = frozenset({"seed", "checkpoint_dir", "results_dir", "dataset", "model"})
 #: Defaults added to every run unless the config says otherwise (quiet runs, fixed split).

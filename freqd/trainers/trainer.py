@@ -135,15 +135,18 @@ class FreqdTrainer(Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's ``fit``; with ``saved``, also writes :attr:`last_file` after every validation
         (model, optimiser, every RNG and loader-generator state, early-stopping counters, history),
-        from which ``--resume`` continues exactly. It is deleted when training ends normally."""
+        from which ``--resume`` continues exactly. It is deleted when training ends normally;
+        ``keep_last_checkpoint: False`` skips it (one model-sized write per validation)."""
         pending = getattr(self, "_pending_loader_state", None)
         generator = getattr(train_data, "generator", None)
         if pending is not None and isinstance(generator, torch.Generator):
             generator.set_state(pending)
         self._pending_loader_state = None
 
+        keep_last = self.config["keep_last_checkpoint"] is not False
+
         def after_validation(epoch, score):
-            if saved:
+            if saved and keep_last:
                 self._save_checkpoint(epoch, verbose=False, saved_model_file=self.last_file,
                                       resume_state=self._resume_state(train_data))
             if callback_fn is not None:
