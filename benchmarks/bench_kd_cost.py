@@ -47,9 +47,11 @@ KD_ARMS = {
     "freqd-cooccurrence": ("FreqD", "freqd-cooccurrence.yaml", {}),
     "freqd-paper": ("FreqD", "freqd-reference-paper.yaml", {}),
     "freqd-head": ("FreqD", "freqd-reference-head.yaml", {}),
-    "freqd-paper-fast": ("FreqD", "freqd-reference-paper.yaml", {"freqd_neighbors": 4, "freqd_teacher_rank": 64}),
-    "freqd-mlp": ("FreqD", "freqd.yaml", {"projector": "mlp", "projector_hidden": 210, "projector_per_entity": True,
-                                          "freqd_filter_first": True}),
+    "freqd-mlp": ("FreqD", "freqd-mlp.yaml", {}),
+    "freqd-mlp-hidden64": ("FreqD", "freqd-mlp.yaml", {"projector_hidden": 64}),
+    "freqd-linear-entity": ("FreqD", "freqd.yaml", {"projector_per_entity": True}),
+    "freqd-affine-entity": ("FreqD", "freqd.yaml", {"projector_per_entity": True, "projector_bias": True,
+                                                    "freqd_filter_first": True}),
     # Baselines: their reference settings are freqd's defaults (freqd/properties/kd/<Name>.yaml).
     **{name: (name, None, {}) for name in ("fitnet", "de", "pckd", "htd", "rrd", "dcd", "cd", "unkd", "kd")},
 }

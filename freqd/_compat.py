@@ -1,7 +1,7 @@
 """Make RecBole 1.2.1 run on the current numpy/torch stack, without process-wide switches.
 
 Imported by ``freqd/__init__`` before anything from RecBole. Each fix is local and tested
-(``tests/test_compat.py``); see ``../shared/docs/recbole-notes.md`` §10 for the breakages.
+(``tests/test_compat.py``); README, "RecBole 1.2.1 on a modern stack", lists the breakages.
 """
 
 from __future__ import annotations

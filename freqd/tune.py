@@ -183,6 +183,13 @@ def load_tune_config(path: str | Path, teacher: str | Path | None = None) -> Tun
     for key in sorted(set(space_raw) & set(overrides)):
         raise _fail(source, f"space.{key} is also fixed in overrides")
     space = tuple(_param(source, name, spec) for name, spec in space_raw.items())
+    if overrides.get("strict_keys", True) is not False:
+        from freqd.config import check_keys
+
+        try:
+            check_keys([*overrides, *space_raw], "overrides / space")
+        except ValueError as exc:
+            raise _fail(source, str(exc)) from None
     kd = raw.get("kd")
     if kd is not None:
         from freqd.distillers import get_distiller

@@ -350,6 +350,7 @@ def _check_overrides(overrides: dict, source: Path | None, key: str) -> None:
             raise ComparisonConfigError(
                 f"{_where(source)}{key}: {name!r} is set by the comparison itself "
                 f"({'use seeds / teacher.seed' if name == 'seed' else 'use the dedicated key'})")
+    _check_known(overrides, f"{_where(source)}{key}")
 
 
 def _overrides(value: Any, where: str, key: str) -> dict[str, Any]:
@@ -362,7 +363,19 @@ def _overrides(value: Any, where: str, key: str) -> dict[str, Any]:
                 f"{where}{key}.{name}: set by the comparison itself "
                 f"({'use seeds / teacher.seed' if name == 'seed' else 'use the dedicated key'})")
     _check_threads(mapping, where, f"{key}.threads")
+    _check_known(mapping, f"{where}{key}")
     return dict(mapping)
+
+
+def _check_known(mapping: dict, where: str) -> None:
+    """Unknown config keys (typos) are refused before any run, unless ``strict_keys: False`` is among them."""
+    from freqd.config import check_keys
+
+    if mapping.get("strict_keys", True) is not False:
+        try:
+            check_keys(mapping, where.rstrip(": "))
+        except ValueError as exc:
+            raise ComparisonConfigError(str(exc)) from None
 
 
 def _model_spec(value: Any, base: Path, where: str, key: str, allowed: set[str]) -> ModelSpec:

@@ -1,4 +1,4 @@
-"""CD, collaborative distillation (Lee et al., ICDM 2019; kd-baselines.md §4).
+"""CD, collaborative distillation (Lee et al., ICDM 2019).
 
 Every epoch, per user u, n_s items Ŝ_u are drawn without replacement by rank-aware sampling from
 a pool of the top-n unobserved items of the student's ranking (``cd_guide: student``, recomputed

@@ -1,4 +1,4 @@
-"""DCD, dual correction distillation (Lee and Kim, CIKM 2021; kd-baselines.md §7).
+"""DCD, dual correction distillation (Lee and Kim, CIKM 2021).
 
 Every epoch, for each item i of the teacher's top-N pool of user u, the student's 0-based rank
 rank_S(u,i) among u's unobserved items (a chunked full scoring pass) is compared with the

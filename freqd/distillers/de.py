@@ -1,4 +1,4 @@
-"""DE, Distillation Experts (Kang et al., CIKM 2020, "DE-RRD"; kd-baselines.md §5).
+"""DE, Distillation Experts (Kang et al., CIKM 2020, "DE-RRD").
 
 Loss on a batch of B (user, positive, negative) triples, with B_U, B_+, B_− the unique users,
 positives and negatives:

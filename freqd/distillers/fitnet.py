@@ -1,4 +1,4 @@
-"""FitNet (Romero et al., ICLR 2015) adapted to embeddings (kd-baselines.md §11).
+"""FitNet (Romero et al., ICLR 2015) adapted to embeddings.
 
 Loss on a batch of B triples:
 

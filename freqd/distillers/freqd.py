@@ -1,4 +1,4 @@
-"""FreqD: feature distillation with graph-frequency reweighting (freqd-method.md §5–§11).
+"""FreqD: feature distillation with graph-frequency reweighting (docs/method.md).
 
 Loss on a batch of (user, positive, negative) triples, with B_U, B_+, B_− the unique users,
 positives and negatives:

@@ -1,4 +1,4 @@
-"""HTD, Hierarchical Topology Distillation (Kang et al., KDD 2021; kd-baselines.md §8).
+"""HTD, Hierarchical Topology Distillation (Kang et al., KDD 2021).
 
 Loss on a batch of B triples, over the unique users U and unique items I (positives ∪
 negatives) of the batch:

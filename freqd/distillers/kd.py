@@ -1,4 +1,4 @@
-"""KD, Hinton-style distillation of softened score distributions (kd-baselines.md §2).
+"""KD, Hinton-style distillation of softened score distributions.
 
 The candidate set C_u is the top-K unobserved items of the student's ranking (``kd_guide:
 student``, recomputed every epoch) or of the teacher's (``teacher``, computed once and cached).

@@ -1,5 +1,5 @@
 """PCKD, preference-consistent feature distillation (Zhu and Zhang, TKDE 2025, arXiv 2311.04549;
-class ``CPD`` in woriazzc/KDs; kd-baselines.md §13).
+class ``CPD`` in woriazzc/KDs).
 
 Loss on a batch of B triples with users u_1..u_B (duplicates kept, as in the reference):
 
@@ -16,7 +16,7 @@ Loss on a batch of B triples with users u_1..u_B (duplicates kept, as in the ref
   - ``pckd_consistency: projector`` (reference code): a = post with the student detached, c = pre
     detached. The regulariser trains only the projector, to rank the Q items as the student's
     pre-projection scores do, so matching the teacher after projection also shapes the student.
-  - ``pckd_consistency: teacher`` (kd-baselines.md's reading): a = pre (gradient to the student),
+  - ``pckd_consistency: teacher`` (a reading of the paper's text): a = pre (gradient to the student),
     c = t_u·t_q, the teacher's scores.
 * ℓ for ``pckd_loss: list`` (reference): CE(softmax(c/τ_ce), softmax(a/τ_ce)) over the Q items;
   for ``pair``: −log σ((a_1 − a_2)(c_1 − c_2)) on one pair per user. The reference uses the first
@@ -24,10 +24,10 @@ Loss on a batch of B triples with users u_1..u_B (duplicates kept, as in the ref
 
 **Unverified** against the paper: (1) the regulariser's exact form: the reference code's listwise
 CE and pairwise log-sigmoid are implemented; the listwise variant with a hinge margin that
-kd-baselines.md mentions exists in the reference code but is not called, and is not offered;
+the paper describes exists in the reference code but is not called, and is not offered;
 (2) which side it trains: the reference detaches the student (``projector``); ``teacher`` is
-kd-baselines.md's reading; (3) training items: the reference's top-K did not exclude them, here
-they never appear (kd-baselines.md §0).
+a reading of the paper's text; (3) training items: the reference's top-K did not exclude them, here
+they never appear.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Projectors from the student space R^{d_S} to the teacher space R^{d_T} (freqd-method.md §9)."""
+"""Projectors from the student space R^{d_S} to the teacher space R^{d_T} (docs/method.md)."""
 
 from __future__ import annotations
 

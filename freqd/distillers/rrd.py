@@ -1,4 +1,4 @@
-"""RRD, relaxed ranking distillation (Kang et al., CIKM 2020; kd-baselines.md §6).
+"""RRD, relaxed ranking distillation (Kang et al., CIKM 2020).
 
 Every epoch, per user u: K "interesting" items π_1..π_K drawn without replacement from the
 teacher's top-N unobserved items with probability ∝ exp(−(r+1)/T) (r the 0-based teacher rank)

@@ -1,4 +1,4 @@
-"""UnKD, unbiased knowledge distillation within popularity groups (Chen et al., WSDM 2023; kd-baselines.md §9).
+"""UnKD, unbiased knowledge distillation within popularity groups (Chen et al., WSDM 2023).
 
 Items with training interactions are sorted by popularity and cut into G contiguous groups of
 (as near as contiguous cuts allow) equal total interaction count; an item goes to the group

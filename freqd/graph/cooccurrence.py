@@ -1,4 +1,4 @@
-"""Top-K co-occurrence graphs over users or items (spec §7.2), built without a dense N×N matrix."""
+"""Top-K co-occurrence graphs over users or items (docs/method.md), built without a dense N×N matrix."""
 
 from __future__ import annotations
 

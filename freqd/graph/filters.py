@@ -1,4 +1,4 @@
-"""Polynomial graph filters h(λ) on L = I − Â, edge dropout and curriculum schedules (spec §6, §7.2, §12.1)."""
+"""Polynomial graph filters h(λ) on L = I − Â, edge dropout and curriculum schedules (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class PolynomialFilter:
     """h(λ) = Σ_k a_k λ^k on the normalised Laplacian L = I − Â; H = h(L) = Σ_k b_k Â^k.
 
     λ ∈ [0, 2] is the graph frequency: small λ = smooth over the graph (low), large λ = oscillating
-    (high). The FreqD loss ‖H R‖²_F weights frequency λ by w(λ) = h(λ)² (spec §5), so the sign of h
+    (high). The FreqD loss ‖H R‖²_F weights frequency λ by w(λ) = h(λ)² (docs/method.md), so the sign of h
     does not matter and a zero of h removes that frequency. Trailing zero coefficients are dropped,
     so ``order`` is the true degree (``first_order(0)`` is the identity, order 0).
 
@@ -27,7 +27,7 @@ class PolynomialFilter:
     setting                     frequencies emphasised (λ of L)
     ==========================  ====================================================================
     first_order(α), α < 0       high-boost: w = (1 − αλ)² increases with λ
-    first_order(0)              all-pass, w ≡ 1: plain feature distillation (spec §4)
+    first_order(0)              all-pass, w ≡ 1: plain feature distillation (docs/method.md)
     first_order(α), 0 < α ≤ ½   low-pass, w decreasing on [0, 2]; α = ½ removes λ = 2
     first_order(α), α > ½       not monotone: w = 0 at λ = 1/α, rises to (2α − 1)² at λ = 2
     second_order(α), 0 < α ≤ ½  low-pass, w = (1 − αλ)⁴, steeper than first order
@@ -76,7 +76,7 @@ class PolynomialFilter:
         return out
 
     def weight(self, lam: Num) -> Num:
-        """Spectral loss weight w(λ) = h(λ)² (spec §5)."""
+        """Spectral loss weight w(λ) = h(λ)² (docs/method.md)."""
         h = self.response(lam)
         return h * h
 
@@ -106,7 +106,7 @@ class PolynomialFilter:
 def edge_dropout(adj: Tensor, keep_prob: float, generator: torch.Generator | None = None) -> Tensor:
     """DropEdge on a CSR matrix: keep each nonzero with probability p and scale survivors by 1/p.
 
-    No re-normalisation (spec §7.2 step 5): E[result] = adj, but the result is not symmetric.
+    No re-normalisation: E[result] = adj, but the result is not symmetric.
     ``keep_prob == 1`` returns ``adj`` itself.
     """
     if not 0.0 < keep_prob <= 1.0:
@@ -130,7 +130,7 @@ SCHEDULES = ("const", "cos", "linear", "reverse")
 def alpha_schedule(
     kind: str, epoch: int, alpha0: float, alpha_end: float = 0.0, length: int | None = None
 ) -> float:
-    """α_t for the first-order curriculum h_t(λ) = 1 − α_t λ (spec §12.1); held after ``length`` epochs.
+    """α_t for the first-order curriculum h_t(λ) = 1 − α_t λ (docs/method.md); held after ``length`` epochs.
 
     - ``const``: α_0 (reference FreqD; ``length`` unused);
     - ``cos``: α_end + (α_0 − α_end)(1 + cos(π t/T))/2, low-pass → all-pass (→ high-boost if α_end < 0);

@@ -1,4 +1,4 @@
-"""Batch-local polynomial filtering (spec §11): [H·X]_B from the K-hop neighbourhood of B only."""
+"""Batch-local polynomial filtering (docs/method.md): [H·X]_B from the K-hop neighbourhood of B only."""
 
 from __future__ import annotations
 

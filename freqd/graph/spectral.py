@@ -1,4 +1,4 @@
-"""Spectral references (spec §3–§5): exact per-frequency losses (small graphs), Rayleigh quotients (any graph)."""
+"""Spectral references (docs/method.md): exact per-frequency losses (small graphs), Rayleigh quotients (any graph)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def laplacian_eigh(adj: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def per_frequency_losses(adj: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
-    """(λ_k, L_k) with L_k = ‖u_kᵀ R‖², the spec §4 decomposition: Σ_k L_k = ‖R‖²_F (Parseval)."""
+    """(λ_k, L_k) with L_k = ‖u_kᵀ R‖², the decomposition of docs/method.md: Σ_k L_k = ‖R‖²_F (Parseval)."""
     lam, vecs = laplacian_eigh(adj)
     r = residual.detach().to(torch.float64)
     coeffs = vecs.T @ (r if r.dim() == 2 else r[:, None])
@@ -34,7 +34,7 @@ def rayleigh_quotients(adj: Tensor, residual: Tensor, powers: Sequence[int] = (1
     """tr(Rᵀ L^p R) / tr(Rᵀ R) for each p, with sparse products only (no eigendecomposition).
 
     Equals Σ_k λ_k^p L_k / Σ_k L_k: where the residual's energy sits in the spectrum (per-epoch
-    logging, spec §3). Uses tr(Rᵀ L^p R) = ⟨L^a R, L^(p−a) R⟩ with a = ⌊p/2⌋, so the largest power
+    logging). Uses tr(Rᵀ L^p R) = ⟨L^a R, L^(p−a) R⟩ with a = ⌊p/2⌋, so the largest power
     costs ⌈p/2⌉ products. ``adj`` must be symmetric (no edge dropout). A zero residual gives 0.0.
     """
     if any(p < 0 for p in powers):
