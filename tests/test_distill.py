@@ -241,3 +241,31 @@ def test_each_distiller_brings_its_reference_kd_weight():
     assert Config(model="BPR", dataset="ml-100k", config_dict={**QUIET, "kd_weight": 0.3}, kd="DE")["kd_weight"] == 0.3
     with pytest.raises(ValueError, match="unknown distiller 'Nope'"):
         Config(model="BPR", dataset="ml-100k", config_dict=QUIET, kd="Nope")
+
+
+def test_a_lightgcn_student_step_propagates_once(setup):
+    """The rec loss and the distiller share one propagation per step, and the loss is unchanged by it."""
+    from freqd.distillers import load_teacher
+    from freqd.models import LightGCN
+    from freqd.trainers import DistillTrainer
+
+    checkpoint, _, (train, _, _) = setup
+    config = Config(model="LightGCN", dataset="ml-100k",
+                    config_dict={**QUIET, "embedding_size": 8, "n_layers": 2, "freqd_neighbors": 0}, kd="FreqD")
+    teacher = load_teacher(checkpoint, config, train._dataset)
+    torch.manual_seed(0)
+    student = LightGCN(config, train._dataset)
+    trainer = DistillTrainer(config, student, FreqD(config, teacher, student, train._dataset))
+    calls = []
+    compute = student.compute_embeddings
+    student.compute_embeddings = lambda: calls.append(1) or compute()
+    batch = _batch(seed=4)
+    rec, kd = trainer._losses(batch)
+    assert len(calls) == 1
+    separate_rec = student.calculate_loss(batch)
+    separate_kd = trainer.kd_weight * trainer.distiller(batch, student)
+    assert len(calls) == 3  # outside a step every caller propagates
+    torch.testing.assert_close(rec, separate_rec)
+    torch.testing.assert_close(kd, separate_kd)
+    (rec + kd).backward()
+    assert student.user_embedding.weight.grad.abs().sum() > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -52,9 +54,29 @@ class EmbeddingRecommender(GeneralRecommender):
             for table in (self.user_embedding, self.item_embedding):
                 nn.init.normal_(table.weight, std=float(init_std))
 
-    def embeddings(self) -> tuple[Tensor, Tensor]:
-        """Final user and item tables, differentiable w.r.t. the parameters."""
+    def compute_embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final user and item tables, differentiable w.r.t. the parameters (a subclass's definition)."""
         raise NotImplementedError
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final user and item tables; inside :meth:`one_step` computed once and shared by every caller
+        (the recommendation loss and a distiller: one LightGCN propagation per step, not two)."""
+        shared = getattr(self, "_step_tables", None)
+        if shared is not None:
+            return shared
+        tables = self.compute_embeddings()
+        if getattr(self, "_in_step", False):
+            self._step_tables = tables
+        return tables
+
+    @contextmanager
+    def one_step(self):
+        """A training step whose callers of :meth:`embeddings` share one computation."""
+        self._in_step, self._step_tables = True, None
+        try:
+            yield
+        finally:
+            self._in_step, self._step_tables = False, None
 
     def sparse_tables(self) -> list[nn.Parameter]:
         """The tables whose gradients are row-sparse (to be stepped row-wise); none unless ``sparse_embeddings``."""

@@ -21,7 +21,7 @@ class BPR(EmbeddingRecommender):
         super().__init__(config, dataset)
         self.reset_parameters(config["init_std"])
 
-    def embeddings(self) -> tuple[Tensor, Tensor]:
+    def compute_embeddings(self) -> tuple[Tensor, Tensor]:
         return self.user_embedding.weight, self.item_embedding.weight
 
     def calculate_loss(self, interaction) -> Tensor:

@@ -39,7 +39,7 @@ class LightGCN(EmbeddingRecommender):
         self.register_buffer("norm_adj", adj, persistent=False)
         self.reset_parameters(config["init_std"])
 
-    def embeddings(self) -> tuple[Tensor, Tensor]:
+    def compute_embeddings(self) -> tuple[Tensor, Tensor]:
         x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         total = x
         for _ in range(self.n_layers):

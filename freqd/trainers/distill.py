@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from freqd.trainers.trainer import FreqdTrainer
 
 
@@ -36,8 +38,10 @@ class DistillTrainer(FreqdTrainer):
         return super()._build_optimizer(**kwargs)
 
     def _losses(self, interaction):
-        rec = self.model.calculate_loss(interaction)
-        return rec, self.kd_weight * self.distiller(interaction, self.model)
+        step = getattr(self.model, "one_step", None)
+        with step() if step is not None else nullcontext():  # the student's tables computed once per step
+            rec = self.model.calculate_loss(interaction)
+            return rec, self.kd_weight * self.distiller(interaction, self.model)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.distiller.train()
