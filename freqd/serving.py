@@ -1,4 +1,4 @@
-"""Serve an exported student (``freqd export``): top-K for user tokens with NumPy, no RecBole.
+"""Serve an exported student (``freqd export``): top-K for user tokens with NumPy and torch, no RecBole.
 
 An export folder holds ``model.safetensors`` (the final user and item tables, float32, and the
 items each user has seen as CSR arrays), ``tokens.json`` (the dataset's user and item tokens,
@@ -87,24 +87,38 @@ class Recommender:
 
     def top_k(self, user_ids: np.ndarray, k: int = 20, exclude_seen: bool = True,
               batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """(item indices, scores), each ``len(user_ids) × k``, best first; ties broken by the smaller index."""
-        n_items = self.item_embeddings.shape[0]
+        """(item indices, scores), each ``len(user_ids) × k``, best first; ties broken by the smaller index.
+
+        Scores and the top-k candidates come from torch (``topk`` is ~20× faster than NumPy's
+        ``argpartition`` here); rows whose k-th score is tied beyond k are resolved exactly.
+        """
+        import torch
+
+        items_t = torch.from_numpy(self.item_embeddings)
+        n_items = items_t.shape[0]
         k = max(1, min(int(k), n_items - 1))
+        user_ids = np.asarray(user_ids, dtype=np.int64)
         out_items = np.empty((len(user_ids), k), dtype=np.int64)
         out_scores = np.empty((len(user_ids), k), dtype=np.float32)
         for start in range(0, len(user_ids), batch_size):
             batch = user_ids[start:start + batch_size]
-            scores = self.user_embeddings[batch] @ self.item_embeddings.T
-            scores[:, 0] = -np.inf  # RecBole's padding item
+            scores = torch.from_numpy(self.user_embeddings[batch]) @ items_t.T
+            scores[:, 0] = -torch.inf  # RecBole's padding item
             if exclude_seen:
-                for row, user in enumerate(batch):
-                    scores[row, self.seen_indices[self.seen_indptr[user]:self.seen_indptr[user + 1]]] = -np.inf
-            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
-            for row in np.flatnonzero((scores >= kth[:, None]).sum(axis=1) > k):  # ties at the k-th score
-                candidates = np.flatnonzero(scores[row] >= kth[row])
-                part[row] = candidates[np.lexsort((candidates, -scores[row, candidates]))][:k]
-            part_scores = np.take_along_axis(scores, part, axis=1)
+                begins, ends = self.seen_indptr[batch], self.seen_indptr[batch + 1]
+                counts = ends - begins
+                rows = np.repeat(np.arange(len(batch)), counts)
+                offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+                cols = self.seen_indices[np.repeat(begins, counts) + offsets]
+                scores[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = -torch.inf
+            values, picked = torch.topk(scores, k, dim=1)
+            tied = ((scores >= values[:, -1:]).sum(dim=1) > k).nonzero().flatten().tolist()
+            part, part_scores = picked.numpy(), values.numpy()
+            for row in tied:  # more items share the k-th score than fit: take the smallest indices
+                row_scores = scores[row].numpy()
+                candidates = np.flatnonzero(row_scores >= part_scores[row, -1])
+                chosen = candidates[np.lexsort((candidates, -row_scores[candidates]))][:k]
+                part[row], part_scores[row] = chosen, row_scores[chosen]
             order = np.lexsort((part, -part_scores), axis=1)
             out_items[start:start + len(batch)] = np.take_along_axis(part, order, axis=1)
             out_scores[start:start + len(batch)] = np.take_along_axis(part_scores, order, axis=1)

@@ -432,9 +432,10 @@ def test_command_line_overrides_beat_every_yaml_setting():
 def test_quickstart_defaults_yield_to_the_users_yaml(tmp_path):
     from freqd.compare import quickstart_config
 
-    assert quickstart_config().overrides == {"eval_batch_size": 1_000_000, "stopping_step": 30}
+    assert quickstart_config().overrides == {"eval_batch_size": 1_000_000, "stopping_step": 30,
+                                             "train_sampler": "fast"}
     own = tmp_path / "mine.yaml"
-    own.write_text("stopping_step: 5\n")
+    own.write_text("stopping_step: 5\ntrain_sampler: recbole\n")
     config = quickstart_config(config_files=[str(own)])
     assert config.overrides == {"eval_batch_size": 1_000_000}
     assert config.arm_overrides(config.arms[0], seed=0).get("stopping_step") is None

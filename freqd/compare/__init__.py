@@ -29,7 +29,8 @@ def quickstart_config(model: str = "BPR", dataset: str = "ml-100k", teacher_size
     """``freqd quickstart``: teacher, scratch, plain FD (FreqD α = 0) and FreqD (α) on one dataset.
 
     The sizes and the early-stopping patience (30 evaluations, unless a ``config_files`` YAML sets
-    ``stopping_step``) of ``configs/compare/ml-100k.yaml``; both FreqD arms use FreqD's built-in defaults
+    ``stopping_step``) of ``configs/compare/ml-100k.yaml``, and the fast training loader (unless the
+    files set ``train_sampler``); both FreqD arms use FreqD's built-in defaults
     (those of ``configs/kd/freqd.yaml``: cosine distance), so that it runs without the repository's
     configs.
     """
@@ -37,7 +38,8 @@ def quickstart_config(model: str = "BPR", dataset: str = "ml-100k", teacher_size
         "title": f"quickstart {dataset}",
         "dataset": dataset,
         "config_files": list(config_files),
-        "overrides": {k: v for k, v in {"eval_batch_size": 1_000_000, "stopping_step": 30}.items()
+        "overrides": {k: v for k, v in {"eval_batch_size": 1_000_000, "stopping_step": 30,
+                                        "train_sampler": "fast"}.items()
                       if k not in file_settings(config_files)},
         "teacher": {"model": model, "embedding_size": teacher_size, "seed": 0},
         "student": {"model": model, "embedding_size": student_size},
