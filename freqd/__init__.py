@@ -5,7 +5,7 @@ from freqd._compat import load_checkpoint
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_checkpoint", "Config", "get_model", "run_freqd"]
+__all__ = ["__version__", "load_checkpoint", "Config", "get_model", "run_freqd", "train", "distill", "compare"]
 
 
 def __getattr__(name):
@@ -18,8 +18,16 @@ def __getattr__(name):
         from freqd.models import get_model
 
         return get_model
-    if name == "run_freqd":
+    if name in ("run_freqd", "train"):  # train: the public name
         from freqd.quick_start import run_freqd
 
         return run_freqd
+    if name == "distill":
+        from freqd.quick_start import run_distill
+
+        return run_distill
+    if name == "compare":
+        from freqd.compare import run_comparison
+
+        return run_comparison
     raise AttributeError(f"module 'freqd' has no attribute {name!r}")

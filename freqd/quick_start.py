@@ -115,9 +115,10 @@ def _setup(model, dataset, config_file_list, config_dict, kd: str | None = None)
     return config, data, build_dataloaders(config, data)
 
 
-def _build_model(config, train_data):
+def _build_model(config, train_data, model: str | type | None = None):
+    """The model (``model``, else the config's name) on the training split, seeded like RecBole."""
     init_seed(config["seed"], config["reproducibility"])
-    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    net = get_model(model or config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(f"{config['model']}: {count_parameters(net):,} trainable parameters")
     return net
 
@@ -207,7 +208,7 @@ def run_freqd(
     is called after every validation (:attr:`FreqdTrainer.on_evaluation`).
     """
     config, data, loaders = _setup(model, dataset, config_file_list, config_dict)
-    net = _build_model(config, loaders[0])
+    net = _build_model(config, loaders[0], model)
     run_dir = _run_dir(config)
     trainer = FreqdTrainer(config, net, metadata=_metadata(config, net, data, loaders[0]),
                            metrics_path=run_dir / "metrics.csv")
@@ -226,10 +227,14 @@ def run_distill(
     resume: str | None = None,
     evaluate_test: bool = True,
     on_evaluation: Callable[[int, float], None] | None = None,
+    student_tables: Callable | None = None,
 ) -> dict[str, Any]:
     """Distil the frozen teacher checkpoint ``teacher`` into a new ``student`` with distiller ``kd``.
 
-    ``evaluate_test`` and ``on_evaluation`` as in :func:`run_freqd`.
+    ``student`` is a freqd model name or any RecBole ``GeneralRecommender`` class (stock RecBole
+    BPR, your own model), made a student by :func:`freqd.models.adapt` (its ``user_embedding`` /
+    ``item_embedding`` tables, or what ``student_tables(model)`` returns). ``evaluate_test`` and
+    ``on_evaluation`` as in :func:`run_freqd`.
 
     The dataset defaults to the teacher's. The teacher is checked against the data before any
     training (:func:`freqd.distillers.load_teacher`); the student's checkpoint holds the student
@@ -246,7 +251,9 @@ def run_distill(
         dataset = checkpoint["config"]["dataset"]
     config, data, loaders = _setup(student, dataset, config_file_list, config_dict, kd=kd)
     teacher_model = load_teacher(teacher, config, loaders[0]._dataset, checkpoint=checkpoint)
-    net = _build_model(config, loaders[0])
+    from freqd.models import adapt
+
+    net = adapt(_build_model(config, loaders[0], student), student_tables)
     setup_start = time.perf_counter()
     distiller = distiller_cls(config, teacher_model, net, loaders[0]._dataset)
     setup_seconds = time.perf_counter() - setup_start

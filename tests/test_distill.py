@@ -269,3 +269,30 @@ def test_a_lightgcn_student_step_propagates_once(setup):
     torch.testing.assert_close(kd, separate_kd)
     (rec + kd).backward()
     assert student.user_embedding.weight.grad.abs().sum() > 0
+
+
+def test_stock_recbole_bpr_is_a_student_through_the_adapter(setup):
+    """freqd.distill with RecBole's own BPR class: trained with FreqD, evaluated, saved."""
+    import freqd
+    from recbole.model.general_recommender import BPR as RecBoleBPR
+
+    checkpoint, _, _ = setup
+    result = freqd.distill(checkpoint, RecBoleBPR, "FreqD", config_dict={**QUIET, "epochs": 2, "embedding_size": 8,
+                                                                        "freqd_spectral_log_every": 1})
+    assert result["model"] == "BPR" and result["kd"] == "FreqD"
+    metrics = __import__("pandas").read_csv(f"{result['run_dir']}/metrics.csv")
+    assert metrics["kd_loss"].notna().all() and "rayleigh_1" in metrics.columns
+    state = load_checkpoint(result["checkpoint"])["state_dict"]
+    stock = RecBoleBPR(Config(model=RecBoleBPR, dataset="ml-100k", config_dict={**QUIET, "embedding_size": 8}),
+                       setup[2][0]._dataset)
+    stock.load_state_dict(state)  # the student is RecBole's class, state dict and all
+    assert result["test_result"]["ndcg@20"] > 0
+
+
+def test_adapter_needs_tables():
+    from freqd.models import adapt
+
+    with pytest.raises(ValueError, match="has no user_embedding / item_embedding table"):
+        adapt(torch.nn.Linear(2, 2))
+    module = adapt(torch.nn.Linear(3, 2), tables=lambda m: (m.weight, m.weight))
+    assert module.embedding_size == 3 and module.embeddings()[0].shape == (2, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from recbole.model.abstract_recommender import GeneralRecommender
 
+from freqd.models.adapter import adapt
 from freqd.models.base import EmbeddingRecommender
 from freqd.models.bpr import BPR
 from freqd.models.lightgcn import LightGCN
@@ -39,4 +40,4 @@ def get_model(name: str | type) -> type[GeneralRecommender]:
     )
 
 
-__all__ = ["BPR", "LightGCN", "EmbeddingRecommender", "MODELS", "get_model"]
+__all__ = ["BPR", "LightGCN", "EmbeddingRecommender", "MODELS", "adapt", "get_model"]
