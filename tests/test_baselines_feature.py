@@ -356,6 +356,7 @@ def teacher_checkpoint(tmp_path_factory):
     return str(folder / result["checkpoint"])
 
 
+@pytest.mark.slow
 def test_de_end_to_end_student_checkpoint_serves_alone_and_distiller_state_resumes(teacher_checkpoint, one_thread):
     from freqd.quick_start import run_distill
 

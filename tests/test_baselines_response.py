@@ -443,6 +443,7 @@ def teacher_checkpoint(tmp_path_factory):
     return str(folder / result["checkpoint"])
 
 
+@pytest.mark.slow
 def test_run_distill_rrd_caches_the_teacher_top_n_and_reuses_it(teacher_checkpoint, tmp_path, monkeypatch):
     import pandas as pd
 

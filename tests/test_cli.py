@@ -30,6 +30,7 @@ def test_malformed_override_is_rejected(token):
         parse_overrides([token])
 
 
+@pytest.mark.slow
 def test_train_runs_and_prints_table(capsys, fast_config):
     args = ["train", "--model", "bpr", "--dataset", "ml-100k", "--seed", "3"]
     args += [f"--{k}={v}" for k, v in {**fast_config, "embedding_size": 8, "epochs": 1}.items()]
@@ -73,6 +74,7 @@ def test_dataset_comes_from_the_config_file_unless_given(tmp_path, capsys):
     assert "dataset 'nowhere'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_then_distill(capsys, fast_config):
     overrides = [f"--{k}={v}" for k, v in {**fast_config, "epochs": 1}.items()]
     assert main(["train", "--model", "BPR", "--embedding_size=16", *overrides]) == 0
@@ -88,6 +90,7 @@ def test_distill_with_missing_teacher_exits_2(capsys):
     assert "saved/none.pth" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_quickstart_smoke_prints_the_story(capsys, fast_config, one_thread):
     overrides = [f"--{k}={v}" for k, v in {**fast_config, "epochs": 1}.items()]
     assert main(["quickstart", "--teacher-size", "16", "--student-size", "4", "--no-progress", *overrides]) == 0
@@ -98,6 +101,7 @@ def test_quickstart_smoke_prints_the_story(capsys, fast_config, one_thread):
     assert Path("results/compare/quickstart-ml-100k/report.md").is_file()
 
 
+@pytest.mark.slow
 def test_plot_writes_curves_and_spectral_png(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

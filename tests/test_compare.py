@@ -96,6 +96,7 @@ def metrics_of(out: Path) -> dict:
 
 
 # -- the finished comparison ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_report_files_and_content(done):
     folder, _, report = done
     out = folder / "out"
@@ -124,6 +125,7 @@ def test_report_files_and_content(done):
     assert freqd["latency"]["users"] == 200 and freqd["latency"]["users_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_groups_partition_users_and_items(done):
     _, _, report = done
     groups = report["groups"]
@@ -135,6 +137,7 @@ def test_groups_partition_users_and_items(done):
     assert 0 < groups["items"][0]["n_users"] <= report["n_test_users"]
 
 
+@pytest.mark.slow
 def test_per_user_means_equal_recbole_test_result(done):
     """The mean of the stored per-user metrics is RecBole's test_result (rounded to 6 places)."""
     folder, _, _ = done
@@ -147,6 +150,7 @@ def test_per_user_means_equal_recbole_test_result(done):
                 assert arrays[key].mean() == result["metrics"][key]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["recbole", "reference"])
 def test_per_user_metrics_match_the_trainer_on_each_protocol(done, protocol):
     from freqd.compare.evaluate import aggregate, build_eval_context, load_model, per_user_metrics
@@ -166,6 +170,7 @@ def test_per_user_metrics_match_the_trainer_on_each_protocol(done, protocol):
         assert ours["ndcg@20"] == pytest.approx(per_user["ndcg@20"].sum() / ctx.n_real_users)
 
 
+@pytest.mark.slow
 def test_resume_runs_only_the_missing_result(copy_of, done):
     config, out = copy_of
     before = metrics_of(out)
@@ -175,6 +180,7 @@ def test_resume_runs_only_the_missing_result(copy_of, done):
     assert metrics_of(out) == before
 
 
+@pytest.mark.slow
 def test_two_jobs_store_the_same_results_as_one_and_name_a_failed_run(done, tmp_path):
     """``jobs=2`` in a fresh folder: the teacher, then the arms in two worker processes. The arms that
     finish store the numbers of the one-process run; a failing arm is named with its seed; the
@@ -215,6 +221,7 @@ def test_threads_is_checked_in_the_yaml_and_left_out_of_the_hash(tmp_path):
     assert config.with_overrides(overrides={"threads": 2}).arm_key(config.arms[0], 0, "t")[0] == key
 
 
+@pytest.mark.slow
 def test_arm_subset_reports_finished_runs_without_training(copy_of):
     config, out = copy_of
     (out / "arms" / "freqd" / "s1.json").unlink()
@@ -225,6 +232,7 @@ def test_arm_subset_reports_finished_runs_without_training(copy_of):
         run_comparison(config, out=out, progress=False, arms=["nope"])
 
 
+@pytest.mark.slow
 def test_a_torn_per_user_file_is_recomputed(copy_of):
     config, out = copy_of
     (out / "arms" / "scratch" / "s0.npz").write_bytes(b"torn")
@@ -232,6 +240,7 @@ def test_a_torn_per_user_file_is_recomputed(copy_of):
     assert report["executed"] == [{"arm": "scratch", "seed": 0}]
 
 
+@pytest.mark.slow
 def test_changed_arm_config_is_refused_then_rerun(copy_of):
     config, out = copy_of
     raw = yaml.safe_load(config.read_text())
@@ -244,6 +253,7 @@ def test_changed_arm_config_is_refused_then_rerun(copy_of):
     assert "scratch" not in message and "--rerun-stale" in message
 
 
+@pytest.mark.slow
 def test_changed_teacher_makes_distilled_arms_stale_not_scratch(copy_of):
     config, out = copy_of
     with pytest.raises(StaleResultError) as error:
@@ -253,6 +263,7 @@ def test_changed_teacher_makes_distilled_arms_stale_not_scratch(copy_of):
     assert "arms/freqd/s0.json" in message and "arms/scratch" not in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ["yaml", "argument"])
 def test_existing_checkpoint_as_teacher(done, tmp_path, route):
     """A trained checkpoint named in the YAML, or passed as ``teacher_checkpoint`` in place of the
@@ -284,6 +295,7 @@ def test_teacher_checkpoint_argument_errors(tmp_path, capsys):
     assert "teacher checkpoint 'nowhere.pth' not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_split_seed_gives_every_seed_the_same_split():
     from freqd.quick_start import _setup, dataset_fingerprint
 
@@ -295,6 +307,7 @@ def test_split_seed_gives_every_seed_the_same_split():
 
 
 # -- the CLI and the benchmark script ------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_compare_prints_tables_from_reused_runs(copy_of, capsys):
     from freqd.cli import main
 
@@ -314,6 +327,7 @@ def test_cli_compare_reports_config_errors(tmp_path, capsys):
     assert "'seed' is set by the comparison itself" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_compare_smoke_reproduces_in_a_fresh_folder(done, tmp_path):
     """The benchmark script on the tiny ml-100k config (seed 0), in a fresh folder: the same numbers."""
     spec = importlib.util.spec_from_file_location("bench_compare", REPO / "benchmarks" / "bench_compare.py")

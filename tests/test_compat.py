@@ -37,6 +37,7 @@ def test_stock_recbole_config_does_read_argv(argv_with_flags):
     assert config["epochs"] == 1 and config["tb"] == "short"
 
 
+@pytest.mark.slow
 def test_freqd_never_imports_ray_or_quick_start():
     code = (
         "import sys, freqd, freqd.cli, freqd.quick_start, freqd.trainers, freqd.models;"
@@ -77,6 +78,7 @@ class _Payload:
         return (exec, (self.code,))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["top", "config", "state_dict"])
 def test_load_checkpoint_never_runs_code_from_the_file(tmp_path, where):
     marker = tmp_path / "pwned"
@@ -124,6 +126,7 @@ def test_trusted_loading_is_an_explicit_opt_in(tmp_path, monkeypatch):
     assert marker.exists()  # what the flag's help warns about
 
 
+@pytest.mark.slow
 def test_load_checkpoint_reads_a_real_run_and_rebuilds_its_config(tmp_path):
     from freqd.quick_start import run_freqd
 

@@ -569,6 +569,7 @@ def test_real_citeulike_t_reproduces_kds_split():
         np.testing.assert_array_equal(np.unique(ours, axis=0), np.unique(reference, axis=0))
 
 
+@pytest.mark.slow
 def test_real_gowalla_counts():
     root = real_data_root("gowalla/train.txt", "gowalla/test.txt")
     train, _ = read_lightgcn_txt(root / "gowalla" / "train.txt")

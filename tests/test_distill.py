@@ -75,6 +75,7 @@ def _dense_reference(distiller, student, batch, order_alpha):
     {"freqd_alpha": 0.7, "freqd_order": 1, "projector": "mlp", "projector_hidden": 16},
     {"freqd_coefficients": [1.0, -0.4, 0.05], "projector": "linear", "projector_bias": True},
 ])
+@pytest.mark.slow
 def test_batch_local_loss_equals_dense_full_table_computation(setup, settings):
     distiller, student, _ = _distiller(setup, freqd_graph="bipartite", freqd_distance="mse", **settings)
     distiller.eval()
@@ -83,6 +84,7 @@ def test_batch_local_loss_equals_dense_full_table_computation(setup, settings):
     assert float(loss) == pytest.approx(_dense_reference(distiller, student, batch, settings), rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph", ["cooccurrence", "bipartite"])
 @pytest.mark.parametrize("distance", ["mse", "cosine"])
 @pytest.mark.parametrize("keep_prob", [1.0, 0.5])
@@ -120,6 +122,7 @@ def test_alpha_zero_mse_is_plain_feature_distillation(setup):
     assert float(distiller(batch, student)) == pytest.approx(float(expected), rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph", ["cooccurrence", "bipartite"])
 def test_gradients_reach_student_and_projector_only(setup, graph):
     distiller, student, teacher = _distiller(setup, freqd_graph=graph, projector="experts",
@@ -134,6 +137,7 @@ def test_gradients_reach_student_and_projector_only(setup, graph):
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
 
 
+@pytest.mark.slow
 def test_training_decreases_kd_loss_and_student_checkpoint_serves_alone(setup):
     checkpoint, _, _ = setup
     result = run_distill(checkpoint, "BPR", "FreqD", config_dict={**QUIET, "epochs": 3, "embedding_size": 8,
@@ -196,6 +200,7 @@ def test_stock_recbole_bpr_checkpoint_is_a_valid_teacher(setup, tmp_path):
     assert torch.equal(teacher.item_embedding.weight, model.item_embedding.weight)
 
 
+@pytest.mark.slow
 def test_lightgcn_student_distils_from_bpr_teacher(setup):
     checkpoint, _, _ = setup
     result = run_distill(checkpoint, "LightGCN", "FreqD", config_dict={
@@ -271,6 +276,7 @@ def test_a_lightgcn_student_step_propagates_once(setup):
     assert student.user_embedding.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_stock_recbole_bpr_is_a_student_through_the_adapter(setup):
     """freqd.distill with RecBole's own BPR class: trained with FreqD, evaluated, saved."""
     import freqd

@@ -63,6 +63,7 @@ def _batch(train, n=256, seed=0):
                         "neg_item_id": torch.randint(1, train.item_num, (n,), generator=g)})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", available())
 def test_loss_is_finite_and_only_student_side_learns(setup, name):
     distiller, student, teacher = _build(setup, name)
@@ -80,6 +81,7 @@ def test_loss_is_finite_and_only_student_side_learns(setup, name):
             assert not (value.shape == table.shape and torch.equal(value, table)), f"teacher table in state: {key}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", available())
 def test_a_few_steps_lower_the_loss(setup, name):
     distiller, student, _ = _build(setup, name)

@@ -37,6 +37,7 @@ def _fit(data, monkeypatch, smoothing: int, patience: int, epochs: int = 10):
     return trainer, best_score
 
 
+@pytest.mark.slow
 def test_raw_scores_stop_on_the_spike(data, monkeypatch):
     trainer, best = _fit(data, monkeypatch, smoothing=1, patience=2)
     assert trainer.best_epoch == 1 and best == pytest.approx(0.50)

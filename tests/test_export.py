@@ -60,6 +60,7 @@ def _brute_force_top_k(checkpoint, users, k):
     return out
 
 
+@pytest.mark.slow
 def test_export_serves_the_checkpoints_full_sort_top_k(trained, tmp_path):
     card = export_model(trained, tmp_path / "exp", latency_users=64)
     rec = Recommender.load(tmp_path / "exp")
@@ -90,6 +91,7 @@ def test_ties_at_the_k_th_score_go_to_the_smaller_index():
     assert [item for item, _ in rec.recommend(["u"], k=3)[0]] == ["a", "b", "c"]
 
 
+@pytest.mark.slow
 def test_serving_imports_no_recbole(trained, tmp_path):
     export_model(trained, tmp_path / "exp", latency_users=0)
     code = ("import sys; from freqd.serving import Recommender; r = Recommender.load(sys.argv[1]); "
@@ -98,6 +100,7 @@ def test_serving_imports_no_recbole(trained, tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "exp")], check=True)
 
 
+@pytest.mark.slow
 def test_export_refuses_another_split_and_bad_users(trained, tmp_path):
     with pytest.raises(ValueError, match="different training split"):
         export_model(trained, tmp_path / "other", config_dict={"split_seed": 7}, latency_users=0)
@@ -113,6 +116,7 @@ def test_export_refuses_another_split_and_bad_users(trained, tmp_path):
         Recommender.load(tmp_path / "exp")
 
 
+@pytest.mark.slow
 def test_cli_export_and_recommend(trained, tmp_path, capsys):
     assert main(["export", str(trained), "--out", str(tmp_path / "exp")]) == 0
     assert "model.safetensors" in capsys.readouterr().out

@@ -43,6 +43,7 @@ def test_wide_table_is_the_adjacency_itself():
     assert float(table.weight[1, 1:].abs().sum()) == 0.0
 
 
+@pytest.mark.slow
 def test_narrow_table_is_unbiased_and_keeps_width_entries():
     a = _star_and_path()
     generator = torch.Generator().manual_seed(0)
@@ -168,6 +169,7 @@ def _dense_loss(dataset, student, teacher_users, teacher_items, weight, alpha, b
     return total / len(batch["user_id"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distance", ["cosine", "mse"])
 def test_wide_neighbour_table_gives_the_exact_loss_and_gradient(setup, distance):
     distiller, student, dataset = _distiller(setup, freqd_neighbors=800, freqd_distance=distance)
@@ -184,6 +186,7 @@ def test_wide_neighbour_table_gives_the_exact_loss_and_gradient(setup, distance)
     torch.testing.assert_close(grad, student.user_embedding.weight.grad.float(), rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_narrow_table_is_the_loss_of_its_own_sampled_graph(setup):
     distiller, student, dataset = _distiller(setup, freqd_neighbors=4)
     distiller.on_epoch_start(3)
@@ -210,6 +213,7 @@ def test_narrow_table_is_the_loss_of_its_own_sampled_graph(setup):
     assert not torch.equal(again._neighbors[0][1].index, items.index)
 
 
+@pytest.mark.slow
 def test_ranked_teacher_is_the_top_principal_subspace_and_the_loss_is_exact(setup):
     rank = 12
     distiller, student, dataset = _distiller(setup, freqd_teacher_rank=rank)
@@ -246,6 +250,7 @@ def _projector_fn(distiller, basis=None):
     return project
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distance", ["cosine", "mse"])
 def test_filter_first_mlp_with_wide_neighbour_table_is_the_exact_per_entity_loss(setup, distance):
     """freqd_filter_first + MLP per entity + m ≥ max degree: the dense P_side(H·S) loss, value and gradient."""
@@ -266,6 +271,7 @@ def test_filter_first_mlp_with_wide_neighbour_table_is_the_exact_per_entity_loss
     torch.testing.assert_close(grad, student.item_embedding.weight.grad.float(), rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_ranked_teacher_with_an_mlp_projector_is_exact_for_the_constrained_projector(setup):
     """P = V·M with M an MLP into r coordinates: the loss equals the dense cosine in the full teacher space."""
     distiller, student, dataset = _distiller(setup, freqd_teacher_rank=10, projector="mlp", projector_hidden=16,
@@ -293,6 +299,7 @@ def test_bad_fast_settings_are_refused(setup, settings, message):
         _distiller(setup, **settings)
 
 
+@pytest.mark.slow
 def test_row_budget_is_an_unbiased_subsample_of_the_full_loss(setup):
     """Mean over many draws of the budgeted loss → the full loss; each draw distils ≤ budget rows."""
     full, student, _ = _distiller(setup, freqd_teacher_rank=8)
@@ -320,6 +327,7 @@ def test_defaults_sample_four_neighbours_and_rank_64_only_where_they_apply():
             FreqDSettings(freqd_neighbors=0, freqd_teacher_rank=0).teacher_rank(300)) == (0, 0)
 
 
+@pytest.mark.slow
 def test_filtered_teacher_is_recomputed_only_when_the_filter_changes(setup):
     const, _, _ = _distiller(setup)
     const.on_epoch_start(0)

@@ -537,6 +537,7 @@ def test_dropout_first_order_is_unbiased_with_the_bernoulli_variance(keep_prob):
     np.testing.assert_allclose(samples.std(0)[edge], sigma[edge], rtol=0.15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph", ["bipartite", "user"])
 def test_dropout_second_order_mean_is_exact_h_x(graph):
     """Mean over draws of [H_drop X]_rows → [H X]_rows for H = ((1 − α)I + αÂ)², with per-draw spread.
@@ -627,6 +628,7 @@ def test_dropout_draw_is_shared_by_teacher_and_student(graph, dist_kind, proj):
                for s in range(5)) > 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph", ["bipartite", "cooccurrence"])
 def test_dropout_loss_mean_matches_the_shared_draw_expectation(graph):
     """Mean over steps of FreqD's MSE loss under dropout vs the exact expectation of a shared draw.

@@ -81,6 +81,7 @@ def ml100k_bpr():
     return config, test, FreqdTrainer(config, BPR(config, train._dataset))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", [None, 5])
 def test_full_sort_evaluate_matches_recbole_on_ml100k(ml100k_bpr, chunk):
     config, test, trainer = ml100k_bpr

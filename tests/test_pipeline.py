@@ -27,6 +27,7 @@ def ml100k():
     return config, data, data_preparation(config, data)
 
 
+@pytest.mark.slow
 def test_bpr_matches_stock_recbole_metrics():
     """Same seed and config as stock RecBole BPR on ml-100k -> the same metrics."""
     from recbole.config import Config as RecBoleConfig
@@ -50,6 +51,7 @@ def test_bpr_matches_stock_recbole_metrics():
     assert result["test_result"]["ndcg@20"] > 0.05
 
 
+@pytest.mark.slow
 def test_lightgcn_matches_stock_recbole_propagation(ml100k, monkeypatch):
     """RecBole's LightGCN (with a working adjacency) and ours score identically from one state dict."""
     from recbole.model.general_recommender import LightGCN as RecBoleLightGCN
@@ -131,6 +133,7 @@ def _reference_metrics(model, dataset, train, valid, test, k: int) -> dict:
     return {f"recall@{k}": recall / (n_users - 1), f"ndcg@{k}": ndcg / (n_users - 1)}
 
 
+@pytest.mark.slow
 def test_reference_protocol_matches_independent_computation(fast_config):
     config = Config(model="BPR", dataset="ml-100k", config_dict={**fast_config, "protocol": "reference",
                                                                   "embedding_size": 16})
@@ -150,6 +153,7 @@ def test_reference_protocol_matches_independent_computation(fast_config):
     assert trainer.evaluate(test_recbole, load_best_model=False)["ndcg@20"] != pytest.approx(result["ndcg@20"])
 
 
+@pytest.mark.slow
 def test_run_writes_checkpoint_results_and_metrics(fast_config):
     result = run_freqd("LightGCN", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "n_layers": 1})
     checkpoint = load_checkpoint(result["checkpoint"])
@@ -164,6 +168,7 @@ def test_run_writes_checkpoint_results_and_metrics(fast_config):
     assert "valid_ndcg@20" in lines[0]
 
 
+@pytest.mark.slow
 def test_resume_continues_from_checkpoint(fast_config):
     first = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8})
     resumed = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "epochs": 3},
@@ -171,6 +176,7 @@ def test_resume_continues_from_checkpoint(fast_config):
     assert [row.split(",")[0] for row in open(f"{resumed['run_dir']}/metrics.csv").read().splitlines()[1:]] == ["2"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_split_and_never_writes_its_input(fast_config):
     import hashlib
 
@@ -186,6 +192,7 @@ def test_resume_refuses_another_split_and_never_writes_its_input(fast_config):
     assert load_checkpoint(resumed["checkpoint"])["epoch"] >= 1
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model(fast_config):
     first = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8})
     with pytest.raises(ValueError, match="holds a BPR model, not LightGCN"):

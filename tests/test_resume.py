@@ -40,6 +40,7 @@ def _same(a: dict, b: dict) -> None:
         assert torch.equal(value, second["state_dict"][key]), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["recbole", "fast"])
 def test_killed_training_resumes_bit_identical(monkeypatch, sampler):
     settings = {**RUN, "train_sampler": sampler}
@@ -55,6 +56,7 @@ def test_killed_training_resumes_bit_identical(monkeypatch, sampler):
     _same(whole, resumed)
 
 
+@pytest.mark.slow
 def test_killed_distillation_resumes_bit_identical(monkeypatch, bpr_teacher_32):
     settings = {**RUN, "train_sampler": "fast", "freqd_spectral_log_every": 0, "freqd_neighbors": 2,
                 "projector": "mlp", "projector_per_entity": True, "freqd_filter_first": True, "projector_hidden": 8}
@@ -70,6 +72,7 @@ def test_killed_distillation_resumes_bit_identical(monkeypatch, bpr_teacher_32):
         load_checkpoint(whole["checkpoint"])["freqd"]["distiller_state"].keys()
 
 
+@pytest.mark.slow
 def test_resume_needs_the_interrupted_runs_best_checkpoint(monkeypatch):
     with monkeypatch.context() as patch:
         _kill_at(patch, 4)

@@ -172,6 +172,7 @@ QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False, "embedding_
          "sparse_embeddings": True}
 
 
+@pytest.mark.slow
 def test_lightgcn_refuses_sparse_embeddings(one_thread):
     from freqd.quick_start import run_freqd
 
@@ -179,6 +180,7 @@ def test_lightgcn_refuses_sparse_embeddings(one_thread):
         run_freqd("LightGCN", "ml-100k", config_dict={**QUIET, "epochs": 1})
 
 
+@pytest.mark.slow
 def test_sparse_learner_and_clipping_are_checked(one_thread):
     from freqd.quick_start import run_freqd
 
@@ -188,6 +190,7 @@ def test_sparse_learner_and_clipping_are_checked(one_thread):
         run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "clip_grad_norm": {"max_norm": 1.0}})
 
 
+@pytest.mark.slow
 def test_bpr_trains_with_row_sparse_tables_and_resumes(one_thread):
     from freqd.quick_start import _build_model, _setup, run_freqd
     from freqd.trainers import FreqdTrainer
@@ -231,6 +234,7 @@ def test_bpr_trains_with_row_sparse_tables_and_resumes(one_thread):
                   resume=first["checkpoint"])
 
 
+@pytest.mark.slow
 def test_distilled_sparse_student_steps_tables_row_wise_and_projector_densely(one_thread):
     from freqd.quick_start import run_distill, run_freqd
 

@@ -107,6 +107,7 @@ def test_a_config_file_value_is_refused_naming_the_key(tmp_path, capsys):
     assert "threads=0 is invalid" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_records_the_thread_count_it_set(fast_config, monkeypatch, restore_torch_threads):
     """``--threads 1`` beats ``auto`` (2 here: OMP_NUM_THREADS=2 on at least 2 CPUs), is set and recorded."""
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
@@ -119,6 +120,7 @@ def test_train_records_the_thread_count_it_set(fast_config, monkeypatch, restore
     assert stored["threads"] == 1 and stored["config"]["threads"] == 1
 
 
+@pytest.mark.slow
 def test_auto_is_applied_before_the_data_is_loaded(monkeypatch, restore_torch_threads):
     """Torch already uses the count ``auto`` stands for when the dataset is built; the config holds it."""
     import freqd.quick_start as quick_start

@@ -84,6 +84,7 @@ def test_negatives_uniform_over_each_users_allowed_items(tmp_path):
         assert chisquare(everywhere).pvalue < 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["ml100k_k1", "ml100k_k3"])
 def test_no_training_positive_among_negatives(fixture, request):
     config, recbole_train = request.getfixturevalue(fixture)
@@ -100,6 +101,7 @@ def test_no_training_positive_among_negatives(fixture, request):
     assert n_negatives == 2 * len(loader.dataset) * loader.neg_sample_num
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["ml100k_k1", "ml100k_k3"])
 def test_every_training_interaction_once_per_epoch(fixture, request):
     config, recbole_train = request.getfixturevalue(fixture)
@@ -189,6 +191,7 @@ def test_unsupported_settings_are_refused(ml100k_k1, change, key, value):
     assert value in str(err.value)
 
 
+@pytest.mark.slow
 def test_build_dataloaders_switch():
     config = Config(model="BPR", dataset="ml-100k", config_dict={**QUIET, "train_sampler": "fastest"})
     with pytest.raises(ValueError, match="train_sampler.*'fastest'"):
@@ -202,6 +205,7 @@ def test_build_dataloaders_switch():
     assert test._sampler is train._sampler and train._sampler.phase == "train"
 
 
+@pytest.mark.slow
 def test_run_freqd_with_fast_sampler_resumes_like_an_uninterrupted_run(fast_config):
     """Two epochs, then a resumed third, give the same model as three epochs in one go."""
     settings = {**fast_config, "train_sampler": "fast", "embedding_size": 8, "learning_rate": 0.01,
