@@ -34,6 +34,8 @@ def _distiller(setup, **settings):
     for key in FreqDSettings.__dataclass_fields__:
         config[key] = None
     config["freqd_neighbors"] = 0  # the exact loss (the sampled one has its own tests)
+    # The shared bias-free linear projector unless a test asks for another (its references assume it).
+    config["projector"], config["projector_per_entity"], config["freqd_filter_first"] = "linear", False, False
     for key, value in settings.items():
         config[key] = value
     torch.manual_seed(0)

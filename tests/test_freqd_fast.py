@@ -113,6 +113,8 @@ def _distiller(setup, **settings):
     for key in FreqDSettings.__dataclass_fields__:
         config[key] = None
     config["freqd_neighbors"] = 0  # exact unless a test asks for sampling
+    # The shared bias-free linear projector unless a test asks for another (its references assume it).
+    config["projector"], config["projector_per_entity"], config["freqd_filter_first"] = "linear", False, False
     for key, value in settings.items():
         config[key] = value
     torch.manual_seed(0)
@@ -279,7 +281,7 @@ def test_ranked_teacher_with_an_mlp_projector_is_exact_for_the_constrained_proje
     # The fast defaults apply once the student is filtered first (here pinned to exact neighbourhoods).
     settings = FreqDSettings(projector="mlp", freqd_filter_first=True)
     assert (settings.neighbors(), settings.teacher_rank(400)) == (4, 64)
-    assert FreqDSettings(projector="mlp").neighbors() == 0
+    assert FreqDSettings(projector="mlp", freqd_filter_first=False).neighbors() == 0
     assert distiller.projector.net[-1].out_features == 10
     batch = _batch(seed=5)
     reference = _dense_loss(dataset, student, distiller.t_users, distiller.t_items, None, 0.5, batch, "cosine",
@@ -321,7 +323,9 @@ def test_row_budget_is_an_unbiased_subsample_of_the_full_loss(setup):
 def test_defaults_sample_four_neighbours_and_rank_64_only_where_they_apply():
     s = FreqDSettings()
     assert (s.neighbors(), s.teacher_rank(300), s.teacher_rank(64)) == (4, 64, 0)
-    for other in ({"projector": "mlp"}, {"projector_bias": True}, {"freqd_keep_prob": 0.5}):
+    linear = {"projector": "linear", "freqd_filter_first": False}
+    assert (FreqDSettings(**linear).neighbors(), FreqDSettings(**linear).teacher_rank(300)) == (4, 64)
+    for other in ({"freqd_filter_first": False}, {**linear, "projector_bias": True}, {"freqd_keep_prob": 0.5}):
         assert (FreqDSettings(**other).neighbors(), FreqDSettings(**other).teacher_rank(300)) == (0, 0)
     assert (FreqDSettings(freqd_neighbors=0, freqd_teacher_rank=0).neighbors(),
             FreqDSettings(freqd_neighbors=0, freqd_teacher_rank=0).teacher_rank(300)) == (0, 0)

@@ -192,7 +192,9 @@ def tables(seed: int, dtype=torch.float64):
 
 def make_freqd(settings: dict, s_users, s_items, t_users, t_items, pairs=PAIRS, dtype=torch.float64):
     torch.manual_seed(11)  # projector initialisation
-    config = Config({"freqd_topk": TOPK, "freqd_spectral_log_every": 0, "freqd_neighbors": 0, **settings})
+    # One shared projector applied before the filter unless a test asks otherwise (the dense references' form).
+    config = Config({"freqd_topk": TOPK, "freqd_spectral_log_every": 0, "freqd_neighbors": 0, "projector": "linear",
+                     "projector_per_entity": False, "freqd_filter_first": False, **settings})
     student = Student(s_users, s_items)
     distiller = FreqD(config, Teacher(t_users, t_items), student, TrainData(pairs)).to(dtype)
     return distiller, student

@@ -89,15 +89,20 @@ class FreqDSettings:
     residual's Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, every n epochs (0 = never).
     ``freqd_neighbors``: 0 = exact K-hop neighbourhoods; m ≥ 1 = at most m sampled neighbours per
     node, redrawn every epoch. ``freqd_teacher_rank``: 0 = full teacher space; r ≥ 1 = the
-    bias-free linear projector maps into the top-r principal subspace of the filtered teacher.
-    Unset, they are 4 and 64 with the bias-free linear projector and no edge dropout (64 only for
-    teachers wider than 64), else 0; set explicitly, a value the configuration cannot use is an error.
+    projector maps into the top-r principal subspace of the filtered teacher. Unset, they are 4
+    and 64 when the student is filtered before projection (``freqd_filter_first`` or the bias-free
+    linear projector) and there is no edge dropout (64 only for teachers wider than 64), else 0;
+    set explicitly, a value the configuration cannot use is an error.
     ``freqd_kd_rows``: 0 = every unique batch row; R ≥ 1 = a uniform sample of at most R of them per
     step (users, positives, negatives in proportion), reweighted so the loss stays unbiased.
-    ``projector_per_entity``: one projector for users and one for items (as both reference
-    versions) instead of one shared. ``freqd_filter_first``: compare P(H·S) with H·T (filter the
+    ``projector``: ``mlp`` (default; hidden width ``projector_hidden``, by default (d_S + d_T)/2),
+    ``linear`` (bias-free unless ``projector_bias``) or ``experts``. ``projector_per_entity``
+    (default True): one projector for users and one for items (as both reference versions) instead
+    of one shared. ``freqd_filter_first`` (default True): compare P(H·S) with H·T (filter the
     student, then project it: the paper-era reference) instead of H·P(S) (the current reference,
     for which the spectral identity holds); the two coincide for a bias-free linear projector.
+    These defaults beat the shared bias-free linear map on citeulike-t and lose to it slightly on
+    ml-100k (benchmarks/RESULTS.md §7).
     """
 
     freqd_graph: str = "bipartite"
@@ -115,13 +120,13 @@ class FreqDSettings:
     freqd_neighbors: int | None = None
     freqd_teacher_rank: int | None = None
     freqd_kd_rows: int = 0
-    projector: str = "linear"
+    projector: str = "mlp"
     projector_bias: bool = False
     projector_hidden: int | None = None
     projector_experts: int = 5
     projector_dropout: float = 0.0
-    projector_per_entity: bool = False
-    freqd_filter_first: bool = False
+    projector_per_entity: bool = True
+    freqd_filter_first: bool = True
 
     @classmethod
     def from_config(cls, config) -> FreqDSettings:
@@ -236,8 +241,13 @@ class FreqD(Distiller):
         self.register_buffer("teacher_basis", basis)
         d_out = self.rank or d_teacher
 
+        # An MLP's hidden width defaults to (d_S + d_T) / 2, as the paper-era official projector.
+        hidden = s.projector_hidden
+        if hidden is None and s.projector == "mlp":
+            hidden = (student.embedding_size + d_teacher) // 2
+
         def projector():
-            return build_projector(s.projector, student.embedding_size, d_out, s.projector_hidden,
+            return build_projector(s.projector, student.embedding_size, d_out, hidden,
                                    s.projector_experts, s.projector_dropout, s.projector_bias)
 
         # ``projector`` maps users (and items when shared); ``item_projector`` items when per entity.
