@@ -109,6 +109,15 @@ def _restricted_pickle_module(path: Path):
     no_call = {allowed[("recbole.config.configurator", "Config")], allowed[("freqd.config", "Config")]}
     symbols = ("freqd.models", "recbole.model", "yaml.loader", "yaml")
 
+    enums = {value for value in allowed.values() if isinstance(value, type) and issubclass(value, __import__("enum").Enum)}
+
+    def enum_member(owner, name):
+        """``getattr`` as Python >= 3.12 pickles enum members, for the allowlisted enums only."""
+        if owner not in enums or not isinstance(name, str) or name.startswith("_"):
+            raise UnsafeCheckpointError(f"refusing to load {path}: its pickle calls getattr({owner!r}, {name!r}), "
+                                        "which is not an enum member checkpoints hold")
+        return getattr(owner, name)
+
     def refuse_call(target) -> None:
         if target in no_call:
             raise UnsafeCheckpointError(f"refusing to load {path}: its pickle calls {target.__module__}."
@@ -122,6 +131,8 @@ def _restricted_pickle_module(path: Path):
                 return allowed[(module, name)]
             if (module, name) == (__name__, "_resolve_global"):  # a re-saved symbol: stays a symbol
                 return _symbol
+            if (module, name) == ("builtins", "getattr"):
+                return enum_member
             if module == "numpy.dtypes" and name.endswith("DType"):
                 return getattr(np.dtypes, name)
             if any(module == root or module.startswith(root + ".") for root in symbols) and name[:1].isupper():

@@ -115,6 +115,30 @@ def test_load_checkpoint_never_calls_a_config_constructor(tmp_path):
         load_checkpoint(path)
 
 
+class _Getattr:
+    """Unpickles as getattr(owner, name): how some Python versions pickle enum members."""
+
+    def __init__(self, owner, name) -> None:
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return (getattr, (self.owner, self.name))
+
+
+def test_enum_members_pickled_through_getattr_load_and_nothing_else_does(tmp_path):
+    import collections
+
+    from recbole.utils.enum_type import ModelType
+
+    path = tmp_path / "enum.pth"
+    torch.save({"state_dict": {}, "kind": _Getattr(ModelType, "GENERAL")}, path, pickle_protocol=4)
+    assert load_checkpoint(path)["kind"] is ModelType.GENERAL
+    for owner, name in ((collections.OrderedDict, "fromkeys"), (ModelType, "__class__")):
+        torch.save({"state_dict": {}, "x": _Getattr(owner, name)}, path, pickle_protocol=4)
+        with pytest.raises(UnsafeCheckpointError, match="not an enum member"):
+            load_checkpoint(path)
+
+
 def test_trusted_loading_is_an_explicit_opt_in(tmp_path, monkeypatch):
     marker = tmp_path / "ran"
     content = {"state_dict": {"w": torch.ones(2)}, "extra": _Payload(f"open({str(marker)!r}, 'w').write('x')")}
