@@ -8,7 +8,6 @@ in training and validation (what a full-sort test ranking excludes), the token m
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from datetime import datetime, timezone
@@ -25,14 +24,6 @@ DATA_KEYS = ("split_seed", "seed", "eval_args", "load_col", "benchmark_filename"
              "item_inter_num_interval", "val_interval", "unused_col", "threshold", "rm_dup_inter",
              "filter_inter_by_user_or_item", "USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD",
              "embedding_size", "n_layers", "protocol")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _seen(n_users: int, *datasets) -> tuple[np.ndarray, np.ndarray]:
@@ -54,6 +45,7 @@ def export_model(checkpoint: str | Path, out: str | Path, dataset: str | None = 
 
     from freqd._compat import load_checkpoint
     from freqd.distillers import load_teacher
+    from freqd.distillers.teacher import file_sha256
     from freqd.quick_start import _setup
     from freqd.serving import Recommender
 
@@ -83,7 +75,7 @@ def export_model(checkpoint: str | Path, out: str | Path, dataset: str | None = 
     card: dict[str, Any] = {
         "format": "freqd-export/1",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source_checkpoint": str(path), "source_sha256": _sha256(path),
+        "source_checkpoint": str(path), "source_sha256": file_sha256(path),
         "model": stored["model"], "dataset": stored["dataset"], "embedding_size": int(users.shape[1]),
         "n_users": int(users.shape[0]) - 1, "n_items": int(items.shape[0]) - 1,
         "score": "inner product of user_embeddings and item_embeddings (final tables)",

@@ -63,22 +63,11 @@ class Recommender:
 
     def user_ids(self, users: list[str]) -> np.ndarray:
         """Internal indices of user tokens; an unknown token (or the padding token) is a KeyError naming it."""
-        ids = []
-        for token in users:
-            index = self._user_index.get(str(token), 0)
-            if index == 0:
-                raise KeyError(f"unknown user {token!r}: not among the {len(self.users) - 1} users of this export")
-            ids.append(index)
-        return np.asarray(ids, dtype=np.int64)
+        return _indices(users, self._user_index, "user")
 
     def item_ids(self, items: list[str]) -> np.ndarray:
-        ids = []
-        for token in items:
-            index = self._item_index.get(str(token), 0)
-            if index == 0:
-                raise KeyError(f"unknown item {token!r}: not among the {len(self.items) - 1} items of this export")
-            ids.append(index)
-        return np.asarray(ids, dtype=np.int64)
+        """Internal indices of item tokens, checked like :meth:`user_ids`."""
+        return _indices(items, self._item_index, "item")
 
     def score(self, user: str, items: list[str]) -> np.ndarray:
         """Scores of ``items`` for one user (inner products of the final tables)."""
@@ -129,3 +118,13 @@ class Recommender:
         items, scores = self.top_k(self.user_ids(users), k, exclude_seen)
         return [[(self.items[i], float(s)) for i, s in zip(row_items, row_scores) if np.isfinite(s)]
                 for row_items, row_scores in zip(items, scores)]
+
+
+def _indices(tokens: list[str], index: dict[str, int], kind: str) -> np.ndarray:
+    ids = []
+    for token in tokens:
+        position = index.get(str(token), 0)
+        if position == 0:
+            raise KeyError(f"unknown {kind} {token!r}: not among the {len(index) - 1} {kind}s of this export")
+        ids.append(position)
+    return np.asarray(ids, dtype=np.int64)

@@ -279,12 +279,13 @@ def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, tri
     _resume_interrupted(study)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     runs = out / "runs"
-    bigger = _valid_metric_bigger(config, fixed)
-    # One split for every seed, as in ``freqd compare``, unless the files or overrides choose one.
     from freqd.config import yaml_settings
 
+    settings = {**yaml_settings(config.config_files), **fixed}
+    bigger = str(settings.get("valid_metric_bigger", True)).lower() not in ("false", "0")
+    # One split for every seed, as in ``freqd compare``, unless the files or overrides choose one.
     defaults = {"show_progress": False, "state": "WARNING"}
-    if "split_seed" not in {**yaml_settings(config.config_files), **fixed}:
+    if "split_seed" not in settings:
         defaults["split_seed"] = 2020
 
     def objective(trial) -> float:
@@ -316,14 +317,6 @@ def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, tri
     if remaining:
         study.optimize(objective, n_trials=remaining, catch=(), show_progress_bar=progress)
     return _write_outputs(config, study, out, budget, fixed, bigger)
-
-
-def _valid_metric_bigger(config: TuneConfig, fixed: dict[str, Any]) -> bool:
-    """Whether the validation metric is maximised (RecBole's ``valid_metric_bigger``, default True)."""
-    from freqd.config import yaml_settings
-
-    value = {**yaml_settings(config.config_files), **fixed}.get("valid_metric_bigger", True)
-    return str(value).lower() not in ("false", "0")
 
 
 def _write_outputs(config: TuneConfig, study, out: Path, budget: int, fixed: dict[str, Any],
