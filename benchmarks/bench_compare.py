@@ -90,7 +90,7 @@ def _duration(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from freqd._compat import silence_known_warnings
+    from freqd.compat import silence_known_warnings
     from freqd.cli import _parse_arms, _parse_seeds, _split_overrides, parse_overrides
     from freqd.compare import load_comparison_config, run_comparison
     from freqd.compare.runner import arm_paths, load_result, teacher_paths

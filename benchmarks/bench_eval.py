@@ -4,7 +4,7 @@ On a random sample of test users (``--users``), for each embedding size and each
 scored at once; RecBole's is ``eval_batch_size // n_items``, the dataset YAML's value is always
 included), times:
 
-* ``recbole``: ``FreqdTrainer.evaluate`` on a RecBole ``FullSortEvalDataLoader`` (Recall/NDCG@20),
+* ``recbole``: ``Trainer.evaluate`` on a RecBole ``FullSortEvalDataLoader`` (Recall/NDCG@20),
   the path freqd runs today; only evaluation is timed;
 * ``fullsort``: :func:`freqd.evaluation.fullsort.full_sort_evaluate`, the same metrics from the
   same loader with one reused score buffer and no dense positive matrix;
@@ -14,7 +14,7 @@ included), times:
 Also measured, in the same interleaved repeats: memory bandwidth, as ``2 × bytes / seconds`` for
 ``dst.copy_(src)`` of two 256 MiB float32 tensors (read + write), giving the bound
 ``bandwidth / (n_items × d × 4 B)`` users/s of streaming the item table once per user; and one
-BPR d = 20 training epoch (``FreqdTrainer._train_epoch`` over RecBole's training loader), so that
+BPR d = 20 training epoch (``Trainer._train_epoch`` over RecBole's training loader), so that
 a validation pass over all validation users can be set against ``eval_step`` epochs of training.
 Every repeat runs all arms in a fresh random order; medians are reported. The recbole and fullsort
 arms must give identical metrics, and plain and fullsort identical top-20 lists.
@@ -40,11 +40,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's freqd, not another installed one
 
-from freqd._compat import load_checkpoint, silence_known_warnings  # noqa: E402
+from freqd.checkpoints import load_checkpoint  # noqa: E402
+from freqd.compat import silence_known_warnings  # noqa: E402
 from freqd.evaluation.fullsort import chunk_users, full_sort_evaluate, per_user_csr, rank_topk  # noqa: E402
 from freqd.models import get_model  # noqa: E402
-from freqd.quick_start import _setup  # noqa: E402
-from freqd.trainers import FreqdTrainer  # noqa: E402
+from freqd.runs import setup  # noqa: E402
+from freqd.trainers import Trainer  # noqa: E402
 
 K = 20
 
@@ -119,7 +120,7 @@ def main() -> None:
                    "metrics": ["Recall", "NDCG"], "topk": [K], "checkpoint_dir": tempfile.mkdtemp(prefix="bench-eval-")}
     if args.data_path:
         config_dict["data_path"] = args.data_path
-    config, _, (train, valid, test) = _setup("BPR", args.dataset, [str(dataset_config)], config_dict)
+    config, _, (train, valid, test) = setup("BPR", args.dataset, [str(dataset_config)], config_dict)
     n_items = test._dataset.item_num
     yaml_chunk = int(config["eval_batch_size"]) // n_items
     chunks = sorted({*args.chunks, yaml_chunk, *(chunk_users(config, n_items, dim) for dim in (20, 300))})
@@ -136,9 +137,9 @@ def main() -> None:
             model = model_cls(config, train._dataset)
         if dim == 300 and args.teacher:
             model.load_state_dict(load_checkpoint(args.teacher)["state_dict"])
-        trainers[dim] = FreqdTrainer(config, model)
+        trainers[dim] = Trainer(config, model)
     torch.manual_seed(0)
-    epoch_trainer = FreqdTrainer(config, model_cls(config, train._dataset))
+    epoch_trainer = Trainer(config, model_cls(config, train._dataset))
 
     def recbole_arm(dim, chunk):
         return trainers[dim].evaluate(loaders[chunk], load_best_model=False)

@@ -24,15 +24,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from freqd._compat import silence_known_warnings
+from freqd.compat import silence_known_warnings
 from freqd.config import Config
 from freqd.datasets import prepare_dataset
 from freqd.models import BPR, LightGCN
-from freqd.trainers import FreqdTrainer
+from freqd.trainers import Trainer
 from recbole.config import Config as RecBoleConfig
 from recbole.data import create_dataset, data_preparation
 from recbole.model.general_recommender import LightGCN as RecBoleLightGCN
-from recbole.trainer import Trainer
+from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import init_seed
 
 QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": torch.cuda.is_available()}
@@ -80,8 +80,8 @@ def bench_lightgcn_ml100k(epochs: int) -> dict:
     RecBoleLightGCN.get_norm_adj_mat = _recbole_norm_adj
     settings = {**QUIET, "n_layers": 2, "embedding_size": 64, "reg_weight": 1e-5, "metrics": ["Recall", "NDCG"],
                 "topk": [20], "valid_metric": "NDCG@20", "metric_decimal_place": 6}
-    stock = time_training(RecBoleConfig, RecBoleLightGCN, Trainer, "ml-100k", settings, epochs)
-    ours = time_training(Config, LightGCN, FreqdTrainer, "ml-100k", settings, epochs)
+    stock = time_training(RecBoleConfig, RecBoleLightGCN, RecBoleTrainer, "ml-100k", settings, epochs)
+    ours = time_training(Config, LightGCN, Trainer, "ml-100k", settings, epochs)
     return {
         "recbole": stock,
         "freqd": ours,
@@ -98,7 +98,7 @@ def bench_gowalla(epochs: int) -> dict:
             settings = {**QUIET, **gowalla, "embedding_size": size, "eval_batch_size": 10_000_000,
                         "metrics": ["Recall", "NDCG"], "topk": [20], "valid_metric": "NDCG@20",
                         "fused_optimizer": fused}
-            run = time_training(Config, BPR, FreqdTrainer, "gowalla", settings, epochs)
+            run = time_training(Config, BPR, Trainer, "gowalla", settings, epochs)
             run["eval_users_per_second"] = run["eval_users"] / run["eval_seconds"]
             out[f"bpr_d{size}_{'fused' if fused else 'recbole'}_adam"] = run
     return out

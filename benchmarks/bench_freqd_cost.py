@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from freqd._compat import silence_known_warnings
+from freqd.compat import silence_known_warnings
 
 ARMS = {
     "scratch": None,
@@ -35,16 +35,16 @@ def run_arm(arm: str, dataset: str, teacher: str, epochs: int, threads: int) -> 
     import torch
 
     torch.set_num_threads(threads)
-    from freqd.quick_start import run_distill, run_freqd
+    from freqd.runs import distill, train
 
     settings = {"show_progress": False, "state": "ERROR", "use_gpu": False, "epochs": epochs,
                 "eval_step": epochs + 1, "embedding_size": 20, "train_batch_size": 2048}
     start = time.perf_counter()
     if ARMS[arm] is None:
-        result = run_freqd("BPR", dataset, config_dict=settings, saved=False)
+        result = train("BPR", dataset, config_dict=settings, saved=False)
     else:
         settings["freqd_spectral_log_every"] = 0
-        result = run_distill(teacher, "BPR", "FreqD", dataset=dataset, config_file_list=[str(ROOT / ARMS[arm])],
+        result = distill(teacher, "BPR", "FreqD", dataset=dataset, config_file_list=[str(ROOT / ARMS[arm])],
                              config_dict=settings, saved=False)
     history = json.loads(Path(result["run_dir"], "results.json").read_text())
     import csv
@@ -65,14 +65,14 @@ def make_teacher(dataset: str, size: int) -> str:
     """An initialised (untrained) BPR teacher checkpoint of the given size, on the usual split."""
     from freqd.io import atomic_torch_save
     from freqd.models import BPR
-    from freqd.quick_start import _metadata, _setup
+    from freqd.runs import run_metadata, setup
 
-    config, data, (train, _, _) = _setup("BPR", dataset, None, {"use_gpu": False, "state": "ERROR",
+    config, data, (train, _, _) = setup("BPR", dataset, None, {"use_gpu": False, "state": "ERROR",
                                                                  "embedding_size": size})
     model = BPR(config, train._dataset)
     path = Path("saved") / f"bench-teacher-{dataset}-d{size}.pth"
     atomic_torch_save({"config": config, "state_dict": model.state_dict(), "epoch": 0,
-                       "freqd": _metadata(config, model, data, train)}, path, pickle_protocol=4)
+                       "freqd": run_metadata(config, model, data, train)}, path, pickle_protocol=4)
     return str(path)
 
 

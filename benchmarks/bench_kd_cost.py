@@ -65,10 +65,11 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
     import torch
 
     torch.set_num_threads(threads)
-    from freqd._compat import silence_known_warnings
-    from freqd.distillers import get_distiller, load_teacher
+    from freqd.compat import silence_known_warnings
+    from freqd.checkpoints import load_teacher
+    from freqd.distillers import get_distiller
     from freqd.models import get_model
-    from freqd.quick_start import _setup
+    from freqd.runs import setup
 
     silence_known_warnings()
     kd, yaml_name, arm_settings = KD_ARMS[arm]
@@ -77,7 +78,7 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
                 "train_batch_size": 2048, "freqd_spectral_log_every": 0,
                 # A fresh cache folder: the teacher's top-N is computed, not read back.
                 "checkpoint_dir": tempfile.mkdtemp(prefix="bench-kd-"), **(common or {}), **arm_settings}
-    config, _, (train_data, _, _) = _setup("BPR", dataset, files, settings, kd=kd)
+    config, _, (train_data, _, _) = setup("BPR", dataset, files, settings, kd=kd)
     train = train_data._dataset
     teacher = load_teacher(teacher_path, config, train)
     model_cls = get_model("BPR")

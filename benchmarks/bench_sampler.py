@@ -4,7 +4,7 @@ Per dataset (ml-100k bundled; gowalla when ``freqd datasets prepare gowalla`` ca
 torch thread, BPR's pairwise loader with one uniform negative per positive:
 
 * loader-only seconds per epoch (iterate every batch, no model), median over ``--epochs``;
-* for context, one BPR d=20 scratch training epoch through ``FreqdTrainer`` with each loader.
+* for context, one BPR d=20 scratch training epoch through ``Trainer`` with each loader.
 
 With ``--quality-seeds 0,1,2`` it also trains BPR d=20 from scratch on ml-100k with each loader
 (``configs/dataset/ml-100k.yaml``: early stopping with patience 30, the comparison's split seed)
@@ -29,12 +29,12 @@ import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
-from freqd._compat import silence_known_warnings
+from freqd.compat import silence_known_warnings
 from freqd.config import Config
 from freqd.datasets.train_loader import FastTrainDataLoader
 from freqd.models import BPR
-from freqd.quick_start import dataset_config
-from freqd.trainers import FreqdTrainer
+from freqd.datasets.loading import dataset_config
+from freqd.trainers import Trainer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "dataset"
 QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False, "embedding_size": 20}
@@ -52,7 +52,7 @@ def _loader_epochs(loader, epochs: int) -> list[float]:
 
 def _train_epochs(config, loader, epochs: int) -> list[float]:
     init_seed(config["seed"], True)
-    trainer = FreqdTrainer(config, BPR(config, loader.dataset))
+    trainer = Trainer(config, BPR(config, loader.dataset))
     seconds = []
     for epoch in range(epochs):
         start = time.perf_counter()
@@ -99,11 +99,11 @@ def bench_dataset(name: str, epochs: int, train_epochs: int) -> dict:
 
 def quality(seeds: list[int]) -> dict:
     """Test metrics of BPR d=20 from scratch on ml-100k, per loader, mean ± std over ``seeds``."""
-    from freqd.quick_start import run_freqd
+    from freqd.runs import train
 
     result = {"dataset": "ml-100k", "model": "BPR", "embedding_size": 20, "seeds": seeds}
     for sampler in ("recbole", "fast"):
-        runs = [run_freqd("BPR", "ml-100k", config_file_list=[str(CONFIGS / "ml-100k.yaml")], saved=True,
+        runs = [train("BPR", "ml-100k", config_file_list=[str(CONFIGS / "ml-100k.yaml")], saved=True,
                           config_dict={**QUIET, "seed": seed, "split_seed": 2020, "eval_batch_size": 1_000_000,
                                        "train_sampler": sampler})
                 for seed in seeds]

@@ -1,6 +1,6 @@
 """Does lazy row-sparse Adam cost accuracy? BPR-MF, dense vs ``sparse_embeddings: True``, over seeds.
 
-Each run is ``run_freqd`` with the dataset YAML's early stopping (ml-100k: validation NDCG@20 every
+Each run is ``train`` with the dataset YAML's early stopping (ml-100k: validation NDCG@20 every
 epoch, patience 30) and the README comparison's teacher settings; runs happen in a temporary folder
 (checkpoints and logs are discarded). Prints test NDCG@20/Recall@20 mean ± std per mode.
 
@@ -33,8 +33,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from freqd._compat import silence_known_warnings
-    from freqd.quick_start import run_freqd
+    from freqd.compat import silence_known_warnings
+    from freqd.runs import train
 
     silence_known_warnings()
     files = [str(ROOT / f"configs/dataset/{args.dataset}.yaml")]
@@ -50,7 +50,7 @@ def main() -> None:
                                 "eval_batch_size": 1000000, "sparse_embeddings": sparse,
                                 "show_progress": False, "state": "WARNING"}
                     start = time.perf_counter()
-                    result = run_freqd("BPR", args.dataset, files, settings)
+                    result = train("BPR", args.dataset, files, settings)
                     runs.append({"seed": seed, "mode": "sparse" if sparse else "dense",
                                  "test_ndcg@20": result["test_result"]["ndcg@20"],
                                  "test_recall@20": result["test_result"]["recall@20"],

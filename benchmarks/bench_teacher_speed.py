@@ -2,7 +2,7 @@
 
 A BPR batch touches a few thousand rows of the tables, yet dense Adam rewrites every row each step;
 with ``sparse_embeddings: True`` the tables get sparse gradients and a lazy row-wise Adam. For each
-size, a dense and a sparse model (same initialisation, optimisers built by ``FreqdTrainer`` from the
+size, a dense and a sparse model (same initialisation, optimisers built by ``Trainer`` from the
 same config) take a step on the same batches from RecBole's training loader, alternating so machine
 noise hits both alike. Only the step is timed (zero_grad, forward, backward, optimiser), as wall time
 and as the thread's CPU time (on a shared machine the wall time of short steps is inflated by waiting
@@ -42,10 +42,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from freqd._compat import silence_known_warnings
+    from freqd.compat import silence_known_warnings
     from freqd.models import get_model
-    from freqd.quick_start import _setup
-    from freqd.trainers import FreqdTrainer
+    from freqd.runs import setup
+    from freqd.trainers import Trainer
 
     silence_known_warnings()
     dataset_config = args.dataset_config
@@ -53,7 +53,7 @@ def main() -> None:
         dataset_config = str(ROOT / f"configs/dataset/{args.dataset}.yaml")
     settings = {"show_progress": False, "state": "ERROR", "use_gpu": False, "weight_decay": args.weight_decay,
                 "learner": "adam"}
-    config, _, (train_data, _, _) = _setup("BPR", args.dataset, [dataset_config] if dataset_config else None, settings)
+    config, _, (train_data, _, _) = setup("BPR", args.dataset, [dataset_config] if dataset_config else None, settings)
     train = train_data._dataset
 
     batches, loader_seconds = [], []
@@ -69,7 +69,7 @@ def main() -> None:
         config["embedding_size"], config["sparse_embeddings"] = size, sparse
         torch.manual_seed(0)
         model = get_model("BPR")(config, train)
-        return model, FreqdTrainer(config, model).optimizer
+        return model, Trainer(config, model).optimizer
 
     def step(model, optimizer, batch) -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.thread_time()

@@ -1,15 +1,18 @@
 """freqd: compress recommenders by (frequency-aware) knowledge distillation, on RecBole 1.2.1."""
 
-from freqd import _compat  # noqa: F401  (numpy aliases before any RecBole import)
-from freqd._compat import load_checkpoint
+from freqd import compat  # noqa: F401  (numpy aliases before any RecBole import)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_checkpoint", "Config", "get_model", "run_freqd", "train", "distill", "compare"]
+__all__ = ["__version__", "load_checkpoint", "Config", "get_model", "train", "distill", "compare"]
 
 
 def __getattr__(name):
     """Lazy access to the heavy parts, so ``import freqd`` stays cheap."""
+    if name == "load_checkpoint":
+        from freqd.checkpoints import load_checkpoint
+
+        return load_checkpoint
     if name == "Config":
         from freqd.config import Config
 
@@ -18,14 +21,14 @@ def __getattr__(name):
         from freqd.models import get_model
 
         return get_model
-    if name in ("run_freqd", "train"):  # train: the public name
-        from freqd.quick_start import run_freqd
+    if name == "train":
+        from freqd.runs import train
 
-        return run_freqd
+        return train
     if name == "distill":
-        from freqd.quick_start import run_distill
+        from freqd.runs import distill
 
-        return run_distill
+        return distill
     if name == "compare":
         from freqd.compare import run_comparison
 

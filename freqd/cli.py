@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from freqd._compat import TRUST_ENV
+from freqd.checkpoints import TRUST_ENV
 
 EPILOG = """config overrides:
   any further --key=value is a RecBole/freqd config key, e.g. --embedding_size=20
@@ -84,12 +84,12 @@ def _thread_option(args, overrides) -> None:
 
 
 def cmd_train(args, overrides) -> int:
-    from freqd.quick_start import run_freqd
+    from freqd.runs import train
 
     _thread_option(args, overrides)
     if args.seed is not None:
         overrides["seed"] = args.seed
-    result = run_freqd(
+    result = train(
         args.model, args.dataset, config_file_list=args.config, config_dict=overrides, resume=args.resume
     )
     print(_table([summary_row(result["model"], result)], SUMMARY_COLUMNS))
@@ -98,14 +98,14 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_distill(args, overrides) -> int:
-    from freqd.quick_start import run_distill
+    from freqd.runs import distill
 
     _thread_option(args, overrides)
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.embedding_size is not None:
         overrides["embedding_size"] = args.embedding_size
-    result = run_distill(args.teacher, args.student, args.kd, dataset=args.dataset, config_file_list=args.config,
+    result = distill(args.teacher, args.student, args.kd, dataset=args.dataset, config_file_list=args.config,
                          config_dict=overrides, resume=args.resume)
     print(_table([summary_row(f"{result['model']} <- {result['kd']}", result)], SUMMARY_COLUMNS))
     print(f"checkpoint: {result['checkpoint']}\nresults:    {result['run_dir']}/results.json")
@@ -396,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = parse_overrides(extra)
-    from freqd._compat import silence_known_warnings
+    from freqd.compat import silence_known_warnings
 
     silence_known_warnings()
 

@@ -43,10 +43,10 @@ def export_model(checkpoint: str | Path, out: str | Path, dataset: str | None = 
     """Write ``out``/{model.safetensors, tokens.json, card.json} for ``checkpoint``; return the card."""
     from safetensors.numpy import save
 
-    from freqd._compat import load_checkpoint
-    from freqd.distillers import load_teacher
-    from freqd.distillers.teacher import file_sha256
-    from freqd.quick_start import _setup
+    from freqd.checkpoints import load_checkpoint
+    from freqd.checkpoints import load_teacher
+    from freqd.io import file_sha256
+    from freqd.runs import setup
     from freqd.serving import Recommender
 
     path = Path(checkpoint)
@@ -57,7 +57,7 @@ def export_model(checkpoint: str | Path, out: str | Path, dataset: str | None = 
     data_settings = {key: stored[key] for key in DATA_KEYS if stored[key] is not None}
     settings = {**data_settings, "show_progress": False, "state": "WARNING", **(config_dict or {})}
     dataset = dataset or stored["dataset"]
-    config, _, (train, valid, _) = _setup(stored["model"], dataset, config_file_list, settings)
+    config, _, (train, valid, _) = setup(stored["model"], dataset, config_file_list, settings)
     model = load_teacher(path, config, train._dataset, checkpoint=state)  # checks dataset, sizes, fingerprint
     with torch.no_grad():
         users, items = (t.detach().float().cpu().numpy().copy() for t in model.embeddings())

@@ -1,7 +1,9 @@
-"""Atomic file writes: readers never see a half-written file, an interrupted write keeps the old one."""
+"""Atomic file writes (readers never see a half-written file, an interrupted write keeps the old one)
+and file hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -82,3 +84,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str], **kwargs: Any) -> 
     buffer = io.BytesIO()
     torch.save(obj, buffer, **kwargs)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """sha256 of a file's bytes: the key of per-teacher caches (top-N rankings)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -249,7 +249,7 @@ def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, tri
     import optuna
     from optuna.trial import TrialState
 
-    from freqd.quick_start import run_distill, run_freqd
+    from freqd.runs import distill, train
 
     config = config if isinstance(config, TuneConfig) else load_tune_config(config)
     budget = config.trials if trials is None else int(trials)
@@ -304,9 +304,9 @@ def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, tri
         common = dict(config_file_list=files, config_dict=config_dict, saved=False, evaluate_test=False,
                       on_evaluation=report)
         if config.kd is None:
-            result = run_freqd(config.model, config.dataset, **common)
+            result = train(config.model, config.dataset, **common)
         else:
-            result = run_distill(str(config.teacher), config.model, config.kd, dataset=config.dataset, **common)
+            result = distill(str(config.teacher), config.model, config.kd, dataset=config.dataset, **common)
         for key in ("best_epoch", "epochs_run", "converged", "run_dir"):
             trial.set_user_attr(key, result[key])
         trial.set_user_attr("valid_metric", result["config"]["valid_metric"])

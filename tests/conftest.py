@@ -59,13 +59,13 @@ def one_thread(monkeypatch):
 @pytest.fixture(scope="session")
 def bpr_teacher_32(tmp_path_factory) -> str:
     """Checkpoint path of a 32-d BPR teacher trained 2 epochs on ml-100k, shared by the FreqD tests."""
-    from freqd.quick_start import run_freqd
+    from freqd.runs import train
 
     folder = tmp_path_factory.mktemp("bpr-teacher-32")
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        result = run_freqd("BPR", "ml-100k", config_dict={"show_progress": False, "state": "ERROR", "use_gpu": False,
+        result = train("BPR", "ml-100k", config_dict={"show_progress": False, "state": "ERROR", "use_gpu": False,
                                                           "epochs": 2, "embedding_size": 32})
     finally:
         os.chdir(cwd)

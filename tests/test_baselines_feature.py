@@ -342,14 +342,14 @@ def test_missing_config_keys_take_the_reference_defaults():
 # -- end to end on ml-100k -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def teacher_checkpoint(tmp_path_factory):
-    from freqd.quick_start import run_freqd
+    from freqd.runs import train
 
     folder = tmp_path_factory.mktemp("feature-teacher")
     cwd, threads = os.getcwd(), torch.get_num_threads()
     os.chdir(folder)
     torch.set_num_threads(1)
     try:
-        result = run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "embedding_size": 16})
+        result = train("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "embedding_size": 16})
     finally:
         os.chdir(cwd)
         torch.set_num_threads(threads)
@@ -358,17 +358,17 @@ def teacher_checkpoint(tmp_path_factory):
 
 @pytest.mark.slow
 def test_de_end_to_end_student_checkpoint_serves_alone_and_distiller_state_resumes(teacher_checkpoint, one_thread):
-    from freqd.quick_start import run_distill
+    from freqd.runs import distill
 
     settings = {**QUIET, "embedding_size": 8, "train_batch_size": 8192, "de_experts": 2,
                 "de_anneal_epochs": 2}
-    first = run_distill(teacher_checkpoint, "BPR", "DE", config_dict={**settings, "epochs": 1})
+    first = distill(teacher_checkpoint, "BPR", "DE", config_dict={**settings, "epochs": 1})
     saved = load_checkpoint(first["checkpoint"])
     assert set(saved["state_dict"]) == {"user_embedding.weight", "item_embedding.weight"}
     state = saved["freqd"]["distiller_state"]
     assert state and all(k.startswith(("user_experts.", "item_experts.")) for k in state)
     assert saved["freqd"]["kd"] == "DE"
-    resumed = run_distill(teacher_checkpoint, "BPR", "DE", config_dict={**settings, "epochs": 2},
+    resumed = distill(teacher_checkpoint, "BPR", "DE", config_dict={**settings, "epochs": 2},
                           resume=first["checkpoint"])
     import pandas as pd
 

@@ -1,7 +1,7 @@
 """Response-based baselines RRD, DCD, CD, UnKD, KD: known answers, sampling masks, settings, end to end.
 
 Most cases are tiny hand-made data (6 users, 40 items) scored by naive Python loops; the last
-test distils on ml-100k through ``run_distill`` and checks the teacher top-N cache.
+test distils on ml-100k through ``distill`` and checks the teacher top-N cache.
 """
 
 from __future__ import annotations
@@ -431,13 +431,13 @@ QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False}
 
 @pytest.fixture(scope="module")
 def teacher_checkpoint(tmp_path_factory):
-    from freqd.quick_start import run_freqd
+    from freqd.runs import train
 
     folder = tmp_path_factory.mktemp("teacher")
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        result = run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "embedding_size": 16})
+        result = train("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "embedding_size": 16})
     finally:
         os.chdir(cwd)
     return str(folder / result["checkpoint"])
@@ -447,11 +447,11 @@ def teacher_checkpoint(tmp_path_factory):
 def test_run_distill_rrd_caches_the_teacher_top_n_and_reuses_it(teacher_checkpoint, tmp_path, monkeypatch):
     import pandas as pd
 
-    from freqd.quick_start import run_distill
+    from freqd.runs import distill
 
     config = {**QUIET, "epochs": 1, "embedding_size": 8, "rrd_pool": 50, "rrd_interesting": 10,
               "rrd_uninteresting": 20}
-    first = run_distill(teacher_checkpoint, "BPR", "RRD", config_dict=config)
+    first = distill(teacher_checkpoint, "BPR", "RRD", config_dict=config)
     cached = list((tmp_path / "saved" / "teacher_topk").glob("*.pt"))
     assert len(cached) == 1
     assert torch.load(cached[0], weights_only=True)["topk"].shape[1] == 50
@@ -462,6 +462,6 @@ def test_run_distill_rrd_caches_the_teacher_top_n_and_reuses_it(teacher_checkpoi
         raise AssertionError("the teacher top-N was recomputed instead of read from the cache")
 
     monkeypatch.setattr(rankings, "topk_unobserved", recompute)
-    second = run_distill(teacher_checkpoint, "BPR", "RRD", config_dict=config)
+    second = distill(teacher_checkpoint, "BPR", "RRD", config_dict=config)
     assert list((tmp_path / "saved" / "teacher_topk").glob("*.pt")) == cached
     assert second["test_result"]["ndcg@20"] >= 0

@@ -154,7 +154,7 @@ def test_per_user_means_equal_recbole_test_result(done):
 @pytest.mark.parametrize("protocol", ["recbole", "reference"])
 def test_per_user_metrics_match_the_trainer_on_each_protocol(done, protocol):
     from freqd.compare.evaluate import aggregate, build_eval_context, load_model, per_user_metrics
-    from freqd.trainers import FreqdTrainer
+    from freqd.trainers import Trainer
 
     folder, config, _ = done
     comparison = load_comparison_config(config).with_overrides(overrides={"protocol": protocol})
@@ -162,7 +162,7 @@ def test_per_user_metrics_match_the_trainer_on_each_protocol(done, protocol):
     model = load_model(folder / "out" / json.loads((folder / "out" / "teacher.json").read_text())["checkpoint"], ctx)
     per_user = per_user_metrics(model, ctx, (10, 20), 20)
     ours = aggregate(per_user, ctx, ["recall@10", "recall@20", "ndcg@10", "ndcg@20"])
-    trainer = FreqdTrainer(ctx.config, model, metadata={"n_real_users": ctx.n_real_users})
+    trainer = Trainer(ctx.config, model, metadata={"n_real_users": ctx.n_real_users})
     expected = trainer.evaluate(ctx.test_data, load_best_model=False)
     for key, value in ours.items():
         assert value == pytest.approx(expected[key], abs=5.01e-7)
@@ -297,10 +297,11 @@ def test_teacher_checkpoint_argument_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_split_seed_gives_every_seed_the_same_split():
-    from freqd.quick_start import _setup, dataset_fingerprint
+    from freqd.datasets.loading import dataset_fingerprint
+    from freqd.runs import setup
 
     def fingerprint(**settings):
-        _, _, (train, _, _) = _setup("BPR", "ml-100k", None, {"state": "ERROR", "use_gpu": False, **settings})
+        _, _, (train, _, _) = setup("BPR", "ml-100k", None, {"state": "ERROR", "use_gpu": False, **settings})
         return dataset_fingerprint(train._dataset)
 
     assert fingerprint(seed=0, split_seed=2020) == fingerprint(seed=1, split_seed=2020) != fingerprint(seed=1)
@@ -457,15 +458,15 @@ def test_quickstart_defaults_yield_to_the_users_yaml(tmp_path):
 
 def test_yaml_settings_merge_and_errors(tmp_path):
     from freqd.compare.config import file_settings
-    from freqd.quick_start import _file_settings
+    from freqd.runs import data_settings
 
     first, second, bad = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "bad.yaml"
     first.write_text("dataset: ml-100k\nepochs: 3\n")
     second.write_text("epochs: 5\nsplit_seed: 7\n")
     bad.write_text("- a list\n")
     assert file_settings([first, second]) == {"dataset": "ml-100k", "epochs": 5, "split_seed": 7}
-    assert _file_settings([str(first), str(second)]) == {"dataset": "ml-100k", "split_seed": 7}
+    assert data_settings([str(first), str(second)]) == {"dataset": "ml-100k", "split_seed": 7}
     with pytest.raises(ComparisonConfigError, match="bad.yaml must hold a mapping"):
         file_settings([bad])
     with pytest.raises(ValueError, match="bad.yaml must hold a mapping"):
-        _file_settings([str(bad)])
+        data_settings([str(bad)])

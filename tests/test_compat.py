@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from freqd import load_checkpoint
-from freqd._compat import TRUST_ENV, UnsafeCheckpointError
+from freqd.checkpoints import TRUST_ENV, UnsafeCheckpointError
 from freqd.cli import main
 from freqd.config import Config
 
@@ -40,7 +40,7 @@ def test_stock_recbole_config_does_read_argv(argv_with_flags):
 @pytest.mark.slow
 def test_freqd_never_imports_ray_or_quick_start():
     code = (
-        "import sys, freqd, freqd.cli, freqd.quick_start, freqd.trainers, freqd.models;"
+        "import sys, freqd, freqd.cli, freqd.runs, freqd.trainers, freqd.models;"
         "bad = [m for m in ('ray', 'recbole.quick_start') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -152,9 +152,9 @@ def test_trusted_loading_is_an_explicit_opt_in(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_load_checkpoint_reads_a_real_run_and_rebuilds_its_config(tmp_path):
-    from freqd.quick_start import run_freqd
+    from freqd.runs import train
 
-    result = run_freqd("BPR", "ml-100k", config_dict={"show_progress": False, "state": "ERROR", "use_gpu": False,
+    result = train("BPR", "ml-100k", config_dict={"show_progress": False, "state": "ERROR", "use_gpu": False,
                                                       "epochs": 1, "embedding_size": 4})
     loaded = load_checkpoint(result["checkpoint"])
     assert isinstance(loaded["config"], Config)

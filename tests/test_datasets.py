@@ -408,7 +408,7 @@ def test_check_atomic_file_is_fast(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::Warning:recbole.*", "ignore:__array_wrap__:DeprecationWarning")
 def test_benchmark_files_load_in_recbole(tmp_path, monkeypatch):
-    import freqd._compat  # noqa: F401  (numpy-2 aliases RecBole 1.2.1 needs)
+    import freqd.compat  # noqa: F401  (numpy-2 aliases RecBole 1.2.1 needs)
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
 

@@ -10,10 +10,11 @@ from recbole.utils import init_seed
 
 from freqd import load_checkpoint
 from freqd.config import Config
-from freqd.distillers import FreqD, FreqDSettings, load_teacher
+from freqd.checkpoints import load_teacher
+from freqd.distillers import FreqD, FreqDSettings
 from freqd.evaluation import build_dataloaders
 from freqd.models import BPR
-from freqd.quick_start import run_distill
+from freqd.runs import distill
 
 QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False}
 
@@ -142,7 +143,7 @@ def test_gradients_reach_student_and_projector_only(setup, graph):
 @pytest.mark.slow
 def test_training_decreases_kd_loss_and_student_checkpoint_serves_alone(setup):
     checkpoint, _, _ = setup
-    result = run_distill(checkpoint, "BPR", "FreqD", config_dict={**QUIET, "epochs": 3, "embedding_size": 8,
+    result = distill(checkpoint, "BPR", "FreqD", config_dict={**QUIET, "epochs": 3, "embedding_size": 8,
                                                                  "learning_rate": 0.01})
     import pandas as pd
 
@@ -205,7 +206,7 @@ def test_stock_recbole_bpr_checkpoint_is_a_valid_teacher(setup, tmp_path):
 @pytest.mark.slow
 def test_lightgcn_student_distils_from_bpr_teacher(setup):
     checkpoint, _, _ = setup
-    result = run_distill(checkpoint, "LightGCN", "FreqD", config_dict={
+    result = distill(checkpoint, "LightGCN", "FreqD", config_dict={
         **QUIET, "epochs": 1, "embedding_size": 8, "n_layers": 2, "freqd_graph": "cooccurrence"})
     assert result["model"] == "LightGCN" and result["teacher_model"] == "BPR"
 
@@ -252,7 +253,7 @@ def test_each_distiller_brings_its_reference_kd_weight():
 
 def test_a_lightgcn_student_step_propagates_once(setup):
     """The rec loss and the distiller share one propagation per step, and the loss is unchanged by it."""
-    from freqd.distillers import load_teacher
+    from freqd.checkpoints import load_teacher
     from freqd.models import LightGCN
     from freqd.trainers import DistillTrainer
 

@@ -17,11 +17,12 @@ from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from freqd.config import Config
-from freqd.distillers import available, get_distiller, load_teacher
+from freqd.checkpoints import load_teacher
+from freqd.distillers import available, get_distiller
 from freqd.distillers.teacher import teacher_tables
 from freqd.evaluation import build_dataloaders
 from freqd.models import BPR
-from freqd.quick_start import run_freqd
+from freqd.runs import train
 
 QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False}
 
@@ -32,7 +33,7 @@ def setup(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        teacher = run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": 3, "embedding_size": 32,
+        teacher = train("BPR", "ml-100k", config_dict={**QUIET, "epochs": 3, "embedding_size": 32,
                                                            "learning_rate": 0.01})
         config = Config(model="BPR", dataset="ml-100k",
                         config_dict={**QUIET, "embedding_size": 8, "checkpoint_dir": str(folder / "saved")})

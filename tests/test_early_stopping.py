@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from recbole.data import create_dataset
-from recbole.trainer import Trainer
+from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import init_seed
 
 from freqd.config import Config
 from freqd.evaluation import build_dataloaders
 from freqd.models import BPR
-from freqd.trainers import FreqdTrainer
+from freqd.trainers import Trainer
 
 #: A run whose second evaluation is a one-off spike, then a slow climb that never reaches it.
 SCORES = [0.10, 0.50, 0.20, 0.25, 0.30, 0.32, 0.31, 0.30, 0.29, 0.28]
@@ -27,11 +27,11 @@ def data():
 def _fit(data, monkeypatch, smoothing: int, patience: int, epochs: int = 10):
     config, (train, valid, _) = data
     scores = iter(SCORES)
-    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, *a, **k: 0.0)
-    monkeypatch.setattr(Trainer, "_valid_epoch", lambda self, *a, **k: (next(scores), {"ndcg@20": 0.0}))
+    monkeypatch.setattr(RecBoleTrainer, "_train_epoch", lambda self, *a, **k: 0.0)
+    monkeypatch.setattr(RecBoleTrainer, "_valid_epoch", lambda self, *a, **k: (next(scores), {"ndcg@20": 0.0}))
     for key, value in {"valid_smoothing": smoothing, "stopping_step": patience, "eval_step": 1, "epochs": epochs}.items():
         config[key] = value
-    trainer = FreqdTrainer(config, BPR(config, train._dataset))
+    trainer = Trainer(config, BPR(config, train._dataset))
     trainer.last_eval_seconds = 0.0
     best_score, _ = trainer.fit(train, valid, saved=False, show_progress=False)
     return trainer, best_score
@@ -64,14 +64,14 @@ def test_bad_smoothing_is_refused(data):
     config, (train, _, _) = data
     config["valid_smoothing"] = 0
     with pytest.raises(ValueError, match="valid_smoothing must be >= 1"):
-        FreqdTrainer(config, BPR(config, train._dataset))
+        Trainer(config, BPR(config, train._dataset))
 
 
 def test_resume_keeps_the_checkpoint_as_the_best_so_far(data, monkeypatch):
     config, (train, _, _) = data
     trainer, best = _fit(data, monkeypatch, smoothing=3, patience=2)
     trainer._save_checkpoint(trainer.best_epoch, verbose=False)
-    resumed = FreqdTrainer(config, BPR(config, train._dataset))
+    resumed = Trainer(config, BPR(config, train._dataset))
     resumed.resume_checkpoint(trainer.saved_model_file)
     assert resumed.best_epoch == trainer.best_epoch == 3
     assert resumed._best_smoothed == pytest.approx(best)

@@ -15,7 +15,7 @@ from freqd.cli import main
 from freqd.config import Config
 from freqd.evaluation import build_dataloaders
 from freqd.export import export_model
-from freqd.quick_start import run_freqd
+from freqd.runs import train
 from freqd.serving import Recommender
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        result = run_freqd("BPR", "ml-100k", config_dict=RUN)
+        result = train("BPR", "ml-100k", config_dict=RUN)
     finally:
         os.chdir(cwd)
     return folder / result["checkpoint"]

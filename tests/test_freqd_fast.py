@@ -14,7 +14,8 @@ from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from freqd.config import Config
-from freqd.distillers import FreqD, FreqDSettings, load_teacher
+from freqd.checkpoints import load_teacher
+from freqd.distillers import FreqD, FreqDSettings
 from freqd.evaluation import build_dataloaders
 from freqd.graph import PolynomialFilter, sample_neighbors, sampled_filter_rows
 from freqd.models import BPR

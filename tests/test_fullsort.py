@@ -14,7 +14,7 @@ from recbole.utils import init_seed
 from freqd.config import Config
 from freqd.evaluation.fullsort import full_sort_evaluate, rank_topk, topk_hits
 from freqd.models import BPR
-from freqd.trainers import FreqdTrainer
+from freqd.trainers import Trainer
 
 K = 5
 
@@ -78,7 +78,7 @@ def ml100k_bpr():
     init_seed(config["seed"], True)
     data = create_dataset(config)
     train, _, test = data_preparation(config, data)
-    return config, test, FreqdTrainer(config, BPR(config, train._dataset))
+    return config, test, Trainer(config, BPR(config, train._dataset))
 
 
 @pytest.mark.slow

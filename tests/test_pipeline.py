@@ -14,8 +14,8 @@ from freqd import load_checkpoint
 from freqd.config import Config
 from freqd.evaluation import build_dataloaders
 from freqd.models import BPR, LightGCN
-from freqd.quick_start import run_freqd
-from freqd.trainers import FreqdTrainer
+from freqd.runs import train
+from freqd.trainers import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_bpr_matches_stock_recbole_metrics():
     stock.fit(train, valid, saved=False)
     expected = stock.evaluate(test, load_best_model=False)
 
-    result = run_freqd("BPR", "ml-100k", config_dict=dict(settings), saved=False)
+    result = train("BPR", "ml-100k", config_dict=dict(settings), saved=False)
     assert result["test_result"] == {k: float(v) for k, v in expected.items()}
     assert result["test_result"]["ndcg@20"] > 0.05
 
@@ -141,7 +141,7 @@ def test_reference_protocol_matches_independent_computation(fast_config):
     data = create_dataset(config)
     train, valid, test = build_dataloaders(config, data)
     model = BPR(config, train._dataset)
-    trainer = FreqdTrainer(config, model)
+    trainer = Trainer(config, model)
     trainer.fit(train, valid, saved=False)
     result = trainer.evaluate(test, load_best_model=False)
     expected = _reference_metrics(model, data, train, valid, test, k=20)
@@ -155,7 +155,7 @@ def test_reference_protocol_matches_independent_computation(fast_config):
 
 @pytest.mark.slow
 def test_run_writes_checkpoint_results_and_metrics(fast_config):
-    result = run_freqd("LightGCN", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "n_layers": 1})
+    result = train("LightGCN", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "n_layers": 1})
     checkpoint = load_checkpoint(result["checkpoint"])
     assert set(checkpoint) >= {"config", "epoch", "state_dict", "optimizer", "other_parameter", "freqd"}
     meta = checkpoint["freqd"]
@@ -170,8 +170,8 @@ def test_run_writes_checkpoint_results_and_metrics(fast_config):
 
 @pytest.mark.slow
 def test_resume_continues_from_checkpoint(fast_config):
-    first = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8})
-    resumed = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "epochs": 3},
+    first = train("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8})
+    resumed = train("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "epochs": 3},
                         resume=first["checkpoint"])
     assert [row.split(",")[0] for row in open(f"{resumed['run_dir']}/metrics.csv").read().splitlines()[1:]] == ["2"]
 
@@ -180,12 +180,12 @@ def test_resume_continues_from_checkpoint(fast_config):
 def test_resume_refuses_another_split_and_never_writes_its_input(fast_config):
     import hashlib
 
-    first = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "split_seed": 2020})
+    first = train("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "split_seed": 2020})
     digest = hashlib.sha256(open(first["checkpoint"], "rb").read()).hexdigest()
     with pytest.raises(ValueError, match="another training split of 'ml-100k'"):
-        run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "split_seed": 7, "epochs": 3},
+        train("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "split_seed": 7, "epochs": 3},
                   resume=first["checkpoint"])
-    resumed = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "split_seed": 2020,
+    resumed = train("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8, "split_seed": 2020,
                                                        "epochs": 3}, resume=first["checkpoint"])
     assert resumed["checkpoint"] != first["checkpoint"]
     assert hashlib.sha256(open(first["checkpoint"], "rb").read()).hexdigest() == digest
@@ -194,9 +194,9 @@ def test_resume_refuses_another_split_and_never_writes_its_input(fast_config):
 
 @pytest.mark.slow
 def test_resume_refuses_another_model(fast_config):
-    first = run_freqd("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8})
+    first = train("BPR", "ml-100k", config_dict={**fast_config, "embedding_size": 8})
     with pytest.raises(ValueError, match="holds a BPR model, not LightGCN"):
-        run_freqd("LightGCN", "ml-100k", config_dict={**fast_config, "embedding_size": 8}, resume=first["checkpoint"])
+        train("LightGCN", "ml-100k", config_dict={**fast_config, "embedding_size": 8}, resume=first["checkpoint"])
 
 
 def test_bad_protocol_is_rejected():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from freqd import load_checkpoint
-from freqd.quick_start import run_distill, run_freqd
-from freqd.trainers import FreqdTrainer
+from freqd.runs import distill, train
+from freqd.trainers import Trainer
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 RUN = {"show_progress": False, "state": "ERROR", "use_gpu": False, "epochs": 6, "embedding_size": 8,
@@ -21,14 +21,14 @@ class Killed(Exception):
 
 
 def _kill_at(monkeypatch, epoch: int) -> None:
-    train_epoch = FreqdTrainer._train_epoch
+    train_epoch = Trainer._train_epoch
 
     def killing(self, train_data, epoch_idx, *args, **kwargs):
         if epoch_idx == epoch:
             raise Killed
         return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
 
-    monkeypatch.setattr(FreqdTrainer, "_train_epoch", killing)
+    monkeypatch.setattr(Trainer, "_train_epoch", killing)
 
 
 def _same(a: dict, b: dict) -> None:
@@ -44,15 +44,15 @@ def _same(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("sampler", ["recbole", "fast"])
 def test_killed_training_resumes_bit_identical(monkeypatch, sampler):
     settings = {**RUN, "train_sampler": sampler}
-    whole = run_freqd("BPR", "ml-100k", config_dict=settings)
+    whole = train("BPR", "ml-100k", config_dict=settings)
     assert not glob.glob("saved/*-last.pth")  # removed once training ended normally
     with monkeypatch.context() as patch:
         _kill_at(patch, 5)
         with pytest.raises(Killed):
-            run_freqd("BPR", "ml-100k", config_dict=settings)
+            train("BPR", "ml-100k", config_dict=settings)
     (last,) = glob.glob("saved/*-last.pth")
     assert load_checkpoint(last)["epoch"] == 3  # written after the last validation (epoch 3)
-    resumed = run_freqd("BPR", "ml-100k", config_dict=settings, resume=last)
+    resumed = train("BPR", "ml-100k", config_dict=settings, resume=last)
     _same(whole, resumed)
 
 
@@ -60,13 +60,13 @@ def test_killed_training_resumes_bit_identical(monkeypatch, sampler):
 def test_killed_distillation_resumes_bit_identical(monkeypatch, bpr_teacher_32):
     settings = {**RUN, "train_sampler": "fast", "freqd_spectral_log_every": 0, "freqd_neighbors": 2,
                 "projector": "mlp", "projector_per_entity": True, "freqd_filter_first": True, "projector_hidden": 8}
-    whole = run_distill(bpr_teacher_32, "BPR", "FreqD", config_dict=settings)
+    whole = distill(bpr_teacher_32, "BPR", "FreqD", config_dict=settings)
     with monkeypatch.context() as patch:
         _kill_at(patch, 3)
         with pytest.raises(Killed):
-            run_distill(bpr_teacher_32, "BPR", "FreqD", config_dict=settings)
+            distill(bpr_teacher_32, "BPR", "FreqD", config_dict=settings)
     (last,) = glob.glob("saved/*-last.pth")
-    resumed = run_distill(bpr_teacher_32, "BPR", "FreqD", config_dict=settings, resume=last)
+    resumed = distill(bpr_teacher_32, "BPR", "FreqD", config_dict=settings, resume=last)
     _same(whole, resumed)
     assert load_checkpoint(resumed["checkpoint"])["freqd"]["distiller_state"].keys() == \
         load_checkpoint(whole["checkpoint"])["freqd"]["distiller_state"].keys()
@@ -77,11 +77,11 @@ def test_resume_needs_the_interrupted_runs_best_checkpoint(monkeypatch):
     with monkeypatch.context() as patch:
         _kill_at(patch, 4)
         with pytest.raises(Killed):
-            run_freqd("BPR", "ml-100k", config_dict=RUN)
+            train("BPR", "ml-100k", config_dict=RUN)
     (last,) = glob.glob("saved/*-last.pth")
     best = load_checkpoint(last)["resume"]["best_file"]
     import os
 
     os.remove(best)
     with pytest.raises(FileNotFoundError, match="best checkpoint .* is gone"):
-        run_freqd("BPR", "ml-100k", config_dict=RUN, resume=last)
+        train("BPR", "ml-100k", config_dict=RUN, resume=last)

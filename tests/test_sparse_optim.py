@@ -174,28 +174,28 @@ QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False, "embedding_
 
 @pytest.mark.slow
 def test_lightgcn_refuses_sparse_embeddings(one_thread):
-    from freqd.quick_start import run_freqd
+    from freqd.runs import train
 
     with pytest.raises(ValueError, match="sparse_embeddings: True is not supported by LightGCN"):
-        run_freqd("LightGCN", "ml-100k", config_dict={**QUIET, "epochs": 1})
+        train("LightGCN", "ml-100k", config_dict={**QUIET, "epochs": 1})
 
 
 @pytest.mark.slow
 def test_sparse_learner_and_clipping_are_checked(one_thread):
-    from freqd.quick_start import run_freqd
+    from freqd.runs import train
 
     with pytest.raises(ValueError, match="learner: adam.*got learner: sgd"):
-        run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "learner": "sgd"})
+        train("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "learner": "sgd"})
     with pytest.raises(ValueError, match="clip_grad_norm"):
-        run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "clip_grad_norm": {"max_norm": 1.0}})
+        train("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "clip_grad_norm": {"max_norm": 1.0}})
 
 
 @pytest.mark.slow
 def test_bpr_trains_with_row_sparse_tables_and_resumes(one_thread):
-    from freqd.quick_start import _build_model, _setup, run_freqd
-    from freqd.trainers import FreqdTrainer
+    from freqd.runs import build_model, setup, train
+    from freqd.trainers import Trainer
 
-    first = run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": 2})
+    first = train("BPR", "ml-100k", config_dict={**QUIET, "epochs": 2})
     with open(f"{first['run_dir']}/metrics.csv") as handle:
         losses = [float(row["train_loss"]) for row in csv.DictReader(handle)]
     assert len(losses) == 2 and losses[1] < 0.95 * losses[0]
@@ -206,12 +206,12 @@ def test_bpr_trains_with_row_sparse_tables_and_resumes(one_thread):
     assert not user_state["exp_avg"][0].any() and user_state["exp_avg"][1:].abs().sum(dim=1).gt(0).all()
 
     # A trainer's checkpoint restores into a fresh trainer that takes bit-identical next steps.
-    config, _, (train_data, _, _) = _setup("BPR", "ml-100k", None, {**QUIET, "epochs": 3})
-    live = FreqdTrainer(config, _build_model(config, train_data))
+    config, _, (train_data, _, _) = setup("BPR", "ml-100k", None, {**QUIET, "epochs": 3})
+    live = Trainer(config, build_model(config, train_data))
     live.saved_model_file = "live.pth"
     live._train_epoch(train_data, 0)
     live._save_checkpoint(0, verbose=False)
-    restored = FreqdTrainer(config, _build_model(config, train_data))
+    restored = Trainer(config, build_model(config, train_data))
     restored.resume_checkpoint("live.pth")
     states = zip(restored.optimizer.optimizers[0].state.values(), live.optimizer.optimizers[0].state.values())
     for ours, theirs in states:
@@ -226,21 +226,21 @@ def test_bpr_trains_with_row_sparse_tables_and_resumes(one_thread):
             trainer.optimizer.step()
     assert torch.equal(live.model.user_embedding.weight, restored.model.user_embedding.weight)
     assert torch.equal(live.model.item_embedding.weight, restored.model.item_embedding.weight)
-    resumed = run_freqd("BPR", "ml-100k", config_dict={**QUIET, "epochs": saved["epoch"] + 2},
+    resumed = train("BPR", "ml-100k", config_dict={**QUIET, "epochs": saved["epoch"] + 2},
                         resume=first["checkpoint"])
     assert resumed["epochs_run"] == 1
     with pytest.raises(ValueError, match="sparse_embeddings: True; resume it with the same setting"):
-        run_freqd("BPR", "ml-100k", config_dict={**QUIET, "sparse_embeddings": False, "epochs": 3},
+        train("BPR", "ml-100k", config_dict={**QUIET, "sparse_embeddings": False, "epochs": 3},
                   resume=first["checkpoint"])
 
 
 @pytest.mark.slow
 def test_distilled_sparse_student_steps_tables_row_wise_and_projector_densely(one_thread):
-    from freqd.quick_start import run_distill, run_freqd
+    from freqd.runs import distill, train
 
-    teacher = run_freqd("BPR", "ml-100k", config_dict={**QUIET, "sparse_embeddings": False, "epochs": 1,
+    teacher = train("BPR", "ml-100k", config_dict={**QUIET, "sparse_embeddings": False, "epochs": 1,
                                                        "embedding_size": 16})
-    result = run_distill(teacher["checkpoint"], "BPR", "FitNet",
+    result = distill(teacher["checkpoint"], "BPR", "FitNet",
                          config_dict={**QUIET, "epochs": 1, "projector": "linear"})
     saved = load_checkpoint(result["checkpoint"])
     assert saved["optimizer"]["classes"] == ["RowAdam", "Adam"]

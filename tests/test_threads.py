@@ -123,15 +123,15 @@ def test_train_records_the_thread_count_it_set(fast_config, monkeypatch, restore
 @pytest.mark.slow
 def test_auto_is_applied_before_the_data_is_loaded(monkeypatch, restore_torch_threads):
     """Torch already uses the count ``auto`` stands for when the dataset is built; the config holds it."""
-    import freqd.quick_start as quick_start
+    import freqd.runs as runs
 
     seen = []
-    create_dataset = quick_start.create_dataset
-    monkeypatch.setattr(quick_start, "create_dataset",
+    create_dataset = runs.create_dataset
+    monkeypatch.setattr(runs, "create_dataset",
                         lambda config: seen.append(torch.get_num_threads()) or create_dataset(config))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     torch.set_num_threads(2)
-    config, _, _ = quick_start._setup("BPR", "ml-100k", None, {"state": "ERROR", "use_gpu": False})
+    config, _, _ = runs.setup("BPR", "ml-100k", None, {"state": "ERROR", "use_gpu": False})
     assert seen == [1] and config["threads"] == 1
 
 

@@ -17,7 +17,7 @@ from freqd.config import Config
 from freqd.datasets import write_benchmark_files
 from freqd.datasets.train_loader import FastTrainDataLoader, check_fast_sampler_config
 from freqd.evaluation import build_dataloaders
-from freqd.quick_start import run_freqd
+from freqd.runs import train
 
 QUIET = {"use_gpu": False, "state": "ERROR", "show_progress": False}
 
@@ -210,11 +210,11 @@ def test_run_freqd_with_fast_sampler_resumes_like_an_uninterrupted_run(fast_conf
     """Two epochs, then a resumed third, give the same model as three epochs in one go."""
     settings = {**fast_config, "train_sampler": "fast", "embedding_size": 8, "learning_rate": 0.01,
                 "eval_batch_size": 1_000_000, "fused_optimizer": False}
-    whole = run_freqd("BPR", "ml-100k", config_dict={**settings, "epochs": 3})
+    whole = train("BPR", "ml-100k", config_dict={**settings, "epochs": 3})
     assert whole["config"]["train_sampler"] == "fast" and whole["epochs_run"] == 3
     assert whole["test_result"]["ndcg@20"] > 0.05
-    first = run_freqd("BPR", "ml-100k", config_dict={**settings, "epochs": 2})
+    first = train("BPR", "ml-100k", config_dict={**settings, "epochs": 2})
     assert load_checkpoint(first["checkpoint"])["epoch"] == 1  # the resume continues at epoch 2
-    resumed = run_freqd("BPR", "ml-100k", config_dict={**settings, "epochs": 3}, resume=first["checkpoint"])
+    resumed = train("BPR", "ml-100k", config_dict={**settings, "epochs": 3}, resume=first["checkpoint"])
     assert load_checkpoint(whole["checkpoint"])["epoch"] == load_checkpoint(resumed["checkpoint"])["epoch"] == 2
     assert resumed["test_result"] == whole["test_result"]

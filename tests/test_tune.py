@@ -8,9 +8,9 @@ import optuna
 import pytest
 import yaml
 
-from freqd import quick_start
+from freqd import runs
 from freqd.cli import main
-from freqd.trainers import FreqdTrainer
+from freqd.trainers import Trainer
 from freqd.tune import TuneConfigError, load_tune_config, run_tune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,21 +51,21 @@ def test_bad_tune_configs_name_the_file_and_key(tmp_path, content, message):
 def spy(monkeypatch):
     """Which loaders each run builds and which ones its trainer evaluates."""
     seen = {"built": [], "evaluated": []}
-    build = quick_start.build_dataloaders
+    build = runs.build_dataloaders
 
     def recording_build(config, data):
         loaders = build(config, data)
         seen["built"].append(loaders)
         return loaders
 
-    evaluate = FreqdTrainer.evaluate
+    evaluate = Trainer.evaluate
 
     def recording_evaluate(self, eval_data, *args, **kwargs):
         seen["evaluated"].append(eval_data)
         return evaluate(self, eval_data, *args, **kwargs)
 
-    monkeypatch.setattr(quick_start, "build_dataloaders", recording_build)
-    monkeypatch.setattr(FreqdTrainer, "evaluate", recording_evaluate)
+    monkeypatch.setattr(runs, "build_dataloaders", recording_build)
+    monkeypatch.setattr(Trainer, "evaluate", recording_evaluate)
     return seen
 
 

@@ -522,7 +522,7 @@ def parse_override_value(text: str) -> Any:
 
 
 def file_sha256(path: str | Path) -> str:
-    from freqd.distillers.teacher import file_sha256 as sha
+    from freqd.io import file_sha256 as sha
 
     return sha(path)
 

@@ -40,9 +40,9 @@ class EvalContext:
 
 def build_eval_context(comparison: ComparisonConfig) -> EvalContext:
     """Load the dataset once with the student's settings and derive the groups."""
-    from freqd.quick_start import _setup
+    from freqd.runs import setup
 
-    config, data, (train_data, _, test_data) = _setup(
+    config, data, (train_data, _, test_data) = setup(
         comparison.student.model, comparison.dataset, [str(f) for f in comparison.eval_files()],
         comparison.eval_overrides())
     train = train_data._dataset
@@ -67,7 +67,7 @@ def build_eval_context(comparison: ComparisonConfig) -> EvalContext:
 
 def load_model(checkpoint: str | Path, ctx: EvalContext):
     """A checkpoint's model rebuilt on the comparison's data (checked against it), in eval mode."""
-    from freqd.distillers.teacher import load_teacher
+    from freqd.checkpoints import load_teacher
 
     return load_teacher(checkpoint, ctx.config, ctx.train_dataset)
 

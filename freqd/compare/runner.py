@@ -268,13 +268,13 @@ def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[s
         result = {"kind": "teacher", "source": "checkpoint", "checkpoint": str(checkpoint), "run": None,
                   "history": []}
     else:
-        from freqd.quick_start import run_freqd
+        from freqd.runs import train
 
         if work.exists():
             shutil.rmtree(work)
         spec = comparison.teacher.spec
         bar.write(f"teacher: training {spec.model} (seed {comparison.teacher.seed})", file=sys.stderr)
-        run = run_freqd(spec.model, comparison.dataset, config_file_list=[str(f) for f in comparison.teacher_files()],
+        run = train(spec.model, comparison.dataset, config_file_list=[str(f) for f in comparison.teacher_files()],
                         config_dict={**comparison.teacher_overrides(), "checkpoint_dir": str(work / "saved"),
                                      "results_dir": str(work / "runs")})
         _check_protocol("teacher", run, ctx)
@@ -293,7 +293,7 @@ def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[s
 
 
 def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed, bar) -> None:
-    from freqd.quick_start import run_distill, run_freqd
+    from freqd.runs import distill, train
 
     json_path, npz_path, work = arm_paths(out, arm.name, seed)
     if _is_done(json_path, npz_path, key):
@@ -306,12 +306,12 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
     config_dict = {**comparison.arm_overrides(arm, seed), "checkpoint_dir": str(work / "saved"),
                    "results_dir": str(work / "runs")}
     if arm.kd is None:
-        run = run_freqd(comparison.student.model, comparison.dataset, config_file_list=files, config_dict=config_dict)
+        run = train(comparison.student.model, comparison.dataset, config_file_list=files, config_dict=config_dict)
     else:
         teacher_checkpoint = Path(teacher["checkpoint"])
         if not teacher_checkpoint.is_absolute():
             teacher_checkpoint = out / teacher_checkpoint
-        run = run_distill(str(teacher_checkpoint), comparison.student.model, arm.kd, dataset=comparison.dataset,
+        run = distill(str(teacher_checkpoint), comparison.student.model, arm.kd, dataset=comparison.dataset,
                           config_file_list=files, config_dict=config_dict)
     _check_protocol(f"arm {arm.name!r}", run, ctx)
     history = _history(Path(run["run_dir"]))

@@ -1,4 +1,4 @@
-"""Distillers: FreqD and the baselines behind one interface, plus teacher loading.
+"""Distillers: FreqD and the baselines behind one interface.
 
 Each method is one module here defining a :class:`Distiller` subclass with a ``name``; modules
 are imported on first lookup, so adding a method touches that module and its YAML in
@@ -12,7 +12,7 @@ import pkgutil
 
 from freqd.distillers.base import REGISTRY, Distiller, registry_key
 from freqd.distillers.freqd import FreqD, FreqDSettings
-from freqd.distillers.teacher import load_teacher, teacher_tables
+from freqd.distillers.teacher import teacher_tables
 
 _INFRASTRUCTURE = {"base", "teacher", "projectors", "rankings", "sampling"}
 
@@ -44,5 +44,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["DISTILLERS", "Distiller", "FreqD", "FreqDSettings", "available", "get_distiller", "load_teacher",
-           "teacher_tables"]
+__all__ = ["DISTILLERS", "Distiller", "FreqD", "FreqDSettings", "available", "get_distiller", "teacher_tables"]

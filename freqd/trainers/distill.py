@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-from freqd.trainers.trainer import FreqdTrainer
+from freqd.trainers.trainer import Trainer
 
 
-class DistillTrainer(FreqdTrainer):
-    """A :class:`FreqdTrainer` whose model is the student and which also owns a distiller.
+class DistillTrainer(Trainer):
+    """A :class:`Trainer` whose model is the student and which also owns a distiller.
 
     * The optimiser covers the student and the distiller's modules (projectors), never the
       teacher (the distiller keeps only the teacher's tables, as non-persistent buffers).

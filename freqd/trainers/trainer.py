@@ -1,4 +1,4 @@
-"""``FreqdTrainer``: RecBole's Trainer with safe checkpoint I/O, named protocols and run records."""
+"""``Trainer``: RecBole's Trainer with safe checkpoint I/O, named protocols and run records."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from time import perf_counter
 from typing import Any
 
 import torch
-from recbole.trainer import Trainer
+from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
-from freqd._compat import load_checkpoint
+from freqd.checkpoints import load_checkpoint
 from freqd.io import atomic_torch_save, atomic_write_text
 from freqd.evaluation.fullsort import full_sort_evaluate
 from freqd.evaluation.protocol import rescale_to_all_users
 from freqd.trainers.optim import OptimizerGroup, RowAdam
 
 
-class FreqdTrainer(Trainer):
+class Trainer(RecBoleTrainer):
     """RecBole's ``Trainer``, changed where RecBole 1.2.1 breaks or loses information.
 
     * Checkpoints are RecBole's dict (so RecBole tools read them) plus a ``freqd`` metadata entry

@@ -1,7 +1,10 @@
-"""Make RecBole 1.2.1 run on the current numpy/torch stack, without process-wide switches.
+"""Reading checkpoints: without running code from them, and checked against the data they meet.
 
-Imported by ``freqd/__init__`` before anything from RecBole. Each fix is local and tested
-(``tests/test_compat.py``); README, "RecBole 1.2.1 on a modern stack", lists the breakages.
+RecBole pickles its ``Config`` (protocol 4) into checkpoints, which torch's ``weights_only``
+loader cannot read, and a plain ``torch.load`` executes whatever a pickle names: teachers are
+files users receive from other teams and tools, so every checkpoint freqd reads goes through
+:func:`load_checkpoint`'s allowlist, and a teacher is checked against the student's data by
+:func:`load_teacher` before any training.
 """
 
 from __future__ import annotations
@@ -15,12 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-# numpy 2 removed these; RecBole's Config.compatibility_settings() reads them and then aliases
-# np.float/np.int/np.bool itself. Only add what is missing, never override.
-_NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_}
-for _name, _value in _NUMPY_ALIASES.items():
-    if not hasattr(np, _name):
-        setattr(np, _name, _value)
+from freqd.datasets.loading import dataset_fingerprint
+from freqd.io import file_sha256
+from freqd.models import EmbeddingRecommender, get_model
 
 
 class UnsafeCheckpointError(ValueError):
@@ -195,17 +195,52 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     return checkpoint
 
 
-# Known, harmless noise from RecBole 1.2.1 on pandas 3 / torch 2.13 and from PyG's CSR support.
-_KNOWN_WARNINGS = [
-    (r".*inplace.*", Warning),
-    (r".*[Cc]hained assignment.*|.*ChainedAssignment.*", Warning),
-    (r".*torch\.cuda\.amp\.GradScaler.*", FutureWarning),
-    (r".*Sparse CSR tensor support is in beta.*", UserWarning),
-    (r".*Sparse invariant checks are implicitly disabled.*", UserWarning),
-]
+def load_teacher(path: str | os.PathLike, config, train_dataset, checkpoint: dict | None = None) -> EmbeddingRecommender:
+    """The checkpoint's model, rebuilt on ``train_dataset``, in eval mode with gradients off.
 
-
-def silence_known_warnings() -> None:
-    """Hide the warnings above (for the CLI and benchmarks; the library itself never filters)."""
-    for message, category in _KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=category)
+    Raises a ValueError naming the file before any training when the checkpoint is not a
+    model freqd can distil from, or was trained on other data (dataset name, user/item counts,
+    and, for freqd checkpoints, the training-split fingerprint). ``checkpoint`` is the already
+    loaded content of ``path``, so a caller that read it need not read it again. The returned
+    model carries ``checkpoint_sha256``, the file's hash, for caches keyed by the teacher.
+    """
+    if checkpoint is None:
+        checkpoint = load_checkpoint(path, map_location="cpu")
+    teacher_config = checkpoint.get("config")
+    if teacher_config is None or "model" not in teacher_config:
+        raise ValueError(f"{path}: no RecBole config in the checkpoint; cannot tell which model it holds")
+    name = teacher_config["model"]
+    try:
+        model_cls = get_model(name)
+    except ValueError as exc:
+        raise ValueError(f"{path}: teacher model class {name!r} is unknown to freqd") from exc
+    if not issubclass(model_cls, EmbeddingRecommender):
+        raise ValueError(f"{path}: teacher model {name!r} is not a freqd embedding backbone (BPR, LightGCN)")
+    if teacher_config["dataset"] != config["dataset"]:
+        raise ValueError(
+            f"{path} was trained on dataset {teacher_config['dataset']!r}, not {config['dataset']!r}"
+        )
+    state = checkpoint["state_dict"]
+    expected = {"user_embedding.weight": train_dataset.user_num, "item_embedding.weight": train_dataset.item_num}
+    for key, rows in expected.items():
+        if key not in state:
+            raise ValueError(f"{path}: state_dict has no {key!r}")
+        if state[key].shape[0] != rows:
+            raise ValueError(
+                f"{path}: {key} has {state[key].shape[0]} rows but the dataset has {rows} "
+                "(another split or filtering?)"
+            )
+    fingerprint = (checkpoint.get("freqd") or {}).get("data_fingerprint")
+    if fingerprint and fingerprint != dataset_fingerprint(train_dataset):
+        raise ValueError(
+            f"{path} was trained on a different training split of {config['dataset']!r} "
+            "(split seed or preprocessing changed)"
+        )
+    teacher_config["device"] = config["device"]
+    teacher = model_cls(teacher_config, train_dataset)
+    teacher.load_state_dict(state)
+    teacher.to(config["device"]).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    teacher.checkpoint_sha256 = file_sha256(path)
+    return teacher

@@ -1,4 +1,6 @@
-"""``run_freqd``: train and evaluate one model with RecBole's pipeline (the ``run_recbole`` twin).
+"""The run layer: ``train`` (one model, RecBole's pipeline: the ``run_recbole`` twin) and ``distill``
+(a frozen teacher into a new student), each writing its ``results.json``; ``setup`` and
+``build_model`` are the shared steps the comparison, export and benchmarks reuse.
 
 Never imports ``recbole.quick_start`` (it imports ray, which breaks on setuptools >= 82 and
 numpy 2).
@@ -6,7 +8,6 @@ numpy 2).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from datetime import datetime
@@ -22,51 +23,18 @@ from recbole.utils import init_logger, init_seed
 import freqd
 from freqd.io import atomic_write_json, to_jsonable
 from freqd.config import Config, yaml_settings
+from freqd.datasets.loading import dataset_config, dataset_fingerprint
 from freqd.evaluation import build_dataloaders
 from freqd.evaluation.protocol import n_real_users
 from freqd.models import get_model
 from freqd.threads import apply_threads
-from freqd.trainers import FreqdTrainer
+from freqd.trainers import Trainer
 
 logger = logging.getLogger(__name__)
 
 
-def dataset_fingerprint(train_dataset) -> str:
-    """sha1 of the training (user, item) tokens: identifies the data a checkpoint was trained on."""
-    inter = train_dataset.inter_feat
-    users = train_dataset.id2token(train_dataset.uid_field, inter[train_dataset.uid_field].numpy())
-    items = train_dataset.id2token(train_dataset.iid_field, inter[train_dataset.iid_field].numpy())
-    pairs = sorted(zip(users.tolist(), items.tolist()))
-    return hashlib.sha1(repr(pairs).encode()).hexdigest()
-
-
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def dataset_config(dataset: str, config_dict: dict[str, Any]) -> dict[str, Any]:
-    """Config entries that load ``dataset``: a named freqd dataset is prepared as atomic files."""
-    if dataset == "ml-100k":  # bundled in the recbole wheel; RecBole redirects data_path itself
-        return config_dict
-    from freqd.datasets import KNOWN_DATASETS, check_atomic_file, prepare_dataset
-
-    if dataset in KNOWN_DATASETS:
-        prepared = prepare_dataset(
-            dataset,
-            out_root=config_dict.get("data_path", "dataset"),
-            seed=int(config_dict.get("split_seed", 2020)),
-        )
-        return {**prepared, **{k: v for k, v in config_dict.items() if k != "data_path"}}
-    folder = Path(config_dict.get("data_path", "dataset")) / dataset
-    files = sorted(folder.glob(f"{dataset}*.inter")) if folder.is_dir() else []
-    if not files:
-        raise FileNotFoundError(
-            f"dataset {dataset!r}: no atomic files {folder}/{dataset}*.inter and not one of the named "
-            f"datasets {list(KNOWN_DATASETS)}"
-        )
-    for file in files:
-        check_atomic_file(file)
-    return dict(config_dict)
 
 
 def _versions() -> dict[str, str]:
@@ -82,13 +50,13 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _file_settings(config_file_list) -> dict[str, Any]:
+def data_settings(config_file_list) -> dict[str, Any]:
     """The keys of the YAML config files that decide which data to load (later files win)."""
     merged = yaml_settings(config_file_list)
     return {k: merged[k] for k in ("dataset", "data_path", "split_seed") if k in merged}
 
 
-def _setup(model, dataset, config_file_list, config_dict, kd: str | None = None):
+def setup(model, dataset, config_file_list, config_dict, kd: str | None = None):
     """Config, dataset and loaders, seeded exactly as ``run_recbole`` does.
 
     The dataset is the explicit argument, else ``dataset`` from config_dict, else from the config
@@ -101,7 +69,7 @@ def _setup(model, dataset, config_file_list, config_dict, kd: str | None = None)
     for file in config_file_list or []:
         if not Path(file).is_file():
             raise FileNotFoundError(f"config file not found: {file}")
-    config_dict = {**_file_settings(config_file_list), **(config_dict or {})}
+    config_dict = {**data_settings(config_file_list), **(config_dict or {})}
     dataset = dataset or config_dict.get("dataset") or "ml-100k"
     config_dict = dataset_config(dataset, config_dict)
     config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
@@ -115,7 +83,7 @@ def _setup(model, dataset, config_file_list, config_dict, kd: str | None = None)
     return config, data, build_dataloaders(config, data)
 
 
-def _build_model(config, train_data, model: str | type | None = None):
+def build_model(config, train_data, model: str | type | None = None):
     """The model (``model``, else the config's name) on the training split, seeded like RecBole."""
     init_seed(config["seed"], config["reproducibility"])
     net = get_model(model or config["model"])(config, train_data._dataset).to(config["device"])
@@ -123,12 +91,12 @@ def _build_model(config, train_data, model: str | type | None = None):
     return net
 
 
-def _run_dir(config, tag: str = "") -> Path:
+def new_run_dir(config, tag: str = "") -> Path:
     name = f"{config['model']}{tag}-{config['dataset']}-d{config['embedding_size']}-s{config['seed']}"
     return Path(config["results_dir"]) / f"{name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
 
 
-def _metadata(config, net, data, train_data) -> dict[str, Any]:
+def run_metadata(config, net, data, train_data) -> dict[str, Any]:
     return {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -189,7 +157,7 @@ def _fit_and_report(config, trainer, net, loaders, run_dir: Path, saved: bool, r
     return result
 
 
-def run_freqd(
+def train(
     model: str | type,
     dataset: str | None = None,
     config_file_list: list[str] | None = None,
@@ -205,18 +173,18 @@ def run_freqd(
     test_result) plus the run's bookkeeping (checkpoint, results files, sizes, timings), and
     writes it to ``<results_dir>/<run name>/results.json`` next to ``metrics.csv``.
     ``evaluate_test=False`` never touches the test set (tuning); ``on_evaluation(epoch, score)``
-    is called after every validation (:attr:`FreqdTrainer.on_evaluation`).
+    is called after every validation (:attr:`Trainer.on_evaluation`).
     """
-    config, data, loaders = _setup(model, dataset, config_file_list, config_dict)
-    net = _build_model(config, loaders[0], model)
-    run_dir = _run_dir(config)
-    trainer = FreqdTrainer(config, net, metadata=_metadata(config, net, data, loaders[0]),
+    config, data, loaders = setup(model, dataset, config_file_list, config_dict)
+    net = build_model(config, loaders[0], model)
+    run_dir = new_run_dir(config)
+    trainer = Trainer(config, net, metadata=run_metadata(config, net, data, loaders[0]),
                            metrics_path=run_dir / "metrics.csv")
     return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, evaluate_test=evaluate_test,
                            on_evaluation=on_evaluation)
 
 
-def run_distill(
+def distill(
     teacher: str,
     student: str | type = "BPR",
     kd: str = "FreqD",
@@ -234,14 +202,15 @@ def run_distill(
     ``student`` is a freqd model name or any RecBole ``GeneralRecommender`` class (stock RecBole
     BPR, your own model), made a student by :func:`freqd.models.adapt` (its ``user_embedding`` /
     ``item_embedding`` tables, or what ``student_tables(model)`` returns). ``evaluate_test`` and
-    ``on_evaluation`` as in :func:`run_freqd`.
+    ``on_evaluation`` as in :func:`train`.
 
     The dataset defaults to the teacher's. The teacher is checked against the data before any
-    training (:func:`freqd.distillers.load_teacher`); the student's checkpoint holds the student
+    training (:func:`freqd.checkpoints.load_teacher`); the student's checkpoint holds the student
     alone and serves like any BPR/LightGCN checkpoint.
     """
-    from freqd._compat import load_checkpoint
-    from freqd.distillers import get_distiller, load_teacher
+    from freqd.checkpoints import load_checkpoint
+    from freqd.checkpoints import load_teacher
+    from freqd.distillers import get_distiller
     from freqd.trainers import DistillTrainer
 
     distiller_cls = get_distiller(kd)
@@ -249,16 +218,16 @@ def run_distill(
     checkpoint = load_checkpoint(teacher, map_location="cpu")
     if dataset is None:
         dataset = checkpoint["config"]["dataset"]
-    config, data, loaders = _setup(student, dataset, config_file_list, config_dict, kd=kd)
+    config, data, loaders = setup(student, dataset, config_file_list, config_dict, kd=kd)
     teacher_model = load_teacher(teacher, config, loaders[0]._dataset, checkpoint=checkpoint)
     from freqd.models import adapt
 
-    net = adapt(_build_model(config, loaders[0], student), student_tables)
+    net = adapt(build_model(config, loaders[0], student), student_tables)
     setup_start = time.perf_counter()
     distiller = distiller_cls(config, teacher_model, net, loaders[0]._dataset)
     setup_seconds = time.perf_counter() - setup_start
-    run_dir = _run_dir(config, tag=f"-{distiller_cls.name}")
-    metadata = {**_metadata(config, net, data, loaders[0]), "kd": distiller_cls.name, "teacher": str(teacher),
+    run_dir = new_run_dir(config, tag=f"-{distiller_cls.name}")
+    metadata = {**run_metadata(config, net, data, loaders[0]), "kd": distiller_cls.name, "teacher": str(teacher),
                 "teacher_model": teacher_model.__class__.__name__, "teacher_embedding_size": teacher_model.embedding_size}
     trainer = DistillTrainer(config, net, distiller, metadata=metadata, metrics_path=run_dir / "metrics.csv")
     extra = {"kd": distiller_cls.name, "kd_weight": config["kd_weight"], "kd_setup_seconds": setup_seconds,
