@@ -91,9 +91,9 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from freqd.compat import silence_known_warnings
-    from freqd.cli import _parse_arms, _parse_seeds, _split_overrides, parse_overrides
+    from freqd.cli import parse_arms, parse_seeds, split_overrides, parse_overrides
     from freqd.compare import load_comparison_config, run_comparison
-    from freqd.compare.runner import arm_paths, load_result, teacher_paths
+    from freqd.compare.store import arm_paths, load_result, teacher_paths
 
     silence_known_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -107,16 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-checkpoint", default=None, metavar="PTH",
                         help="distil this trained teacher instead of training each config's teacher")
     args, extra = parser.parse_known_args(argv)
-    shared, teacher, student = _split_overrides(parse_overrides(extra))
+    shared, teacher, student = split_overrides(parse_overrides(extra))
     configs = args.configs or [str(ROOT / "configs" / "compare" / f"{name}.yaml") for name in BENCHMARKS]
     command = "python benchmarks/bench_compare.py " + " ".join(shlex.quote(a) for a in argv)
     for config_path in configs:
         comparison = load_comparison_config(config_path)
         name = Path(config_path).stem
         start = perf_counter()
-        report = run_comparison(comparison, out=Path(args.out_root) / name, seeds=_parse_seeds(args.seeds),
+        report = run_comparison(comparison, out=Path(args.out_root) / name, seeds=parse_seeds(args.seeds),
                                 overrides=shared, teacher_overrides=teacher, student_overrides=student,
-                                rerun_stale=args.rerun_stale, arms=_parse_arms(args.arms),
+                                rerun_stale=args.rerun_stale, arms=parse_arms(args.arms),
                                 teacher_checkpoint=args.teacher_checkpoint)
         out = Path(report["out"])
         runs = [load_result(*teacher_paths(out)[:2])[0]]

@@ -51,6 +51,11 @@ KD_ARMS = {
     "freqd-head": ("FreqD", "freqd-reference-head.yaml", {}),
     "freqd-mlp": ("FreqD", "freqd-mlp.yaml", {}),
     "freqd-mlp-hidden64": ("FreqD", "freqd-mlp.yaml", {"projector_hidden": 64}),
+    "freqd-hidden64": ("FreqD", "freqd.yaml", {"projector_hidden": 64}),
+    "fd-hidden64": ("FreqD", "freqd.yaml", {"projector_hidden": 64, "freqd_alpha": 0.0}),
+    "freqd-rows1024": ("FreqD", "freqd.yaml", {"freqd_kd_rows": 1024}),
+    "freqd-hidden64-rows1024": ("FreqD", "freqd.yaml", {"projector_hidden": 64, "freqd_kd_rows": 1024}),
+    "freqd-hidden32-rows512": ("FreqD", "freqd.yaml", {"projector_hidden": 32, "freqd_kd_rows": 512}),
     "freqd-linear-entity": ("FreqD", "freqd-linear.yaml", {"projector_per_entity": True}),
     "freqd-affine-entity": ("FreqD", "freqd-linear.yaml", {"projector_per_entity": True, "projector_bias": True,
                                                     "freqd_filter_first": True}),
@@ -67,7 +72,7 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
     torch.set_num_threads(threads)
     from freqd.compat import silence_known_warnings
     from freqd.checkpoints import load_teacher
-    from freqd.distillers import get_distiller
+    from freqd.distillers import StepTables, get_distiller
     from freqd.models import get_model
     from freqd.runs import setup
 
@@ -89,9 +94,9 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
     setup_seconds = time.perf_counter() - start
     distiller.train()
     start = time.perf_counter()
-    distiller.on_epoch_start(0)
+    distiller.on_epoch_start(0, student)
     hook_seconds = time.perf_counter() - start
-    kd_weight = float(config["kd_weight"])
+    kd_weight = float(distiller.kd_weight)
     optimizers = {
         "scratch": torch.optim.Adam(scratch.parameters(), lr=1e-3, fused=True),
         "kd": torch.optim.Adam([*student.parameters(), *distiller.parameters()], lr=1e-3, fused=True),
@@ -103,7 +108,9 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
         if kind == "scratch":
             loss = scratch.calculate_loss(batch)
         else:
-            loss = student.calculate_loss(batch) + kd_weight * distiller(batch, student)
+            with student.one_step():  # as the trainer: the student's tables once per step
+                tables = StepTables.of(student)
+                loss = student.calculate_loss(batch) + kd_weight * distiller(batch, tables)
         loss.backward()
         optimizers[kind].step()
         return time.perf_counter() - begin

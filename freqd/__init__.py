@@ -1,6 +1,15 @@
 """freqd: compress recommenders by (frequency-aware) knowledge distillation, on RecBole 1.2.1."""
 
+from typing import TYPE_CHECKING
+
 from freqd import compat  # noqa: F401  (numpy aliases before any RecBole import)
+
+if TYPE_CHECKING:  # the public names, resolved lazily by __getattr__ below
+    from freqd.checkpoints import load_checkpoint
+    from freqd.compare import run_comparison as compare
+    from freqd.config import Config
+    from freqd.models import get_model
+    from freqd.runs import distill, train
 
 __version__ = "0.1.0"
 

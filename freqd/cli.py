@@ -14,6 +14,7 @@ import sys
 from typing import Any, Sequence
 
 from freqd.checkpoints import TRUST_ENV
+from freqd.datasets.importer import add_import_parser
 
 EPILOG = """config overrides:
   any further --key=value is a RecBole/freqd config key, e.g. --embedding_size=20
@@ -83,12 +84,19 @@ def _thread_option(args, overrides) -> None:
         overrides["threads"] = str(parse_threads(args.threads))
 
 
+def _config_options(args, overrides, *keys: str) -> None:
+    """Subcommand options that are config keys (``--seed``, ``--embedding_size``) become overrides as
+    given, so freqd.Config checks their type and range with every other setting."""
+    for key in keys:
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+
+
 def cmd_train(args, overrides) -> int:
     from freqd.runs import train
 
     _thread_option(args, overrides)
-    if args.seed is not None:
-        overrides["seed"] = args.seed
+    _config_options(args, overrides, "seed")
     result = train(
         args.model, args.dataset, config_file_list=args.config, config_dict=overrides, resume=args.resume
     )
@@ -101,10 +109,7 @@ def cmd_distill(args, overrides) -> int:
     from freqd.runs import distill
 
     _thread_option(args, overrides)
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.embedding_size is not None:
-        overrides["embedding_size"] = args.embedding_size
+    _config_options(args, overrides, "seed", "embedding_size")
     result = distill(args.teacher, args.student, args.kd, dataset=args.dataset, config_file_list=args.config,
                          config_dict=overrides, resume=args.resume)
     print(_table([summary_row(f"{result['model']} <- {result['kd']}", result)], SUMMARY_COLUMNS))
@@ -112,7 +117,7 @@ def cmd_distill(args, overrides) -> int:
     return 0
 
 
-def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``--key=v`` for every run, ``--teacher.key=v`` for the teacher, ``--student.key=v`` for every arm."""
     from freqd.compare.config import parse_override_value
 
@@ -124,11 +129,11 @@ def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[st
     return shared, teacher, student
 
 
-def _parse_arms(text: str | None) -> list[str] | None:
+def parse_arms(text: str | None) -> list[str] | None:
     return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _parse_seeds(text: str | None) -> list[int] | None:
+def parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
@@ -163,11 +168,11 @@ def _run_comparison(config, out, args, overrides) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs={args.jobs} is invalid: expected a positive integer")
     _thread_option(args, overrides)
-    shared, teacher, student = _split_overrides(overrides)
+    shared, teacher, student = split_overrides(overrides)
     try:
-        report = run_comparison(config, out=out, seeds=_parse_seeds(args.seeds), overrides=shared,
+        report = run_comparison(config, out=out, seeds=parse_seeds(args.seeds), overrides=shared,
                                 teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
-                                progress=not args.no_progress, arms=_parse_arms(args.arms),
+                                progress=not args.no_progress, arms=parse_arms(args.arms),
                                 teacher_checkpoint=args.teacher_checkpoint, jobs=args.jobs)
     except RunFailedError as exc:
         print(f"freqd: error: {exc}", file=sys.stderr)
@@ -279,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "'dataset', else ml-100k")
         p.add_argument("--config", action="append", default=[], metavar="YAML",
                        help="YAML config file; repeatable, later files override earlier ones")
-        p.add_argument("--seed", type=int, default=None, help="random seed (RecBole's 'seed')")
+        p.add_argument("--seed", default=None, help="random seed (RecBole's 'seed')")
         threads_option(p)
 
     train = sub.add_parser("train", help="train and evaluate one model", epilog=EPILOG,
@@ -293,11 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--teacher", required=True, metavar="PTH", help="teacher checkpoint (freqd's or RecBole's)")
     distill.add_argument("--student", default="BPR", help="student backbone: BPR or LightGCN")
     distill.add_argument("--kd", default="FreqD", help="distiller (FreqD)")
-    distill.add_argument("--embedding_size", "--embedding-size", type=int, default=None, help="student size")
+    distill.add_argument("--embedding_size", "--embedding-size", default=None, help="student size")
     distill.add_argument("--dataset", default=None, help="defaults to the teacher's dataset")
     distill.add_argument("--config", action="append", default=[], metavar="YAML",
                          help="YAML config file (e.g. configs/kd/freqd.yaml); repeatable")
-    distill.add_argument("--seed", type=int, default=None, help="random seed")
+    distill.add_argument("--seed", default=None, help="random seed")
     distill.add_argument("--resume", metavar="PTH", help="continue from a distillation checkpoint")
     threads_option(distill)
     distill.set_defaults(func=cmd_distill)
@@ -383,11 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default=None, help="output folder (default: the run folder)")
     plot.set_defaults(func=cmd_plot)
 
-    data = sub.add_parser("datasets", help="list or prepare the named datasets (../shared/data)")
-    data.add_argument("action", choices=["list", "prepare"])
-    data.add_argument("names", nargs="*", help="dataset names for 'prepare'")
-    data.add_argument("--out", default="dataset", help="folder for the atomic files (RecBole's data_path)")
-    data.add_argument("--seed", type=int, default=None, help="split seed")
+    data = sub.add_parser("datasets", help="list or prepare the named datasets (../shared/data), or import your own")
+    actions = data.add_subparsers(dest="action", required=True, metavar="{list,prepare,import}")
+    actions.add_parser("list", help="the named datasets")
+    prepare = actions.add_parser("prepare", help="write named datasets as atomic files")
+    prepare.add_argument("names", nargs="*", help="dataset names for 'prepare'")
+    prepare.add_argument("--out", default="dataset", help="folder for the atomic files (RecBole's data_path)")
+    prepare.add_argument("--seed", type=int, default=None, help="split seed")
+    add_import_parser(actions)
     data.set_defaults(func=cmd_datasets)
     return parser
 

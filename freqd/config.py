@@ -10,20 +10,43 @@ from typing import Any
 from recbole.config import Config as _RecBoleConfig
 
 PROPERTIES = Path(__file__).parent / "properties"
-PROTOCOLS = ("recbole", "reference")
+OVERRIDES = "the overrides (--key=value, config_dict)"
+
+
+def yaml_problem(file, exc, what: str = "config file") -> str:
+    """A YAML syntax error as one line: ``config file X, line N: <problem>``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{what} {file}" + (f", line {mark.line + 1}, column {mark.column + 1}" if mark else "")
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark is not mark:
+        problem += f" ({context} on line {context_mark.line + 1})"
+    return f"{where}: {problem}"
+
+
+def load_yaml_file(file, loader=None) -> dict[str, Any]:
+    """The mapping a YAML config file holds ({} when empty), read with ``loader`` (default: the safe
+    loader); a syntax error or a file that is not a mapping is a ``ValueError`` naming the file (and
+    line), never a yaml traceback."""
+    import yaml
+
+    text = Path(file).read_text(encoding="utf-8")
+    try:
+        loaded = yaml.load(text, Loader=loader) if loader is not None else yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(yaml_problem(file, exc)) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"config file {file} must hold a mapping of keys to values")
+    return loaded
 
 
 def yaml_settings(files) -> dict[str, Any]:
-    """The settings of the YAML ``files`` merged (later files win); a file that is not a mapping is a
-    ``ValueError`` naming it."""
-    import yaml
-
+    """The settings of the YAML ``files`` merged (later files win); see :func:`load_yaml_file`."""
     merged: dict[str, Any] = {}
     for file in files or []:
-        loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {file} must hold a mapping of keys to values")
-        merged.update(loaded)
+        merged.update(load_yaml_file(file))
     return merged
 
 
@@ -31,10 +54,7 @@ def kd_defaults_file(kd: str) -> Path:
     """``freqd/properties/kd/<Name>.yaml`` of a registered distiller (its reference ``kd_weight``)."""
     from freqd.distillers import get_distiller
 
-    path = PROPERTIES / "kd" / f"{get_distiller(kd).name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"distiller {kd!r} has no defaults file {path}")
-    return path
+    return get_distiller(kd).defaults_file()
 
 
 #: Keys freqd reads that no properties file or settings class declares.
@@ -62,21 +82,21 @@ def _yaml_keys(files) -> set[str]:
 def known_keys() -> frozenset[str]:
     """Every config key freqd or RecBole defines: RecBole's and freqd's properties files (all models
     and datasets), every distiller's settings fields and the keys freqd reads directly."""
-    import dataclasses
     import importlib
     import pkgutil
 
     import recbole
 
     import freqd.distillers as distillers
+    from freqd.settings import Settings
 
     keys = _yaml_keys(Path(recbole.__file__).parent.joinpath("properties").rglob("*.yaml"))
     keys |= _yaml_keys(PROPERTIES.rglob("*.yaml"))
     for info in pkgutil.iter_modules(distillers.__path__):
         module = importlib.import_module(f"freqd.distillers.{info.name}")
         for value in vars(module).values():
-            if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__name__.endswith("Settings"):
-                keys.update(f.name for f in dataclasses.fields(value))
+            if isinstance(value, type) and issubclass(value, Settings):
+                keys |= value.keys()
     return frozenset(keys | _FREQD_KEYS)
 
 
@@ -104,6 +124,11 @@ class Config(_RecBoleConfig):
     * A key that neither RecBole nor freqd defines (a typo: ``embeding_size``) is a ValueError
       naming it and its source, with a suggestion; ``strict_keys: False`` accepts the keys of your
       own RecBole components.
+    * The settings freqd relies on (:mod:`freqd.core_settings`) and, with ``kd``, the distiller's
+      (its ``settings_cls``) are validated once every source is merged, before any data is loaded:
+      a wrong type or range is a :class:`freqd.settings.SettingsError` naming the key, the value and
+      where it came from; the validated values replace the given ones (``epochs: 3.0`` is 3). A
+      YAML syntax error is a ValueError naming the file and line.
     * ``model`` may be a freqd name (``"bpr"``, ``"LightGCN"``) or a class; the defaults in
       ``freqd/properties/overall.yaml``, ``freqd/properties/model/<Model>.yaml`` and, with ``kd``
       (a distiller name), ``freqd/properties/kd/<Name>.yaml`` (its reference ``kd_weight``) are
@@ -121,16 +146,67 @@ class Config(_RecBoleConfig):
         for file in config_file_list or []:
             if not os.path.isfile(file):
                 raise FileNotFoundError(f"config file not found: {file}")
+        self._kd = kd
         self._kd_defaults = kd_defaults_file(kd) if kd is not None else None
+        self._file_dicts: list[tuple[str, dict[str, Any]]] = []
         super().__init__(model, dataset, config_file_list, dict(config_dict or {}))
-        if self.final_config_dict.get("strict_keys", True) is not False:
+
+    def _load_config_files(self, file_list) -> dict:
+        """RecBole's merge of the files (same loader), with syntax errors naming the file and line."""
+        merged: dict[str, Any] = {}
+        for file in file_list or []:
+            loaded = load_yaml_file(file, self.yaml_loader)
+            self._file_dicts.append((str(file), loaded))
+            merged.update(loaded)
+        return merged
+
+    def _set_default_parameters(self) -> None:
+        """Check keys and settings once RecBole has merged every source, before its own derivations."""
+        final = self.final_config_dict
+        if final.get("strict_keys", True) is not False:
             internal = frozenset(self.internal_config_dict)
-            for file in config_file_list or []:
-                check_keys(_yaml_keys([file]), f"config file {file}", internal)
-            check_keys(dict(config_dict or {}), "the overrides (--key=value, config_dict)", internal)
-        protocol = self.final_config_dict.get("protocol", "recbole")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS}")
+            for file, loaded in self._file_dicts:
+                check_keys(loaded, f"config file {file}", internal)
+            check_keys(self.variable_config_dict, OVERRIDES, internal)
+        from freqd.core_settings import CORE_SETTINGS, check_settings
+
+        final.update(check_settings(final, CORE_SETTINGS, self._source))
+        super()._set_default_parameters()
+        if self._kd is not None:
+            self._validate_distiller_settings()
+
+    def _validate_distiller_settings(self) -> None:
+        """The distiller's settings (its ``settings_cls``), validated and written back like the core ones."""
+        from freqd.distillers import get_distiller
+
+        distiller = get_distiller(self._kd)
+        settings_cls = getattr(distiller, "settings_cls", None)
+        if settings_cls is None:
+            return
+        from freqd.core_settings import check_settings
+        from freqd.settings import SettingsError
+
+        where = f"{distiller.name} settings"
+        try:
+            settings = settings_cls.from_config(self, where=where)
+        except SettingsError:
+            try:  # the same check per key, to name where each invalid value came from
+                check_settings(self.final_config_dict, (settings_cls,), self._source)
+            except SettingsError as named:
+                raise SettingsError(f"{where}: {named}") from None
+            raise
+        given = [key for key in settings_cls.model_fields if self.final_config_dict.get(key) is not None]
+        self.final_config_dict.update({key: getattr(settings, key) for key in given})
+
+    def _source(self, key: str) -> str:
+        """Where the value of ``key`` came from: the overrides, the last config file setting it, else the
+        defaults."""
+        if key in self.variable_config_dict:
+            return OVERRIDES
+        for file, loaded in reversed(self._file_dicts):
+            if key in loaded:
+                return f"config file {file}"
+        return "the defaults (freqd/properties, RecBole's properties)"
 
     def _load_cmd_line(self) -> dict:
         return {}

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,7 +30,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     metrics = pd.read_csv(metrics_file)
     out = Path(out_dir) if out_dir else run_dir
     out.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
+    plt = pyplot()
     written = []
 
     fig, (ax_loss, ax_valid) = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -9,6 +9,8 @@ the keys named like its fields, read from a RecBole ``Config`` (or any mapping) 
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,14 +32,30 @@ def _get(config: Any, key: str) -> Any:
 
 
 def describe(exc: ValidationError, where: str = "") -> str:
-    """One line per invalid key: ``key=value: reason``, prefixed by ``where`` when given."""
+    """One line per invalid key: ``key=value: reason``, prefixed by ``where`` when given.
+
+    A rule over several keys (a model validator) has no single key: its message names the keys.
+    """
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(settings)"
-        value = error.get("input")
-        lines.append(f"{key}={value!r}: {error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            key = ".".join(str(part) for part in error["loc"])
+            lines.append(f"{key}={error.get('input')!r}: {message}")
+        else:
+            lines.append(message)
     prefix = f"{where}: " if where else ""
     return prefix + "; ".join(lines)
+
+
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field holds numbers and never a boolean (``int``, ``float | None``, constrained)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _numbers_only(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_numbers_only(a) for a in args)
+    return annotation in (int, float)
 
 
 class Settings(BaseModel):
@@ -62,7 +80,14 @@ class Settings(BaseModel):
 
     @classmethod
     def validate_values(cls, values: Mapping[str, Any], where: str = ""):
-        """``cls(**values)`` with a :class:`SettingsError` naming every invalid key and value."""
+        """``cls(**values)`` with a :class:`SettingsError` naming every invalid key and value.
+
+        A boolean where a number belongs is refused (pydantic's lax mode would read True as 1).
+        """
+        for key, value in values.items():
+            field = cls.model_fields.get(key)
+            if isinstance(value, bool) and field is not None and _numbers_only(field.annotation):
+                raise SettingsError(f"{where + ': ' if where else ''}{key}={value!r}: expected a number, not a boolean")
         try:
             return cls(**dict(values))
         except ValidationError as exc:

@@ -46,12 +46,14 @@ def resolve_threads(value: Any = AUTO, jobs: int = 1) -> int:
     and no more than ``OMP_NUM_THREADS`` when the environment sets it.
     """
     parsed = parse_threads(value)
-    if parsed != AUTO:
+    if isinstance(parsed, int):  # not AUTO
         return parsed
     share = max(1, available_cpus() // max(1, jobs))
     omp = os.environ.get("OMP_NUM_THREADS", "").strip()
     if omp:
-        share = min(share, parse_threads(omp, key="OMP_NUM_THREADS"))
+        cap = parse_threads(omp, key="OMP_NUM_THREADS")
+        if isinstance(cap, int):  # OMP_NUM_THREADS=auto sets no cap
+            share = min(share, cap)
     return share
 
 

@@ -155,7 +155,9 @@ def load_tune_config(path: str | Path, teacher: str | Path | None = None) -> Tun
     try:
         raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise _fail(source, f"not valid YAML: {exc}") from None
+        from freqd.config import yaml_problem
+
+        raise TuneConfigError(yaml_problem(source, exc, "tune config")) from None
     if not isinstance(raw, dict):
         raise _fail(source, "must hold a mapping of keys to values")
     unknown = sorted(set(raw) - _TOP_KEYS)
@@ -213,13 +215,37 @@ def load_tune_config(path: str | Path, teacher: str | Path | None = None) -> Tun
         if not isinstance(pruner, dict) or set(pruner) - {"startup_trials", "warmup_epochs"}:
             raise _fail(source, f"pruner must be 'none' or a mapping of startup_trials, warmup_epochs; got {pruner!r}")
     pruner = pruner if prune else {}
-    return TuneConfig(
+    config = TuneConfig(
         source=source, model=model, space=space, dataset=raw.get("dataset"), config_files=config_files,
         overrides=dict(overrides), kd=kd, teacher=teacher_path, seed=_count(source, raw, "seed", 0, 0),
         trials=_count(source, raw, "trials", 20, 1), sampler_seed=_count(source, raw, "sampler_seed", 0, 0),
         startup_trials=_count(source, pruner, "startup_trials", 3, 0),
         warmup_epochs=_count(source, pruner, "warmup_epochs", 0, 0), prune=prune, title=str(raw.get("title", "")),
     )
+    check_trial_settings(config, config.overrides)
+    return config
+
+
+def check_trial_settings(config: TuneConfig, fixed: dict[str, Any]) -> None:
+    """The settings of every trial have valid types and ranges before the search starts: the config
+    files with the ``fixed`` overrides (strings as ``--key=value`` gives them), and both ends of each
+    numeric range (every choice of a categorical one) of the space; a :class:`TuneConfigError` names
+    the key, the value and where it is set."""
+    from freqd.compare.config import parse_override_value
+    from freqd.config import yaml_settings
+    from freqd.core_settings import CORE_SETTINGS, check_run, check_settings, distiller_settings
+
+    settings_cls = distiller_settings(config.kd)
+    classes = CORE_SETTINGS + ((settings_cls,) if settings_cls is not None else ())
+    fixed = {key: parse_override_value(value) if isinstance(value, str) else value for key, value in fixed.items()}
+    try:
+        check_run([*((f"config file {file}", yaml_settings([file])) for file in config.config_files),
+                   ("the overrides", fixed)], classes)
+        for param in config.space:
+            for value in param.choices if param.type == "categorical" else (param.low, param.high):
+                check_settings({param.name: value}, classes, f"space.{param.name}")
+    except ValueError as exc:
+        raise _fail(config.source, str(exc)) from None
 
 
 def _storage(out: Path):
@@ -259,6 +285,8 @@ def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, tri
     clash = sorted(set(fixed) & {p.name for p in config.space})
     if clash:
         raise ValueError(f"overrides {clash} are searched in {config.source}'s space")
+    if overrides:
+        check_trial_settings(config, fixed)
     out = Path(out) if out is not None else Path("results/tune") / config.source.stem
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from freqd.distillers import get_distiller
+from freqd.distillers import StepTables, get_distiller
 from freqd.distillers import rankings
 from freqd.distillers.cd import CDSettings
 from freqd.distillers.dcd import DCDSettings, correction_weights, dual_correction_sample
@@ -29,6 +29,7 @@ from freqd.distillers.sampling import (
 )
 from freqd.distillers.rankings import training_csr
 from freqd.distillers.unkd import UnKDSettings, pairs_per_group, popularity_groups
+from freqd.settings import SettingsError
 
 METHODS = ["RRD", "DCD", "CD", "UnKD", "KD"]
 N_USERS, N_ITEMS = 6, 40  # id 0 is padding for both, as in RecBole
@@ -102,7 +103,7 @@ def _build(tiny, name, **settings):
     data, teacher, student = tiny
     torch.manual_seed(0)
     distiller = get_distiller(name)(_Config({**TINY, **settings}), teacher, student, data)
-    distiller.on_epoch_start(0)
+    distiller.on_epoch_start(0, student)
     return distiller
 
 
@@ -154,7 +155,7 @@ def test_listwise_loss_sums_over_unique_batch_users(tiny, name):
                                                                                            distiller.over)
     expected = sum(_plackett_luce([student.score(u, i) for i in above[u].tolist()],
                                   [student.score(u, j) for j in below[u].tolist()]) for u in set(BATCH))
-    got = distiller(_batch(BATCH), student)
+    got = distiller(_batch(BATCH), StepTables.of(student))
     assert float(got) == pytest.approx(expected / len(BATCH), rel=1e-5)
 
 
@@ -167,7 +168,7 @@ def test_cd_loss_is_bce_towards_softened_teacher_scores(tiny, guide):
             q = 1 / (1 + math.exp(-(teacher.score(u, j) + TINY["cd_t2"]) / TINY["cd_t1"]))
             p = 1 / (1 + math.exp(-student.score(u, j)))
             expected -= q * math.log(p) + (1 - q) * math.log(1 - p)
-    assert float(distiller(_batch(BATCH), student)) == pytest.approx(expected / len(BATCH), rel=1e-5)
+    assert float(distiller(_batch(BATCH), StepTables.of(student))) == pytest.approx(expected / len(BATCH), rel=1e-5)
 
 
 @pytest.mark.parametrize("guide", ["student", "teacher"])
@@ -181,7 +182,7 @@ def test_kd_loss_is_softmax_cross_entropy_on_the_guides_top_k(tiny, guide):
         t = [math.exp(teacher.score(u, i) / tau) for i in items]
         s = [math.exp(student.score(u, i) / tau) for i in items]
         expected -= sum(ti / sum(t) * math.log(si / sum(s)) for ti, si in zip(t, s))
-    assert float(distiller(_batch(BATCH), student)) == pytest.approx(expected / len(BATCH), rel=1e-5)
+    assert float(distiller(_batch(BATCH), StepTables.of(student))) == pytest.approx(expected / len(BATCH), rel=1e-5)
     whole = distiller.p_teacher.clone()
     distiller._set_candidates(distiller.candidates, chunk=3)  # the per-user targets, computed in chunks
     assert torch.allclose(distiller.p_teacher, whole)
@@ -195,7 +196,7 @@ def test_unkd_loss_averages_pair_log_likelihoods_per_user(tiny):
                  for p, n, ok in zip(distiller.pos[u].tolist(), distiller.neg[u].tolist(), distiller.valid[u].tolist())
                  if ok]
         expected += sum(terms) / max(len(terms), 1)
-    assert float(distiller(_batch(BATCH), student)) == pytest.approx(expected / len(BATCH), rel=1e-5)
+    assert float(distiller(_batch(BATCH), StepTables.of(student))) == pytest.approx(expected / len(BATCH), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -206,7 +207,7 @@ def test_only_the_student_learns_and_the_loss_decreases(tiny, name):
     losses = []
     for _ in range(30):
         optimizer.zero_grad()
-        loss = distiller(_batch(BATCH), student)
+        loss = distiller(_batch(BATCH), StepTables.of(student))
         loss.backward()
         optimizer.step()
         losses.append(float(loss))
@@ -287,13 +288,13 @@ def test_student_ranks_count_higher_scoring_unobserved_items(tiny):
 
 
 def test_rrd_samples_interesting_from_the_pool_in_teacher_order_and_uninteresting_outside(tiny):
-    data, teacher, _ = tiny
+    data, teacher, student = tiny
     distiller, seen = _build(tiny, "RRD"), _train_sets(data)
     pool = _naive_topk(teacher, data, TINY["rrd_pool"])
     assert distiller.pool.tolist() == pool
     rank_counts = torch.zeros(TINY["rrd_pool"])
     for epoch in range(60):
-        distiller.on_epoch_start(epoch)
+        distiller.on_epoch_start(epoch, student)
         for u in range(1, N_USERS):
             ranks = [pool[u].index(i) for i in distiller.interesting[u].tolist()]
             assert ranks == sorted(set(ranks))  # distinct, in teacher order
@@ -340,7 +341,7 @@ def test_cd_samples_come_from_the_guides_ranking_and_skip_training_items(tiny, g
     ranking = {"student": student, "teacher": teacher}.get(guide)
     pool = _naive_topk(ranking, data, TINY["cd_pool"]) if ranking else None
     for epoch in range(20):
-        distiller.on_epoch_start(epoch)
+        distiller.on_epoch_start(epoch, student)
         for u in range(1, N_USERS):
             row = distiller.samples[u].tolist()
             assert len(set(row)) == TINY["cd_samples"] and not set(row) & (seen[u] | {0})
@@ -374,13 +375,13 @@ def test_unkd_pair_counts_follow_the_reference_split():
 
 
 def test_unkd_pairs_are_ordered_by_the_teacher_within_a_group(tiny):
-    data, teacher, _ = tiny
+    data, teacher, student = tiny
     distiller, seen = _build(tiny, "UnKD"), _train_sets(data)
     group_of = {i: g for g, items in enumerate(distiller.groups) for i in items.tolist()}
     assert len(distiller.groups) == TINY["unkd_groups"]
     n_pairs = 0
     for epoch in range(10):
-        distiller.on_epoch_start(epoch)
+        distiller.on_epoch_start(epoch, student)
         for u in range(1, N_USERS):
             for p, n, ok in zip(distiller.pos[u].tolist(), distiller.neg[u].tolist(), distiller.valid[u].tolist()):
                 if ok:
@@ -392,22 +393,23 @@ def test_unkd_pairs_are_ordered_by_the_teacher_within_a_group(tiny):
 
 # -- settings ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("settings, key, value, message", [
-    (RRDSettings, "rrd_interesting", 600, "rrd_interesting must lie in"),
-    (RRDSettings, "rrd_temperature", 0, "rrd_temperature must be > 0"),
-    (RRDSettings, "rrd_uninteresting", -1, "rrd_uninteresting must be >= 0"),
-    (RRDSettings, "rrd_pool", 1.5, "rrd_pool must be an integer"),
-    (DCDSettings, "dcd_samples", 300, "dcd_samples must lie in"),
-    (DCDSettings, "dcd_temperature", -1, "dcd_temperature must be > 0"),
-    (CDSettings, "cd_guide", "both", "cd_guide='both' is not one of"),
-    (CDSettings, "cd_t1", 0, "cd_t1 must be > 0"),
-    (CDSettings, "cd_samples", 0, "cd_samples must lie in"),
-    (UnKDSettings, "unkd_groups", 0, "unkd_groups must be >= 1"),
-    (UnKDSettings, "unkd_decay", "fast", "unkd_decay must be a number"),
-    (KDSettings, "kd_guide", "oracle", "kd_guide='oracle' is not one of"),
-    (KDSettings, "kd_topk", 1, "kd_topk must be >= 2"),
+    (RRDSettings, "rrd_interesting", 600, "rrd_interesting=600 exceeds rrd_pool=500"),
+    (RRDSettings, "rrd_temperature", 0, "rrd_temperature=0: Input should be greater than 0"),
+    (RRDSettings, "rrd_uninteresting", -1, "rrd_uninteresting=-1: Input should be greater than or equal to 0"),
+    (RRDSettings, "rrd_pool", 1.5, "rrd_pool=1.5: Input should be a valid integer"),
+    (DCDSettings, "dcd_samples", 300, "dcd_samples=300 needs dcd_pool >= 2·dcd_samples = 600, got dcd_pool=500"),
+    (DCDSettings, "dcd_temperature", -1, "dcd_temperature=-1: Input should be greater than 0"),
+    (CDSettings, "cd_guide", "both", "cd_guide='both': Input should be 'student', 'teacher' or 'random'"),
+    (CDSettings, "cd_t1", 0, "cd_t1=0: Input should be greater than 0"),
+    (CDSettings, "cd_samples", 0, "cd_samples=0: Input should be greater than or equal to 1"),
+    (CDSettings, "cd_samples", 3001, "cd_samples=3001 exceeds cd_pool=3000"),
+    (UnKDSettings, "unkd_groups", 0, "unkd_groups=0: Input should be greater than or equal to 1"),
+    (UnKDSettings, "unkd_decay", "fast", "unkd_decay='fast': Input should be a valid number"),
+    (KDSettings, "kd_guide", "oracle", "kd_guide='oracle': Input should be 'student' or 'teacher'"),
+    (KDSettings, "kd_topk", 1, "kd_topk=1: Input should be greater than or equal to 2"),
 ])
 def test_bad_settings_are_named(settings, key, value, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SettingsError, match=message):
         settings.from_config(_Config({key: value}))
 
 
@@ -422,7 +424,7 @@ def test_sampling_before_the_first_epoch_is_an_error(tiny):
     data, teacher, student = tiny
     distiller = get_distiller("RRD")(_Config(TINY), teacher, student, data)
     with pytest.raises(RuntimeError, match="on_epoch_start"):
-        distiller(_batch(BATCH), student)
+        distiller(_batch(BATCH), StepTables.of(student))
 
 
 # -- end to end on ml-100k --------------------------------------------------------------------------

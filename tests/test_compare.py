@@ -123,6 +123,13 @@ def test_report_files_and_content(done):
     assert freqd["n_parameters"] == scratch["n_parameters"] == 4 * (944 + 1683)
     assert report["rows"][0]["compression"] == 1.0 and freqd["compression"] == pytest.approx(4.0)
     assert freqd["latency"]["users"] == 200 and freqd["latency"]["users_per_s"] > 0
+    # Size and speed are measured once per run, right after it, and stored with its result.
+    for path in [out / "teacher.json", *sorted((out / "arms").glob("*/s*.json"))]:
+        result = json.loads(path.read_text())
+        assert result["size"]["n_parameters"] == (16 if path.stem == "teacher" else 4) * (944 + 1683), path
+        assert result["latency"]["users"] == 200 and result["latency"]["users_per_s"] > 0, path
+    seeds = [json.loads((out / "arms" / "freqd" / f"s{s}.json").read_text())["latency"]["users_per_s"] for s in (0, 1)]
+    assert freqd["latency"]["values"] == seeds and freqd["latency"]["users_per_s"] == pytest.approx(sum(seeds) / 2)
 
 
 @pytest.mark.slow
@@ -189,13 +196,15 @@ def test_two_jobs_store_the_same_results_as_one_and_name_a_failed_run(done, tmp_
 
     folder, _, _ = done
     out = tmp_path / "out"
-    arms = tiny_config()["arms"] + [{"name": "broken", "overrides": {"embedding_size": -1}}]
+    # Valid settings that only the run can refuse: a teacher rank above the teacher's width (16).
+    arms = tiny_config()["arms"] + [{"name": "broken", "kd": "FreqD", "config_files": [FREQD_YAML],
+                                     "overrides": {"freqd_teacher_rank": 32}}]
     config = write_config(tmp_path, seeds=[0], arms=arms)
     with pytest.raises(RunFailedError) as error:
         run_comparison(config, out=out, progress=False, jobs=2)
     message = str(error.value)
     assert "1 of 3 runs failed" in message and "scratch" not in message and "freqd seed" not in message
-    assert "broken seed 0: ValueError: embedding_size must be positive, got -1" in message
+    assert "broken seed 0: ValueError: freqd_teacher_rank=32 exceeds the teacher's size 16" in message
     original = metrics_of(folder / "out")
     assert metrics_of(out) == {key: value for key, value in original.items() if "s1" not in key}
     for path in [out / "teacher.json", *sorted((out / "arms").glob("*/s0.json"))]:

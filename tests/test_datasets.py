@@ -25,10 +25,10 @@ from freqd.datasets import (
     read_manifest,
     read_pair_tsv,
     read_users_dat,
+    registry,
     split_per_user,
     write_benchmark_files,
 )
-from freqd.datasets import registry
 
 EMPTY = np.empty((0, 2), dtype=np.int64)
 SPLITS = ("train", "valid", "test")
@@ -408,9 +408,10 @@ def test_check_atomic_file_is_fast(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::Warning:recbole.*", "ignore:__array_wrap__:DeprecationWarning")
 def test_benchmark_files_load_in_recbole(tmp_path, monkeypatch):
-    import freqd.compat  # noqa: F401  (numpy-2 aliases RecBole 1.2.1 needs)
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
+
+    import freqd.compat  # noqa: F401  (numpy-2 aliases RecBole 1.2.1 needs)
 
     monkeypatch.setattr(sys, "argv", sys.argv[:1])
     monkeypatch.chdir(tmp_path)
@@ -515,6 +516,30 @@ def test_prepare_dataset_cache(tmp_path, monkeypatch):
     prepare_dataset("ml-1m", out_root=out, data_root=data_root, seed=1)
     prepare_dataset("ml-1m", out_root=out, data_root=data_root, seed=2)
     assert len(calls) == 5
+
+
+def test_manifest_records_the_duplicates_the_readers_drop(tmp_path):
+    """The readers drop repeated pairs before clean_splits sees them; the manifest counts them too."""
+    data_root = make_data_root(tmp_path / "raw")
+    train = data_root / "gowalla" / "train.txt"
+    lines = train.read_text().splitlines()
+    lines[0] += " 0 1"  # user 0 already has items 0..11
+    lines[1] += " 5"
+    train.write_text("\n".join(lines) + "\n")
+    with open(data_root / "citeulike-t" / "users.dat", "a") as handle:
+        handle.write("\n6 1 1 2 3 4 4")
+    (data_root / "citeulike-t" / "kds_split" / "test.txt").write_text("USER\tITEM\n0\t3\n1\t3\n1\t3\n")
+    out = tmp_path / "out"
+    expected = {"gowalla": ("train_duplicates", "gowalla/train.txt", 3),
+                "citeulike-t": ("source_duplicates", "citeulike-t/users.dat", 2),
+                "citeulike-t-kds": ("test_duplicates", "citeulike-t/kds_split/test.txt", 1)}
+    for name, (key, source, count) in expected.items():
+        prepare_dataset(name, out_root=out, data_root=data_root, seed=5)
+        manifest = read_manifest(out, name)
+        assert manifest["dropped"][key] == count
+        assert sum(manifest["dropped"].values()) == count
+        assert manifest["read"][source]["duplicates_dropped"] == count
+    assert read_manifest(out, "gowalla")["counts"]["train"] + read_manifest(out, "gowalla")["counts"]["valid"] == 72
 
 
 def test_prepare_dataset_names_and_missing_sources(tmp_path):

@@ -11,7 +11,8 @@ from recbole.utils import init_seed
 from freqd import load_checkpoint
 from freqd.config import Config
 from freqd.checkpoints import load_teacher
-from freqd.distillers import FreqD, FreqDSettings
+from freqd.distillers import FreqD, FreqDSettings, StepTables
+from freqd.settings import SettingsError
 from freqd.evaluation import build_dataloaders
 from freqd.models import BPR
 from freqd.runs import distill
@@ -32,7 +33,7 @@ def setup(bpr_teacher_32):
 
 def _distiller(setup, **settings):
     checkpoint, config, (train, _, _) = setup
-    for key in FreqDSettings.__dataclass_fields__:
+    for key in FreqDSettings.keys():
         config[key] = None
     config["freqd_neighbors"] = 0  # the exact loss (the sampled one has its own tests)
     # The shared bias-free linear projector unless a test asks for another (its references assume it).
@@ -83,7 +84,7 @@ def test_batch_local_loss_equals_dense_full_table_computation(setup, settings):
     distiller, student, _ = _distiller(setup, freqd_graph="bipartite", freqd_distance="mse", **settings)
     distiller.eval()
     batch = _batch()
-    loss = distiller(batch, student)
+    loss = distiller(batch, StepTables.of(student))
     assert float(loss) == pytest.approx(_dense_reference(distiller, student, batch, settings), rel=1e-4)
 
 
@@ -102,7 +103,7 @@ def test_implicit_projection_equals_projecting_rows(setup, graph, distance, keep
         student.zero_grad()
         distiller.zero_grad()
         torch.manual_seed(5)  # the same edge-dropout draw for both forms
-        loss = distiller(batch, student)
+        loss = distiller(batch, StepTables.of(student))
         loss.backward()
         results.append((float(loss), student.user_embedding.weight.grad.clone(),
                         distiller.projector.linear.weight.grad.clone()))
@@ -122,7 +123,7 @@ def test_alpha_zero_mse_is_plain_feature_distillation(setup):
     expected = ((r[torch.unique(batch["user_id"])] ** 2).sum()
                 + 0.5 * (r[torch.unique(batch["item_id"]) + nu] ** 2).sum()
                 + 0.5 * (r[torch.unique(batch["neg_item_id"]) + nu] ** 2).sum()) / 64
-    assert float(distiller(batch, student)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(distiller(batch, StepTables.of(student))) == pytest.approx(float(expected), rel=1e-5)
 
 
 @pytest.mark.slow
@@ -131,7 +132,7 @@ def test_gradients_reach_student_and_projector_only(setup, graph):
     distiller, student, teacher = _distiller(setup, freqd_graph=graph, projector="experts",
                                              projector_experts=2, projector_dropout=0.2, freqd_keep_prob=0.5)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    loss = distiller(_batch(seed=3), student)
+    loss = distiller(_batch(seed=3), StepTables.of(student))
     loss.backward()
     assert student.user_embedding.weight.grad.abs().sum() > 0
     assert all(p.grad is not None for p in distiller.projector.parameters())
@@ -212,23 +213,22 @@ def test_lightgcn_student_distils_from_bpr_teacher(setup):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("freqd_graph", "knn", "freqd_graph='knn'"), ("freqd_keep_prob", 0.0, "freqd_keep_prob"),
+    ("freqd_graph", "knn", "freqd_graph='knn'"), ("freqd_keep_prob", 0.0, "freqd_keep_prob=0.0: .*greater than 0"),
     ("projector", "conv", "projector='conv'"), ("freqd_schedule", "step", "freqd_schedule='step'"),
 ])
 def test_bad_settings_are_named(key, value, message):
-    with pytest.raises(ValueError, match=message):
-        FreqDSettings(**{key: value})
+    with pytest.raises(SettingsError, match=message):
+        FreqDSettings.validate_values({key: value})
 
 
 def test_default_yaml_matches_the_built_in_defaults():
     """``configs/kd/freqd.yaml`` documents the defaults: FreqD without it trains the same loss."""
-    import dataclasses
     from pathlib import Path
 
     import yaml
 
     shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / "kd" / "freqd.yaml").read_text())
-    defaults = {f.name: f.default for f in dataclasses.fields(FreqDSettings)}
+    defaults = FreqDSettings().model_dump()
     kd = yaml.safe_load((Path(__file__).parents[1] / "freqd" / "properties" / "kd" / "FreqD.yaml").read_text())
     assert shipped.pop("kd_weight") == kd["kd_weight"]
     assert shipped and {key: defaults[key] for key in shipped} == shipped
@@ -271,7 +271,7 @@ def test_a_lightgcn_student_step_propagates_once(setup):
     rec, kd = trainer._losses(batch)
     assert len(calls) == 1
     separate_rec = student.calculate_loss(batch)
-    separate_kd = trainer.kd_weight * trainer.distiller(batch, student)
+    separate_kd = trainer.kd_weight * trainer.distiller(batch, StepTables.of(student))
     assert len(calls) == 3  # outside a step every caller propagates
     torch.testing.assert_close(rec, separate_rec)
     torch.testing.assert_close(kd, separate_kd)

@@ -15,7 +15,7 @@ from recbole.utils import init_seed
 
 from freqd.config import Config
 from freqd.checkpoints import load_teacher
-from freqd.distillers import FreqD, FreqDSettings
+from freqd.distillers import FreqD, FreqDSettings, StepTables
 from freqd.evaluation import build_dataloaders
 from freqd.graph import PolynomialFilter, sample_neighbors, sampled_filter_rows
 from freqd.models import BPR
@@ -111,7 +111,7 @@ def setup(bpr_teacher_32):
 
 def _distiller(setup, **settings):
     checkpoint, config, train = setup
-    for key in FreqDSettings.__dataclass_fields__:
+    for key in FreqDSettings.keys():
         config[key] = None
     config["freqd_neighbors"] = 0  # exact unless a test asks for sampling
     # The shared bias-free linear projector unless a test asks for another (its references assume it).
@@ -176,9 +176,9 @@ def _dense_loss(dataset, student, teacher_users, teacher_items, weight, alpha, b
 @pytest.mark.parametrize("distance", ["cosine", "mse"])
 def test_wide_neighbour_table_gives_the_exact_loss_and_gradient(setup, distance):
     distiller, student, dataset = _distiller(setup, freqd_neighbors=800, freqd_distance=distance)
-    distiller.on_epoch_start(0)
+    distiller.on_epoch_start(0, student)
     batch = _batch()
-    loss = distiller(batch, student)
+    loss = distiller(batch, StepTables.of(student))
     loss.backward()
     weight = distiller.projector.linear.weight
     grad = student.user_embedding.weight.grad.clone()
@@ -192,7 +192,7 @@ def test_wide_neighbour_table_gives_the_exact_loss_and_gradient(setup, distance)
 @pytest.mark.slow
 def test_narrow_table_is_the_loss_of_its_own_sampled_graph(setup):
     distiller, student, dataset = _distiller(setup, freqd_neighbors=4)
-    distiller.on_epoch_start(3)
+    distiller.on_epoch_start(3, student)
     batch = _batch(seed=1)
     n_u = student.n_users
     users, items = distiller._neighbors[0]
@@ -207,12 +207,12 @@ def test_narrow_table_is_the_loss_of_its_own_sampled_graph(setup):
     assert (a_s > 0).sum(1).max() <= 4
     reference = _dense_loss(dataset, student, distiller.t_users, distiller.t_items,
                             distiller.projector.linear.weight, 0.5, batch, "cosine", adjacency=a_s)
-    assert float(distiller(batch, student).detach()) == pytest.approx(float(reference), rel=1e-5)
+    assert float(distiller(batch, StepTables.of(student)).detach()) == pytest.approx(float(reference), rel=1e-5)
     # Same (seed, epoch) → same draw; another epoch → another draw.
     again, _, _ = _distiller(setup, freqd_neighbors=4)
-    again.on_epoch_start(3)
+    again.on_epoch_start(3, student)
     assert torch.equal(again._neighbors[0][1].index, items.index)
-    again.on_epoch_start(4)
+    again.on_epoch_start(4, student)
     assert not torch.equal(again._neighbors[0][1].index, items.index)
 
 
@@ -239,7 +239,7 @@ def test_ranked_teacher_is_the_top_principal_subspace_and_the_loss_is_exact(setu
     batch = _batch(seed=2)
     full_weight = basis @ distiller.projector.linear.weight.double()
     reference = _dense_loss(dataset, student, distiller.t_users, distiller.t_items, full_weight, 0.5, batch, "cosine")
-    assert float(distiller(batch, student).detach()) == pytest.approx(float(reference), rel=1e-5)
+    assert float(distiller(batch, StepTables.of(student)).detach()) == pytest.approx(float(reference), rel=1e-5)
     assert "rayleigh_1" in distiller.spectral_energy(student)
 
 
@@ -261,9 +261,9 @@ def test_filter_first_mlp_with_wide_neighbour_table_is_the_exact_per_entity_loss
                                              projector="mlp", projector_hidden=16, projector_per_entity=True,
                                              freqd_filter_first=True)
     assert distiller.n_neighbors == 800 and distiller.item_projector is not None
-    distiller.on_epoch_start(0)
+    distiller.on_epoch_start(0, student)
     batch = _batch(seed=4)
-    loss = distiller(batch, student)
+    loss = distiller(batch, StepTables.of(student))
     loss.backward()
     grad = student.item_embedding.weight.grad.clone()
     student.zero_grad()
@@ -287,7 +287,7 @@ def test_ranked_teacher_with_an_mlp_projector_is_exact_for_the_constrained_proje
     batch = _batch(seed=5)
     reference = _dense_loss(dataset, student, distiller.t_users, distiller.t_items, None, 0.5, batch, "cosine",
                             project=_projector_fn(distiller, distiller.teacher_basis.double()))
-    assert float(distiller(batch, student).detach()) == pytest.approx(float(reference), rel=1e-5)
+    assert float(distiller(batch, StepTables.of(student)).detach()) == pytest.approx(float(reference), rel=1e-5)
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -295,7 +295,7 @@ def test_ranked_teacher_with_an_mlp_projector_is_exact_for_the_constrained_proje
     ({"freqd_neighbors": 4, "projector": "mlp"}, "freqd_filter_first: True"),
     ({"freqd_teacher_rank": 4, "freqd_keep_prob": 0.5}, "no edge dropout"),
     ({"freqd_neighbors": 4, "freqd_keep_prob": 0.5}, "no edge dropout"),
-    ({"freqd_neighbors": -1}, "freqd_neighbors must be >= 0"),
+    ({"freqd_neighbors": -1}, "freqd_neighbors=-1: Input should be greater than or equal to 0"),
 ])
 def test_bad_fast_settings_are_refused(setup, settings, message):
     with pytest.raises(ValueError, match=message):
@@ -309,9 +309,9 @@ def test_row_budget_is_an_unbiased_subsample_of_the_full_loss(setup):
     budgeted, _, _ = _distiller(setup, freqd_teacher_rank=8, freqd_kd_rows=20)
     batch = _batch(n=40, seed=3)
     with torch.no_grad():
-        exact = float(full(batch, student))
+        exact = float(full(batch, StepTables.of(student)))
         torch.manual_seed(0)
-        draws = torch.tensor([float(budgeted(batch, student)) for _ in range(3000)])
+        draws = torch.tensor([float(budgeted(batch, StepTables.of(student))) for _ in range(3000)])
     groups = [torch.unique(batch[k]) for k in ("user_id", "item_id", "neg_item_id")]
     kept, weights = budgeted._row_budget(groups, [1.0, 0.5, 0.5])
     assert sum(len(g) for g in kept) <= 21 and sum(len(g) for g in groups) > 100
@@ -334,14 +334,14 @@ def test_defaults_sample_four_neighbours_and_rank_64_only_where_they_apply():
 
 @pytest.mark.slow
 def test_filtered_teacher_is_recomputed_only_when_the_filter_changes(setup):
-    const, _, _ = _distiller(setup)
-    const.on_epoch_start(0)
+    const, student, _ = _distiller(setup)
+    const.on_epoch_start(0, student)
     first = const._teacher_filtered()
-    const.on_epoch_start(1)
+    const.on_epoch_start(1, student)
     assert const._teacher_filtered() is first
-    scheduled, _, _ = _distiller(setup, freqd_schedule="cos", freqd_alpha_end=0.0, freqd_schedule_epochs=4)
-    scheduled.on_epoch_start(0)
+    scheduled, student, _ = _distiller(setup, freqd_schedule="cos", freqd_alpha_end=0.0, freqd_schedule_epochs=4)
+    scheduled.on_epoch_start(0, student)
     first = scheduled._teacher_filtered()
-    scheduled.on_epoch_start(1)
+    scheduled.on_epoch_start(1, student)
     again = scheduled._teacher_filtered()
     assert again is not first and not torch.allclose(again[0][0], first[0][0])

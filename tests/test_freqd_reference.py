@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-from freqd.distillers import FreqD
+from freqd.distillers import FreqD, StepTables
 from freqd.graph import (
     PolynomialFilter,
     bipartite_edge_index,
@@ -258,7 +258,7 @@ def freqd_value_and_grads(distiller, student, batch):
     """FreqD's loss and its gradients w.r.t. the student's ID tables and the projector's parameters."""
     student.zero_grad(set_to_none=True)
     distiller.zero_grad(set_to_none=True)
-    loss = distiller(batch, student)
+    loss = distiller(batch, StepTables.of(student))
     loss.backward()
     grads = {"users": student.user_embedding.weight.grad, "items": student.item_embedding.weight.grad}
     grads.update({name: p.grad for name, p in distiller.projector.named_parameters()})
@@ -376,7 +376,7 @@ def test_mse_over_all_rows_is_the_spectral_sum(graph, filt):
                                                     **PROJECTORS["mlp"]}, seed=1)
     batch = batch_of(COVERING)
     with torch.no_grad():
-        loss = float(distiller(batch, student)) * len(COVERING["user_id"])
+        loss = float(distiller(batch, StepTables.of(student))) * len(COVERING["user_id"])
         project = distiller.projector
         s_users, s_items = student.embeddings()
         res_users = (project(s_users) - t_users).numpy()
@@ -397,7 +397,7 @@ def test_cosine_distance_is_taken_after_filtering():
                                                     **settings}, seed=2)
     batch = batch_of(BATCH)
     with torch.no_grad():
-        value = float(distiller(batch, student))
+        value = float(distiller(batch, StepTables.of(student)))
         weight = distiller.projector.linear.weight
         s_users, s_items = student.embeddings()
         unit = lambda x: x / x.norm(dim=1, keepdim=True)  # noqa: E731
@@ -466,7 +466,7 @@ def test_cooccurrence_graph_in_freqd_is_the_top_k_graph():
             s_users, s_items = student.embeddings()
             expected = dense_loss("cooccurrence", spec, "cosine", lambda x, w=weight: x @ w.T, s_users, s_items,
                                   t_users, t_items, batch, k=k)
-            values[k] = float(distiller(batch, student))
+            values[k] = float(distiller(batch, StepTables.of(student)))
         assert values[k] == pytest.approx(float(expected), rel=1e-6)
     assert len({round(v, 8) for v in values.values()}) == 3  # k changes the graph, hence the loss
 
@@ -486,7 +486,7 @@ def test_bipartite_graph_ignores_repeated_training_pairs():
         s_users, s_items = student.embeddings()
         expected = dense_loss("bipartite", spec, "mse", lambda x: x @ weight.T, s_users, s_items, t_users, t_items,
                               batch, pairs=repeated)  # binary R: same graph as PAIRS
-        assert float(distiller(batch, student)) == pytest.approx(float(expected), rel=1e-6)
+        assert float(distiller(batch, StepTables.of(student))) == pytest.approx(float(expected), rel=1e-6)
 
 
 # --- edge dropout in filter_rows: Monte Carlo against the exact dense H·X -----------------------------
@@ -625,7 +625,7 @@ def test_dropout_draw_is_shared_by_teacher_and_student(graph, dist_kind, proj):
     with torch.no_grad():
         for seed in range(15):
             torch.manual_seed(seed)
-            assert abs(float(distiller(batch, student))) < 1e-12
+            assert abs(float(distiller(batch, StepTables.of(student)))) < 1e-12
     assert min(_independent_draws_loss(graph, s_users, s_items, t_users, t_items, weight, batch, 100 * s)
                for s in range(5)) > 1e-2
 
@@ -651,7 +651,7 @@ def test_dropout_loss_mean_matches_the_shared_draw_expectation(graph):
         losses = []
         for seed in range(steps):
             torch.manual_seed(1000 + seed)
-            losses.append(float(distiller(batch, student)))
+            losses.append(float(distiller(batch, StepTables.of(student))))
     losses = np.array(losses)
     assert losses.std() > 0  # the draw changes from step to step
 

@@ -9,6 +9,8 @@ groups, and plots.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from freqd.compare.config import (
     ArmSpec,
     ComparisonConfig,
@@ -21,7 +23,10 @@ from freqd.compare.config import (
     load_comparison_config,
     parse_comparison_config,
 )
-from freqd.compare.runner import StaleResultError, default_out, run_comparison
+from freqd.compare.store import StaleResultError
+
+if TYPE_CHECKING:
+    from freqd.compare.runner import default_out, run_comparison
 
 
 def quickstart_config(model: str = "BPR", dataset: str = "ml-100k", teacher_size: int = 300, student_size: int = 20,
@@ -51,6 +56,15 @@ def quickstart_config(model: str = "BPR", dataset: str = "ml-100k", teacher_size
             {"name": "freqd", "label": f"FreqD (α={alpha:g})", "kd": "FreqD", "overrides": {"freqd_alpha": alpha}},
         ],
     })
+
+
+def __getattr__(name):
+    """The runner on first use, so that importing the store, summary or report does not load the training stack."""
+    if name in ("default_out", "run_comparison"):
+        from freqd.compare import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'freqd.compare' has no attribute {name!r}")
 
 
 __all__ = ["ArmSpec", "ComparisonConfig", "ComparisonConfigError", "EvaluationSpec", "LatencySpec", "ModelSpec",

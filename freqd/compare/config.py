@@ -154,6 +154,8 @@ class ComparisonConfig:
         if student_overrides:
             _check_overrides(student_overrides, config.source, "command-line student override")
             config = replace(config, cli_student_overrides={**config.cli_student_overrides, **student_overrides})
+        if overrides or teacher_overrides or student_overrides:
+            _check_settings(config)
         return config
 
     # -- what each run gets ------------------------------------------------------------------
@@ -231,6 +233,37 @@ def file_settings(files: list[Path]) -> dict[str, Any]:
         raise ComparisonConfigError(str(exc)) from None
 
 
+def _check_settings(config: ComparisonConfig) -> None:
+    """Every run's settings (its config files, then each level of overrides that reaches it) have valid
+    types and ranges (:mod:`freqd.core_settings`, and the arm's distiller settings), checked before
+    any run; an error names the run, the key, the value and where it is set."""
+    from freqd.core_settings import CORE_SETTINGS, check_run, distiller_settings
+    from freqd.settings import SettingsError
+
+    cli = [("the command-line overrides", config.cli_overrides)]
+    runs = []
+    if config.teacher.spec is not None:
+        runs.append(("teacher", None, config.teacher_files(),
+                     [("overrides", config.overrides), ("teacher.overrides", config.teacher.spec.overrides), *cli,
+                      ("the command-line teacher overrides", config.cli_teacher_overrides)]))
+    for index, arm in enumerate(config.arms):
+        runs.append((f"arm {arm.name!r}", arm.kd, config.arm_files(arm),
+                     [("overrides", config.overrides), ("student.overrides", config.student.overrides),
+                      (f"arms[{index}].overrides", arm.overrides), *cli,
+                      ("the command-line student overrides", config.cli_student_overrides)]))
+    for who, kd, files, overrides in runs:
+        # Override strings are read as RecBole reads config_dict strings (a Python literal, else the string).
+        overrides = [(label, {k: parse_override_value(v) if isinstance(v, str) else v for k, v in layer.items()})
+                     for label, layer in overrides]
+        settings_cls = distiller_settings(kd)
+        try:
+            check_run([("the comparison's run defaults", RUN_DEFAULTS),
+                       *((f"config file {file}", file_settings([file])) for file in files), *overrides],
+                      CORE_SETTINGS + ((settings_cls,) if settings_cls is not None else ()))
+        except SettingsError as exc:
+            raise ComparisonConfigError(f"{_where(config.source)}{who}: {exc}") from None
+
+
 def _check_file_keys(config: ComparisonConfig) -> None:
     """The YAML files must not name another dataset or backbone than the comparison does."""
     from freqd.models import get_model
@@ -257,7 +290,9 @@ def load_comparison_config(path: str | Path) -> ComparisonConfig:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ComparisonConfigError(f"{path}: not valid YAML: {exc}") from exc
+        from freqd.config import yaml_problem
+
+        raise ComparisonConfigError(yaml_problem(path, exc, "comparison config")) from None
     return parse_comparison_config(raw, source=path.resolve())
 
 
@@ -294,6 +329,7 @@ def parse_comparison_config(raw: Any, source: Path | None = None, base: Path | N
         source=source,
     )
     _check_file_keys(config)
+    _check_settings(config)
     return config
 
 

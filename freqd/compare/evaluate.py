@@ -20,6 +20,7 @@ import torch
 from recbole.evaluator.metrics import NDCG, Recall
 
 from freqd.compare.config import ComparisonConfig
+from freqd.compare.summary import EvalData
 
 
 @dataclass
@@ -62,6 +63,16 @@ def build_eval_context(comparison: ComparisonConfig) -> EvalContext:
         config=config, train_dataset=train, test_data=test_data, protocol=config["protocol"],
         n_real_users=train.user_num - 1, users=users, user_train_counts=counts, head_items=head,
         head_share=float(item_counts[head.numpy()].sum() / max(1, item_counts.sum())), activity_groups=groups,
+    )
+
+
+def eval_data(ctx: EvalContext) -> EvalData:
+    """What the report needs of the context: counts, groups and test users, without the dataset or tensors."""
+    return EvalData(
+        protocol=ctx.protocol, n_users=int(ctx.n_real_users), n_items=int(ctx.train_dataset.item_num - 1),
+        users=np.asarray(ctx.users), user_train_counts=np.asarray(ctx.user_train_counts),
+        activity_groups=list(ctx.activity_groups), n_head_items=int(ctx.head_items.sum()),
+        head_share=float(ctx.head_share), device=str(ctx.config["device"]),
     )
 
 
@@ -135,35 +146,32 @@ def model_size(model) -> dict[str, int]:
 
 
 @torch.no_grad()
-def measure_latency(models: dict[str, Any], users: np.ndarray, spec) -> dict[str, dict[str, Any]]:
-    """Users/s of full-catalogue top-``spec.k`` scoring (score all items, top-k), per model.
+def measure_latency(model, users: np.ndarray, spec) -> dict[str, Any]:
+    """Users/s of one model's full-catalogue top-``spec.k`` scoring (score all items, then top-k).
 
-    ``spec.users`` requests are timed, cycling through the test users when there are fewer. The
-    final tables are computed once beforehand (serving caches them; LightGCN's propagation is
-    not timed). Models are timed in turn within every repeat, so a load change on the machine
-    hits all of them alike; the fastest repeat (the least disturbed by other processes) is reported.
+    ``spec.users`` requests are timed in batches of ``spec.batch_size``, cycling through ``users``
+    when there are fewer. The final tables are computed once beforehand (serving caches them;
+    LightGCN's propagation is not timed). The fastest of ``spec.repeats`` repeats after
+    ``spec.warmup`` warm-up ones is reported: the one least disturbed by other processes.
     """
     previous = torch.get_num_threads()
     if spec.threads:
         torch.set_num_threads(spec.threads)
     try:
         chosen = torch.from_numpy(np.asarray(users)[np.arange(spec.users) % len(users)])
-        tables = {}
-        for name, model in models.items():
-            user_all, item_all = model.cached_embeddings()
-            tables[name] = (user_all.cpu()[chosen].contiguous(), item_all.cpu()[1:].contiguous())
-        seconds: dict[str, list[float]] = {name: [] for name in tables}
+        user_all, item_all = model.cached_embeddings()
+        user_table, item_table = user_all.cpu()[chosen].contiguous(), item_all.cpu()[1:].contiguous()
+        seconds = []
         for repeat in range(spec.warmup + spec.repeats):
-            for name, (user_table, item_table) in tables.items():
-                start = perf_counter()
-                for begin in range(0, len(user_table), spec.batch_size):
-                    scores = user_table[begin: begin + spec.batch_size] @ item_table.T
-                    torch.topk(scores, min(spec.k, item_table.shape[0]), dim=1)
-                if repeat >= spec.warmup:
-                    seconds[name].append(perf_counter() - start)
+            start = perf_counter()
+            for begin in range(0, len(user_table), spec.batch_size):
+                scores = user_table[begin: begin + spec.batch_size] @ item_table.T
+                torch.topk(scores, min(spec.k, item_table.shape[0]), dim=1)
+            if repeat >= spec.warmup:
+                seconds.append(perf_counter() - start)
         threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(previous)
-    return {name: {"users_per_s": len(chosen) / min(times), "seconds": times, "users": len(chosen),
-                   "batch_size": spec.batch_size, "threads": threads, "k": spec.k}
-            for name, times in seconds.items()}
+    return {"users_per_s": len(chosen) / min(seconds), "seconds": seconds, "users": len(chosen),
+            "batch_size": spec.batch_size, "threads": threads, "k": spec.k, "repeats": spec.repeats,
+            "warmup": spec.warmup}

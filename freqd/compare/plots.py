@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from freqd.io import atomic_write_bytes
-from freqd.plots import _pyplot
+from freqd.plots import pyplot
 
 
 def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     buffer = BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=110)
@@ -29,7 +29,7 @@ def _label(key: str) -> str:
 
 def plot_bars(report: dict[str, Any], path: Path) -> Path:
     """Test NDCG@k and Recall@k per arm: mean ± std over seeds, the seeds as dots, the teacher dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     k = report["groups"]["k"]
     metrics = [f"ndcg@{k}", f"recall@{k}"]
     arms = [row for row in report["rows"] if not row["is_teacher"]]
@@ -59,7 +59,7 @@ def plot_bars(report: dict[str, Any], path: Path) -> Path:
 
 def plot_curves(report: dict[str, Any], teacher: dict[str, Any], per_seed: dict[str, list], path: Path) -> Path:
     """Validation NDCG@k per epoch: one colour per arm, one line per seed; the teacher dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     column = f"valid_ndcg@{report['groups']['k']}"
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -84,7 +84,7 @@ def plot_spectral(report: dict[str, Any], per_seed: dict[str, list], path: Path)
             if any(any("rayleigh_" in key for key in row) for r in results for row in r["history"])}
     if not arms:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     labels = {row["name"]: row["label"] for row in report["rows"]}
     fig, axes = plt.subplots(1, len(arms), figsize=(4.2 * len(arms), 3.4), squeeze=False, sharey=True)
     for ax, (name, results) in zip(axes[0], arms.items()):

@@ -1,12 +1,9 @@
 """Run a comparison: the teacher once, then every (arm, seed), each result stored atomically and reused.
 
-Output folder layout::
-
-    teacher.json, teacher.npz        the teacher's result and per-user test metrics
-    teacher/                          its checkpoint and run folder (when trained here)
-    arms/<arm>/s<seed>.json, .npz     one result per (arm, seed), written last, atomically
-    arms/<arm>/s<seed>/               that run's checkpoint and run folder (metrics.csv)
-    report.md, results.csv, ...       rebuilt from the files above on every call
+The output folder's layout is :mod:`freqd.compare.store`'s; ``report.md``, ``results.csv``, ...
+are rebuilt from the stored results on every call (:func:`freqd.compare.report.build_report`).
+Each run's stored result holds its per-user test metrics and, measured right after the run on
+its checkpoint, the model's size and (unless ``latency`` is disabled) its top-k scoring speed.
 
 A result is reused only when the hash of its inputs (dataset, backbone, distiller, YAML file
 contents, overrides, seed and, for distilled arms, the teacher) matches; otherwise the run stops
@@ -19,7 +16,6 @@ worker that ran it, atomically.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import multiprocessing
@@ -32,21 +28,25 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-import numpy as np
-
 from freqd.compare.config import ComparisonConfig, ComparisonConfigError, load_comparison_config
-from freqd.compare.evaluate import EvalContext, aggregate, build_eval_context, load_model, per_user_metrics
-from freqd.io import atomic_write_bytes, atomic_write_json
+from freqd.compare.evaluate import (
+    EvalContext,
+    aggregate,
+    build_eval_context,
+    eval_data,
+    load_model,
+    measure_latency,
+    model_size,
+    per_user_metrics,
+)
+from freqd.compare.report import build_report
+from freqd.compare.store import arm_paths, check_stale, is_done, load_result, teacher_paths, write_result
 from freqd.threads import apply_threads, resolve_threads
 
 logger = logging.getLogger(__name__)
 
 #: Tolerance between the mean of per-user metrics and RecBole's test_result (rounded to 6 places).
 RECBOLE_TOLERANCE = 1e-6
-
-
-class StaleResultError(ComparisonConfigError):
-    """Stored results were made with another configuration."""
 
 
 class RunFailedError(RuntimeError):
@@ -81,8 +81,6 @@ def run_comparison(
     what ``results.json`` holds, plus ``executed``: the (arm, seed) runs trained by this call (the
     others were reused), in run order.
     """
-    from freqd.compare.report import build_report
-
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ComparisonConfigError(f"jobs={jobs!r} is invalid: expected a positive integer")
     comparison = config if isinstance(config, ComparisonConfig) else load_comparison_config(config)
@@ -94,7 +92,7 @@ def run_comparison(
     teacher_key, teacher_content = comparison.teacher_key()
     runs = [(arm, seed) for seed in comparison.seeds for arm in comparison.arms]
     keys = {(arm.name, seed): comparison.arm_key(arm, seed, teacher_key) for arm, seed in runs}
-    _check_stale(out, teacher_key, teacher_content, keys, rerun_stale)
+    check_stale(out, teacher_key, teacher_content, keys, rerun_stale)
 
     ctx = build_eval_context(comparison)
     executed: list[dict[str, Any]] = []
@@ -113,93 +111,9 @@ def run_comparison(
             _run_parallel(comparison, out, runs, keys, teacher, executed, bar, jobs)
     finally:
         bar.close()
-    report = build_report(comparison, out, ctx)
+    report = build_report(comparison, out, eval_data(ctx))
     report["executed"] = executed
     return report
-
-
-# -- stored results ------------------------------------------------------------------------------
-def teacher_paths(out: Path) -> tuple[Path, Path, Path]:
-    return out / "teacher.json", out / "teacher.npz", out / "teacher"
-
-
-def arm_paths(out: Path, arm: str, seed: int) -> tuple[Path, Path, Path]:
-    folder = out / "arms" / arm
-    return folder / f"s{seed}.json", folder / f"s{seed}.npz", folder / f"s{seed}"
-
-
-def _is_done(json_path: Path, npz_path: Path, key: str) -> bool:
-    """Whether a complete result with input hash ``key`` is stored."""
-    stored = load_result(json_path, npz_path)
-    return stored is not None and stored[0]["key"] == key
-
-
-def load_result(json_path: Path, npz_path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-    """A stored result and its per-user arrays, or None when either is missing or they do not match."""
-    if not json_path.is_file() or not npz_path.is_file():
-        return None
-    result = json.loads(json_path.read_text(encoding="utf-8"))
-    data = npz_path.read_bytes()
-    from hashlib import sha256
-
-    if sha256(data).hexdigest() != result.get("per_user_sha256"):
-        return None
-    with np.load(io.BytesIO(data)) as arrays:
-        return result, {k: arrays[k] for k in arrays.files}
-
-
-def _stored_key(json_path: Path) -> tuple[str, dict[str, Any]] | None:
-    if not json_path.is_file():
-        return None
-    stored = json.loads(json_path.read_text(encoding="utf-8"))
-    return stored.get("key"), stored.get("spec") or {}
-
-
-def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """Human-readable differences between two hashed specs."""
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            changes += _changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return changes
-
-
-def _check_stale(out: Path, teacher_key: str, teacher_content: dict, keys: dict, rerun_stale: bool) -> None:
-    """Refuse (before any training) to mix results made with another configuration."""
-    stale = []
-    stored = _stored_key(teacher_paths(out)[0])
-    if stored and stored[0] != teacher_key:
-        stale.append(("teacher.json", _changes(stored[1], teacher_content)))
-    for (arm, seed), (key, content) in keys.items():
-        json_path = arm_paths(out, arm, seed)[0]
-        stored = _stored_key(json_path)
-        if stored and stored[0] != key:
-            stale.append((str(json_path.relative_to(out)), _changes(stored[1], content)))
-    if not stale:
-        return
-    lines = [f"  {name}: {'; '.join(changes[:6]) or 'different inputs'}" for name, changes in stale]
-    if rerun_stale:
-        logger.warning("rerunning results made with another configuration:\n" + "\n".join(lines))
-        print("rerunning stale results:\n" + "\n".join(lines), file=sys.stderr)
-        return
-    raise StaleResultError(
-        f"results in {out} were made with another configuration:\n" + "\n".join(lines)
-        + "\ndelete them, choose another --out, or pass --rerun-stale to recompute them")
-
-
-def _write_result(json_path: Path, npz_path: Path, result: dict[str, Any], per_user: dict[str, np.ndarray]) -> None:
-    """The per-user arrays first, then the JSON that vouches for them (its presence marks completion)."""
-    from hashlib import sha256
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **per_user)
-    data = buffer.getvalue()
-    atomic_write_bytes(npz_path, data)
-    result = {**result, "per_user_file": npz_path.name, "per_user_sha256": sha256(data).hexdigest()}
-    atomic_write_json(json_path, result)
 
 
 # -- the runs ------------------------------------------------------------------------------------
@@ -210,10 +124,21 @@ def _progress(total: int, enabled: bool):
 
 
 def _evaluate(checkpoint: Path, ctx: EvalContext, comparison: ComparisonConfig):
+    """Per-user test metrics, their protocol means and the model's measurements, from one checkpoint."""
     model = load_model(checkpoint, ctx)
     per_user = per_user_metrics(model, ctx, comparison.evaluation.topk, comparison.evaluation.group_k)
     keys = [f"{m}@{k}" for k in comparison.evaluation.topk for m in ("recall", "ndcg")]
-    return per_user, aggregate(per_user, ctx, keys)
+    return per_user, aggregate(per_user, ctx, keys), _measure(model, ctx, comparison)
+
+
+def _measure(model, ctx: EvalContext, comparison: ComparisonConfig) -> dict[str, Any]:
+    """The model's class, width, size and (when enabled) scoring speed, stored with its result.
+
+    Measured once, here, so the report never reloads a checkpoint; not part of the result's key.
+    """
+    spec = comparison.latency
+    return {"model": type(model).__name__, "embedding_size": getattr(model, "embedding_size", None),
+            "size": model_size(model), "latency": measure_latency(model, ctx.users, spec) if spec.enabled else None}
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
@@ -264,7 +189,7 @@ def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[s
     start = perf_counter()
     if comparison.teacher.checkpoint is not None:
         checkpoint = comparison.teacher.checkpoint
-        per_user, metrics = _evaluate(checkpoint, ctx, comparison)
+        per_user, metrics, measured = _evaluate(checkpoint, ctx, comparison)
         result = {"kind": "teacher", "source": "checkpoint", "checkpoint": str(checkpoint), "run": None,
                   "history": []}
     else:
@@ -280,13 +205,13 @@ def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[s
         _check_protocol("teacher", run, ctx)
         history = _history(Path(run["run_dir"]))
         summary = _run_summary(run, out, history)
-        per_user, metrics = _evaluate(out / summary["checkpoint"], ctx, comparison)
+        per_user, metrics, measured = _evaluate(out / summary["checkpoint"], ctx, comparison)
         result = {"kind": "teacher", "source": "trained", "checkpoint": summary["checkpoint"], "run": summary,
                   "history": history, "recbole_max_abs_diff": _check_against_recbole("teacher", metrics,
                                                                                     run["test_result"])}
-    result.update(key=key, spec=content, name="teacher", label="teacher", metrics=metrics,
+    result.update(key=key, spec=content, name="teacher", label="teacher", metrics=metrics, **measured,
                   wall_seconds=perf_counter() - start)
-    _write_result(json_path, npz_path, result, per_user)
+    write_result(json_path, npz_path, result, per_user)
     executed.append({"arm": "teacher", "seed": comparison.teacher.seed})
     bar.write(f"teacher: {_brief(metrics, comparison)} ({result['wall_seconds']:.0f} s)", file=sys.stderr)
     return json.loads(json_path.read_text(encoding="utf-8"))
@@ -296,7 +221,7 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
     from freqd.runs import distill, train
 
     json_path, npz_path, work = arm_paths(out, arm.name, seed)
-    if _is_done(json_path, npz_path, key):
+    if is_done(json_path, npz_path, key):
         bar.write(f"{arm.name} seed {seed}: reused", file=sys.stderr)
         return
     if work.exists():
@@ -316,13 +241,13 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
     _check_protocol(f"arm {arm.name!r}", run, ctx)
     history = _history(Path(run["run_dir"]))
     summary = _run_summary(run, out, history)
-    per_user, metrics = _evaluate(out / summary["checkpoint"], ctx, comparison)
+    per_user, metrics, measured = _evaluate(out / summary["checkpoint"], ctx, comparison)
     result = {"kind": "arm", "name": arm.name, "label": arm.label, "kd": arm.kd, "seed": seed, "key": key,
               "spec": content, "checkpoint": summary["checkpoint"], "run": summary, "history": history,
               "metrics": metrics,
               "recbole_max_abs_diff": _check_against_recbole(f"{arm.name} seed {seed}", metrics, run["test_result"]),
-              "wall_seconds": perf_counter() - start}
-    _write_result(json_path, npz_path, result, per_user)
+              **measured, "wall_seconds": perf_counter() - start}
+    write_result(json_path, npz_path, result, per_user)
     executed.append({"arm": arm.name, "seed": seed})
     bar.write(f"{arm.name} seed {seed}: {_brief(metrics, comparison)} ({result['wall_seconds']:.0f} s)",
               file=sys.stderr)
@@ -350,7 +275,7 @@ def _run_parallel(comparison, out, runs, keys, teacher, executed, bar, jobs: int
     pending = []
     for arm, seed in runs:
         json_path, npz_path, _ = arm_paths(out, arm.name, seed)
-        if _is_done(json_path, npz_path, keys[(arm.name, seed)][0]):
+        if is_done(json_path, npz_path, keys[(arm.name, seed)][0]):
             bar.write(f"{arm.name} seed {seed}: reused", file=sys.stderr)
             bar.update(1)
         else:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from freqd.io import atomic_write_bytes
 
-from ._pairs import (
+from .pairs import (
     as_pairs,
     first_occurrences,
     isin_sorted,
@@ -97,27 +97,42 @@ def clean_splits(train: np.ndarray, valid: np.ndarray, test: np.ndarray) -> Clea
     split, not a defect. Row order is preserved.
     """
     train, valid, test = as_pairs(train, "train"), as_pairs(valid, "valid"), as_pairs(test, "test")
+    (keep_train, keep_valid, keep_test), report = clean_masks(train, valid, test)
+    if report.total:
+        details = ", ".join(f"{name}={count}" for name, count in report.as_dict().items() if count)
+        logger.warning("dropped %d pair(s) before writing splits: %s", report.total, details)
+    return CleanSplits(train[keep_train], valid[keep_valid], test[keep_test], report)
+
+
+def clean_masks(
+    train: np.ndarray, valid: np.ndarray, test: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], CleanReport]:
+    """The rows :func:`clean_splits` keeps (one boolean mask per split) and the counts, without logging.
+
+    Takes [n, 2] integer arrays (e.g. codes of string tokens), so callers holding more
+    columns than the pair can keep whole rows.
+    """
+    train, valid, test = (np.asarray(a).reshape(-1, 2) for a in (train, valid, test))
     k_train, k_valid, k_test = pair_keys(train, valid, test)
+    masks = [np.ones(len(k), dtype=bool) for k in (k_train, k_valid, k_test)]
     counts: dict[str, int] = {}
 
-    def keep(name: str, arr: np.ndarray, keys: np.ndarray, mask: np.ndarray):
-        counts[name] = counts.get(name, 0) + int(len(mask) - mask.sum())
-        return arr[mask], keys[mask]
+    def drop(name: str, split: int, keep: np.ndarray) -> None:
+        rows = np.flatnonzero(masks[split])
+        counts[name] = counts.get(name, 0) + int(len(rows) - keep.sum())
+        masks[split][rows[~keep]] = False
 
-    train, k_train = keep("train_duplicates", train, k_train, first_occurrences(k_train))
-    valid, k_valid = keep("valid_duplicates", valid, k_valid, first_occurrences(k_valid))
-    test, k_test = keep("test_duplicates", test, k_test, first_occurrences(k_test))
-    valid, k_valid = keep("valid_in_train", valid, k_valid, ~isin_sorted(k_valid, k_train))
-    test, k_test = keep("test_in_train", test, k_test, ~isin_sorted(k_test, k_train))
-    test, k_test = keep("test_in_valid", test, k_test, ~isin_sorted(k_test, k_valid))
-    train_users = unique_sorted(train[:, 0])
-    valid, k_valid = keep("valid_without_train_user", valid, k_valid, isin_sorted(valid[:, 0], train_users))
-    test, k_test = keep("test_without_train_user", test, k_test, isin_sorted(test[:, 0], train_users))
-    report = CleanReport(**counts)
-    if report.total:
-        details = ", ".join(f"{name}={count}" for name, count in counts.items() if count)
-        logger.warning("dropped %d pair(s) before writing splits: %s", report.total, details)
-    return CleanSplits(train, valid, test, report)
+    drop("train_duplicates", 0, first_occurrences(k_train))
+    drop("valid_duplicates", 1, first_occurrences(k_valid[masks[1]]))
+    drop("test_duplicates", 2, first_occurrences(k_test[masks[2]]))
+    train_keys = k_train[masks[0]]
+    drop("valid_in_train", 1, ~isin_sorted(k_valid[masks[1]], train_keys))
+    drop("test_in_train", 2, ~isin_sorted(k_test[masks[2]], train_keys))
+    drop("test_in_valid", 2, ~isin_sorted(k_test[masks[2]], k_valid[masks[1]]))
+    train_users = unique_sorted(train[masks[0], 0])
+    drop("valid_without_train_user", 1, isin_sorted(valid[masks[1], 0], train_users))
+    drop("test_without_train_user", 2, isin_sorted(test[masks[2], 0], train_users))
+    return (masks[0], masks[1], masks[2]), CleanReport(**counts)
 
 
 def write_benchmark_files(
@@ -179,8 +194,9 @@ def check_atomic_file(
 ) -> AtomicFileInfo:
     """Validate a RecBole atomic file (e.g. ``.inter``) before RecBole reads it.
 
-    Checks: UTF-8; a header of tab-separated ``name:type`` fields with a RecBole type and
-    unique names; ``required_tokens`` present as ``token`` fields; at least one data row;
+    Checks: UTF-8 without a byte-order mark; a header of tab-separated ``name:type`` fields
+    with a RecBole type and unique names; ``required_tokens`` present as ``token`` fields; at
+    least one data row;
     the header's field count on every line; no blank line and no empty field; no field with
     leading or trailing whitespace (a blank field is missing, and " 5" is a token other than
     "5"); no value pandas would read as missing ("NA", "null", ...); float fields numeric and
@@ -189,6 +205,23 @@ def check_atomic_file(
     The structural checks are vectorised over the raw bytes, so megabyte files take
     milliseconds.
     """
+    return load_atomic_file(path, required_tokens).info
+
+
+class LoadedAtomicFile(NamedTuple):
+    """A checked atomic file: what :func:`check_atomic_file` returns, the values as strings, the
+    header line and the data rows' bytes (LF line ends, no final newline)."""
+
+    info: AtomicFileInfo
+    frame: pd.DataFrame
+    header: str
+    body: bytes
+
+
+def load_atomic_file(
+    path: str | os.PathLike[str], required_tokens: tuple[str, ...] = ("user_id", "item_id")
+) -> LoadedAtomicFile:
+    """:func:`check_atomic_file`, keeping what it read."""
     path = Path(path)
     data = path.read_bytes()
     try:
@@ -198,6 +231,10 @@ def check_atomic_file(
         raise DataFormatError(
             path, "not valid UTF-8 text", line=line, value=data[exc.start : exc.start + 8]
         ) from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise DataFormatError(
+            path, "starts with a UTF-8 byte-order mark, which RecBole reads as part of the first field name", line=1
+        )
     data = data.replace(b"\r\n", b"\n")
     if b"\r" in data:
         line = data.count(b"\n", 0, data.index(b"\r")) + 1
@@ -233,7 +270,7 @@ def check_atomic_file(
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataFormatError(path, reason, line=row + 2, column=column, value=values.iat[row])
-    return AtomicFileInfo(path=str(path), fields=fields, rows=len(frame))
+    return LoadedAtomicFile(AtomicFileInfo(path=str(path), fields=fields, rows=len(frame)), frame, header, body)
 
 
 def _parse_header(path: Path, header: str, required_tokens: tuple[str, ...]) -> dict[str, str]:

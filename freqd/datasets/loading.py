@@ -18,11 +18,12 @@ def dataset_fingerprint(train_dataset) -> str:
 
 
 def dataset_config(dataset: str, config_dict: dict[str, Any]) -> dict[str, Any]:
-    """Config entries that load ``dataset``: a named freqd dataset is prepared as atomic files."""
+    """Config entries that load ``dataset``: a named freqd dataset is prepared as atomic files; your own
+    (or imported) atomic files are checked and, if needed, cleaned (:mod:`freqd.datasets.user_files`)."""
     if dataset == "ml-100k":  # bundled in the recbole wheel; RecBole redirects data_path itself
         return config_dict
-    from freqd.datasets.atomic import check_atomic_file
     from freqd.datasets.registry import KNOWN_DATASETS, prepare_dataset
+    from freqd.datasets.user_files import user_dataset_config
 
     if dataset in KNOWN_DATASETS:
         prepared = prepare_dataset(
@@ -31,13 +32,4 @@ def dataset_config(dataset: str, config_dict: dict[str, Any]) -> dict[str, Any]:
             seed=int(config_dict.get("split_seed", 2020)),
         )
         return {**prepared, **{k: v for k, v in config_dict.items() if k != "data_path"}}
-    folder = Path(config_dict.get("data_path", "dataset")) / dataset
-    files = sorted(folder.glob(f"{dataset}*.inter")) if folder.is_dir() else []
-    if not files:
-        raise FileNotFoundError(
-            f"dataset {dataset!r}: no atomic files {folder}/{dataset}*.inter and not one of the named "
-            f"datasets {list(KNOWN_DATASETS)}"
-        )
-    for file in files:
-        check_atomic_file(file)
-    return dict(config_dict)
+    return user_dataset_config(dataset, config_dict)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._pairs import drop_duplicates, unique_sorted
+from .pairs import drop_duplicates, unique_sorted
 from .errors import DataFormatError
 
 logger = logging.getLogger(__name__)

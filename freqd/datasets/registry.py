@@ -4,8 +4,9 @@
 :func:`find_data_root`), applies the documented split rule, writes
 ``<out_root>/<name>/<name>.{train,valid,test}.inter`` and returns the RecBole config dict.
 A manifest ``<out_root>/<name>/freqd_source.json`` records the sources' sha256, the rule,
-the seed, the counts and the outputs' sha256; the files are reused only while all of these
-still match, otherwise they are regenerated.
+the seed, what the readers read, the counts, every pair dropped (by reason) and the outputs'
+sha256; the files are reused only while all of these still match, otherwise they are
+regenerated.
 """
 
 from __future__ import annotations
@@ -14,27 +15,39 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from freqd.io import atomic_write_bytes
 
-from ._pairs import unique_sorted
-from .atomic import SPLIT_NAMES, benchmark_config, clean_splits, write_benchmark_files
-from .readers import read_lightgcn_txt, read_pair_tsv, read_users_dat
+from .pairs import unique_sorted
+from .atomic import SPLIT_NAMES, CleanReport, benchmark_config, clean_splits, write_benchmark_files
+from .readers import ReadReport, read_lightgcn_txt, read_pair_tsv, read_users_dat
 from .splits import carve_validation, filter_core, split_per_user
 
 logger = logging.getLogger(__name__)
 
 DATA_ROOT_ENV = "FREQD_DATA_ROOT"
 MANIFEST_NAME = "freqd_source.json"
-# Bump when a builder's output for the same inputs changes, so old caches are rebuilt.
-MANIFEST_VERSION = 1
+# Bump when a builder's output or the manifest's content for the same inputs changes, so old
+# caches are rebuilt. 2: the duplicates the readers drop are recorded.
+MANIFEST_VERSION = 2
 
-Splits = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+class Built(NamedTuple):
+    """A builder's splits, the readers' reports (one per source) and where their dropped
+    duplicates count in the manifest: the ``dropped`` key per source (``train_duplicates``
+    for a training file, ``source_duplicates`` for a file split later)."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    reads: tuple[ReadReport, ...]
+    duplicate_keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -45,26 +58,28 @@ class DatasetSpec:
     sources: tuple[str, ...]
     rule: str
     seeded: bool
-    build: Callable[[list[Path], int], Splits]
+    build: Callable[[list[Path], int], Built]
 
 
-def _build_gowalla(paths: list[Path], seed: int) -> Splits:
-    train, _ = read_lightgcn_txt(paths[0])
-    test, _ = read_lightgcn_txt(paths[1])
+def _build_gowalla(paths: list[Path], seed: int) -> Built:
+    train, train_read = read_lightgcn_txt(paths[0])
+    test, test_read = read_lightgcn_txt(paths[1])
     train, valid = carve_validation(train, fraction=0.1, seed=seed)
-    return train, valid, test
+    return Built(train, valid, test, (train_read, test_read), ("train_duplicates", "test_duplicates"))
 
 
-def _build_citeulike_t(paths: list[Path], seed: int) -> Splits:
-    pairs, _ = read_users_dat(paths[0])
+def _build_citeulike_t(paths: list[Path], seed: int) -> Built:
+    pairs, read = read_users_dat(paths[0])
     core = filter_core(pairs, min_user=5, min_item=0)
-    return split_per_user(core.pairs, ratios=(0.8, 0.1, 0.1), order="random", seed=seed)
+    splits = split_per_user(core.pairs, ratios=(0.8, 0.1, 0.1), order="random", seed=seed)
+    return Built(*splits, (read,), ("source_duplicates",))
 
 
-def _build_three_files(reader: Callable) -> Callable[[list[Path], int], Splits]:
-    def build(paths: list[Path], seed: int) -> Splits:
-        train, valid, test = (reader(path)[0] for path in paths)
-        return train, valid, test
+def _build_three_files(reader: Callable) -> Callable[[list[Path], int], Built]:
+    def build(paths: list[Path], seed: int) -> Built:
+        (train, train_read), (valid, valid_read), (test, test_read) = (reader(path) for path in paths)
+        keys = tuple(f"{split}_duplicates" for split in SPLIT_NAMES)
+        return Built(train, valid, test, (train_read, valid_read, test_read), keys)
 
     return build
 
@@ -165,7 +180,7 @@ def prepare_dataset(
         "dataset": key,
         "rule": spec.rule,
         "seed": seed if spec.seeded else None,
-        "sources": {rel: _file_digest(path) for rel, path in zip(spec.sources, sources)},
+        "sources": {rel: file_digest(path) for rel, path in zip(spec.sources, sources)},
     }
     if _cache_is_valid(manifest_path, wanted):
         logger.info("%s: reusing %s (manifest matches)", key, folder)
@@ -173,10 +188,11 @@ def prepare_dataset(
 
     logger.info("%s: preparing from %s into %s", key, root, folder)
     manifest_path.unlink(missing_ok=True)
-    cleaned = clean_splits(*spec.build(sources, seed))
+    built = spec.build(sources, seed)
+    cleaned = clean_splits(built.train, built.valid, built.test)
     config = write_benchmark_files(out_root, key, cleaned.train, cleaned.valid, cleaned.test)
     outputs = {
-        path.name: _file_digest(path)
+        path.name: file_digest(path)
         for path in (folder / f"{key}.{split}.inter" for split in SPLIT_NAMES)
     }
     counts = {split: len(getattr(cleaned, split)) for split in SPLIT_NAMES}
@@ -186,12 +202,25 @@ def prepare_dataset(
     manifest = {
         **wanted,
         "data_root": str(root),
+        "read": {
+            rel: {"lines": read.lines, "pairs": read.pairs, "duplicates_dropped": read.duplicates_dropped}
+            for rel, read in zip(spec.sources, built.reads)
+        },
         "counts": counts,
-        "dropped": cleaned.report.as_dict(),
+        "dropped": dropped_counts(cleaned.report, zip(built.duplicate_keys, built.reads)),
         "outputs": outputs,
     }
     atomic_write_bytes(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return config
+
+
+def dropped_counts(report: CleanReport, reads: Iterable[tuple[str, ReadReport]] = ()) -> dict[str, int]:
+    """A manifest's ``dropped``: :func:`clean_splits`' counts plus the duplicates the readers dropped,
+    each under its source's key (``source_duplicates`` for sources split later)."""
+    dropped = {"source_duplicates": 0, **report.as_dict()}
+    for key, read in reads:
+        dropped[key] += read.duplicates_dropped
+    return dropped
 
 
 def read_manifest(out_root: str | os.PathLike[str], name: str) -> dict | None:
@@ -216,12 +245,12 @@ def _cache_is_valid(manifest_path: Path, wanted: dict) -> bool:
         return False
     for file_name, digest in outputs.items():
         path = manifest_path.parent / file_name
-        if not path.is_file() or _file_digest(path) != digest:
+        if not path.is_file() or file_digest(path) != digest:
             return False
     return True
 
 
-def _file_digest(path: Path) -> dict:
+def file_digest(path: Path) -> dict:
     """Size and sha256 of a file."""
     sha = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from ._pairs import as_pairs, group_positions, unique_sorted
+from .pairs import as_pairs, group_positions, unique_sorted
 
 # Slack added before flooring ratio * n: a product that is mathematically an integer but comes
 # out of floating point just below it must still floor to that integer.

@@ -1,20 +1,25 @@
 """Distillers: FreqD and the baselines behind one interface.
 
-Each method is one module here defining a :class:`Distiller` subclass with a ``name``; modules
-are imported on first lookup, so adding a method touches that module and its YAML in
-``configs/kd/`` only.
+Each method is one module here defining a :class:`Distiller` subclass with a ``name`` and a
+``settings_cls`` (a :class:`DistillerSettings` subclass: its config keys); modules are imported on
+first lookup, so adding a method touches that module and its ``freqd/properties/kd/<Name>.yaml``
+(its reference ``kd_weight``) only.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING
 
-from freqd.distillers.base import REGISTRY, Distiller, registry_key
+from freqd.distillers.base import REGISTRY, Distiller, DistillerSettings, StepTables, registry_key
 from freqd.distillers.freqd import FreqD, FreqDSettings
-from freqd.distillers.teacher import teacher_tables
+from freqd.distillers.teacher import TeacherTables, teacher_tables
 
-_INFRASTRUCTURE = {"base", "teacher", "projectors", "rankings", "sampling"}
+if TYPE_CHECKING:
+    DISTILLERS: dict[str, type[Distiller]]  # every registered distiller by registry key (module __getattr__)
+
+_INFRASTRUCTURE = {"base", "teacher", "projectors", "rankings", "sampling", "feature_kd"}
 
 
 def _discover() -> dict[str, type[Distiller]]:
@@ -44,4 +49,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["DISTILLERS", "Distiller", "FreqD", "FreqDSettings", "available", "get_distiller", "teacher_tables"]
+__all__ = ["DISTILLERS", "Distiller", "DistillerSettings", "FreqD", "FreqDSettings", "StepTables", "TeacherTables",
+           "available", "get_distiller", "teacher_tables"]

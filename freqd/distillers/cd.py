@@ -18,90 +18,85 @@ are redrawn every epoch in every mode (the reference redraws them only when stud
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.distillers.base import Distiller, check, settings_from_config
-from freqd.distillers.rankings import teacher_topk, topk_unobserved, training_csr
+from freqd.distillers.base import Distiller, DistillerSettings, StepTables
+from freqd.distillers.rankings import training_csr
 from freqd.distillers.sampling import (
     degrees,
     fit_pool,
-    model_tables,
     pair_scores,
     sample_without_replacement,
+    student_pool,
+    teacher_pool,
     tournament_logits,
     training_keys,
     uniform_unobserved,
 )
-from freqd.distillers.teacher import teacher_tables
-
-GUIDES = ("student", "teacher", "random")
 
 
-@dataclass(frozen=True)
-class CDSettings:
-    """CD's config keys: ``cd_samples`` items per user from the ``cd_guide``'s top-``cd_pool``
-    (tournament temperature ``cd_temperature``), soft labels σ((t + ``cd_t2``)/``cd_t1``)."""
+class CDSettings(DistillerSettings):
+    """CD's config keys (CiteULike-t's reference values as defaults; Gowalla draws 50 items per user)."""
 
-    cd_guide: str = "student"
-    cd_pool: int = 3000
-    cd_temperature: float = 20.0
-    cd_samples: int = 2
-    cd_t1: float = 2.0
-    cd_t2: float = 0.0
+    cd_guide: Literal["student", "teacher", "random"] = Field(
+        "student", description="whose top-N the items are drawn from (student: recomputed each epoch), or "
+                               "random: uniform unobserved items")
+    cd_pool: int = Field(3000, ge=1, description="N of the guide's top-N unobserved items per user")
+    cd_temperature: float = Field(20.0, gt=0, description="T of the rank-aware tournament, p(r) ∝ exp(−(r+1)/(N·T))")
+    cd_samples: int = Field(2, ge=1, description="items drawn per user each epoch")
+    cd_t1: float = Field(2.0, gt=0, description="t1 of the soft labels σ((t + t2) / t1)")
+    cd_t2: float = Field(0.0, description="t2 of the soft labels σ((t + t2) / t1)")
 
-    from_config = classmethod(settings_from_config)
-
-    def __post_init__(self) -> None:
-        check([
-            (self.cd_guide in GUIDES, f"cd_guide={self.cd_guide!r} is not one of {GUIDES}"),
-            (self.cd_pool >= 1, f"cd_pool must be >= 1, got {self.cd_pool}"),
-            (1 <= self.cd_samples <= self.cd_pool,
-             f"cd_samples must lie in [1, cd_pool={self.cd_pool}], got {self.cd_samples}"),
-            (self.cd_temperature > 0, f"cd_temperature must be > 0, got {self.cd_temperature}"),
-            (self.cd_t1 > 0, f"cd_t1 must be > 0, got {self.cd_t1}"),
-        ])
+    @model_validator(mode="after")
+    def _samples_fit(self) -> CDSettings:
+        if self.cd_samples > self.cd_pool:
+            raise ValueError(f"cd_samples={self.cd_samples} exceeds cd_pool={self.cd_pool}")
+        return self
 
 
 class CD(Distiller):
     """Collaborative distillation with rank-aware sampling (see the module docstring)."""
 
     name = "CD"
-    needs = ("scores", "rankings")
+    settings_cls = CDSettings
+    # Buffers (registered in __init__), declared for the type checker.
+    train_keys: Tensor  # cd_guide "random" only
+    tournament: Tensor  # cd_guide "student"/"teacher" only
+    pool: Tensor | None
+    samples: Tensor | None
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
-        super().__init__()
-        self.settings = s = CDSettings.from_config(config)
-        object.__setattr__(self, "student", student)
+        super().__init__(config, teacher, student, train_dataset)
+        s = self.settings
         self.train_matrix = training_csr(train_dataset)
         self.n_items = train_dataset.item_num
-        t_users, t_items = teacher_tables(teacher)
-        self.register_buffer("t_users", t_users, persistent=False)
-        self.register_buffer("t_items", t_items, persistent=False)
-        device = t_users.device
+        device = self.t_users.device
         if s.cd_guide == "random":
             free = self.n_items - 1 - int(degrees(self.train_matrix).max())
-            check([(s.cd_samples <= free, f"cd_samples={s.cd_samples} exceeds the {free} unobserved items "
-                                          "of the most active user")])
+            if s.cd_samples > free:
+                raise ValueError(f"cd_samples={s.cd_samples} exceeds the {free} unobserved items of the most "
+                                 "active user")
             self.pool_size = 0
             self.register_buffer("train_keys", training_keys(self.train_matrix).to(device), persistent=False)
         else:
             self.pool_size = n = fit_pool("cd_pool", s.cd_pool, self.train_matrix)
-            check([(s.cd_samples <= n, f"cd_samples={s.cd_samples} exceeds the usable pool of {n} items")])
+            if s.cd_samples > n:
+                raise ValueError(f"cd_samples={s.cd_samples} exceeds the usable pool of {n} items")
             self.register_buffer("tournament", tournament_logits(n, s.cd_temperature, device), persistent=False)
         pool = None
         if s.cd_guide == "teacher":
-            pool = teacher_topk(teacher, train_dataset, n, cache_dir=config["checkpoint_dir"]).to(device)
+            pool = teacher_pool(config, teacher, train_dataset, n, self.t_tables)
         self.register_buffer("pool", pool, persistent=False)
         self.register_buffer("samples", None, persistent=False)
         self.mean_rank = float("nan")
 
     @torch.no_grad()
-    def on_epoch_start(self, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int, student) -> None:
         s, device = self.settings, self.t_users.device
         n_users = self.t_users.shape[0]
         if s.cd_guide == "random":
@@ -109,18 +104,17 @@ class CD(Distiller):
                                               self.train_keys)
             return
         if s.cd_guide == "student":
-            self.pool = topk_unobserved(*model_tables(self.student), self.train_matrix, self.pool_size).to(device)
+            self.pool = student_pool(student, self.train_matrix, self.pool_size, device)
         ranks = sample_without_replacement(self.tournament, s.cd_samples, n_rows=n_users)
         self.samples = self.pool.gather(1, ranks)
         self.mean_rank = float(ranks.float().mean())
 
-    def forward(self, interaction, student) -> Tensor:
+    def forward(self, interaction, tables: StepTables) -> Tensor:
         if self.samples is None:
-            raise RuntimeError("CD: call on_epoch_start(epoch) before the first batch")
-        users = interaction[student.USER_ID]
+            raise RuntimeError("CD: call on_epoch_start(epoch, student) before the first batch")
+        users = interaction[self.USER_ID]
         items = self.samples[users]
-        s_users, s_items = student.embeddings()
-        logits = pair_scores(s_users[users], s_items, items)
+        logits = pair_scores(tables.users[users], tables.items, items)
         target = torch.sigmoid((pair_scores(self.t_users[users], self.t_items, items) + self.settings.cd_t2)
                                / self.settings.cd_t1)
         return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / users.shape[0]

@@ -20,21 +20,21 @@ the over-estimated set excludes them (the weight floor could otherwise put an it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from freqd.distillers.base import Distiller, check, settings_from_config
-from freqd.distillers.rankings import teacher_topk, training_csr
-from freqd.distillers.rrd import relaxed_ranking_loss
+from freqd.distillers.base import Distiller, DistillerSettings, StepTables
+from freqd.distillers.rankings import training_csr
+from freqd.distillers.rrd import listwise_loss
 from freqd.distillers.sampling import (
     fit_pool,
     model_tables,
-    pair_scores,
     ranks_among_unobserved,
     sample_without_replacement,
+    teacher_pool,
 )
 
 #: Floor of the sampling weights, so a set can be filled when fewer than K items have its sign.
@@ -58,68 +58,59 @@ def dual_correction_sample(student_rank: Tensor, k: int, temperature: float) -> 
     return under, over
 
 
-@dataclass(frozen=True)
-class DCDSettings:
-    """DCD's config keys: ``dcd_samples`` under- and as many over-estimated items per user from the
-    teacher's top-``dcd_pool``, with rank-gap temperature ``dcd_temperature``."""
+class DCDSettings(DistillerSettings):
+    """DCD's config keys (CiteULike-t's reference values as defaults)."""
 
-    dcd_samples: int = 100
-    dcd_temperature: float = 10.0
-    dcd_pool: int = 500
+    dcd_samples: int = Field(100, ge=1, description="K under- and K over-estimated items drawn per user each epoch")
+    dcd_temperature: float = Field(10.0, gt=0, description="T of the weights tanh(max(rank gap / T, 0))")
+    dcd_pool: int = Field(500, ge=2, description="N of the teacher's top-N unobserved items per user")
 
-    from_config = classmethod(settings_from_config)
-
-    def __post_init__(self) -> None:
-        check([
-            (self.dcd_pool >= 2, f"dcd_pool must be >= 2, got {self.dcd_pool}"),
-            (1 <= self.dcd_samples and 2 * self.dcd_samples <= self.dcd_pool,
-             f"dcd_samples must lie in [1, dcd_pool/2={self.dcd_pool // 2}], got {self.dcd_samples}"),
-            (self.dcd_temperature > 0, f"dcd_temperature must be > 0, got {self.dcd_temperature}"),
-        ])
+    @model_validator(mode="after")
+    def _samples_fit(self) -> DCDSettings:
+        if 2 * self.dcd_samples > self.dcd_pool:
+            raise ValueError(f"dcd_samples={self.dcd_samples} needs dcd_pool >= 2·dcd_samples = "
+                             f"{2 * self.dcd_samples}, got dcd_pool={self.dcd_pool}")
+        return self
 
 
 class DCD(Distiller):
     """Dual correction distillation on the teacher's top-N (see the module docstring)."""
 
     name = "DCD"
-    needs = ("rankings",)
+    settings_cls = DCDSettings
+    # Buffers (registered in __init__), declared for the type checker.
+    pool: Tensor
+    under: Tensor | None
+    over: Tensor | None
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
-        super().__init__()
-        self.settings = s = DCDSettings.from_config(config)
-        # The student is scored every epoch; a plain attribute, so it is not a submodule.
-        object.__setattr__(self, "student", student)
+        super().__init__(config, teacher, student, train_dataset)
+        s = self.settings
         self.train_matrix = training_csr(train_dataset)
         n = fit_pool("dcd_pool", s.dcd_pool, self.train_matrix)
-        check([(2 * s.dcd_samples <= n, f"dcd_samples={s.dcd_samples} needs a pool of {2 * s.dcd_samples}, "
-                                        f"only {n} items are usable")])
-        pool = teacher_topk(teacher, train_dataset, n, cache_dir=config["checkpoint_dir"])
-        self.register_buffer("pool", pool.to(next(teacher.parameters()).device), persistent=False)
+        if 2 * s.dcd_samples > n:
+            raise ValueError(f"dcd_samples={s.dcd_samples} needs a pool of {2 * s.dcd_samples}, "
+                             f"only {n} items are usable")
+        self.register_buffer("pool", teacher_pool(config, teacher, train_dataset, n, self.t_tables), persistent=False)
         self.register_buffer("under", None, persistent=False)
         self.register_buffer("over", None, persistent=False)
         self.stats: dict[str, float] = {}
 
     @torch.no_grad()
-    def on_epoch_start(self, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int, student) -> None:
         s = self.settings
-        user_table, item_table = model_tables(self.student)
+        user_table, item_table = model_tables(student)
         student_rank = ranks_among_unobserved(user_table, item_table, self.train_matrix, self.pool)
         under, over = dual_correction_sample(student_rank, s.dcd_samples, s.dcd_temperature)
         self.under, self.over = self.pool.gather(1, under), self.pool.gather(1, over)
         gap = student_rank - torch.arange(self.pool.shape[1], device=student_rank.device)
         self.stats = {"dcd_student_rank": float(student_rank.float().mean()),
-                    "dcd_underestimated": float((gap > 0).float().mean())}
+                      "dcd_underestimated": float((gap > 0).float().mean())}
 
-    def forward(self, interaction, student) -> Tensor:
+    def forward(self, interaction, tables: StepTables) -> Tensor:
         if self.under is None:
-            raise RuntimeError("DCD: call on_epoch_start(epoch) before the first batch")
-        batch = interaction[student.USER_ID]
-        users = torch.unique(batch)
-        s_users, s_items = student.embeddings()
-        rows = s_users[users]
-        above = pair_scores(rows, s_items, self.under[users])
-        below = pair_scores(rows, s_items, self.over[users])
-        return relaxed_ranking_loss(above, below) / batch.shape[0]
+            raise RuntimeError("DCD: call on_epoch_start(epoch, student) before the first batch")
+        return listwise_loss(interaction[self.USER_ID], tables, self.under, self.over)
 
     def epoch_log(self, student) -> dict[str, Any]:
         return dict(self.stats)

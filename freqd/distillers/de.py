@@ -8,7 +8,7 @@ positives and negatives:
 
 where D(s, t) = Σ_m a_m E_m(s) is a mixture of M MLP experts d_S → (d_S + d_T)/2 → d_T whose
 weights a = Gumbel-softmax(log selector(t) / τ) come from the frozen teacher row (separate
-user and item mixtures, :class:`~freqd.distillers._feature_kd.GumbelExperts`). τ is annealed
+user and item mixtures, :class:`~freqd.distillers.feature_kd.GumbelExperts`). τ is annealed
 geometrically each epoch from ``de_tau_start`` (1) to ``de_tau_end`` (1e-10) over
 ``de_anneal_epochs`` (default: the run's ``epochs``, as in the reference), so the selection
 becomes one-hot. The reference's sum divided by B keeps reference ``kd_weight`` values valid
@@ -17,69 +17,45 @@ next to RecBole's mean BPR loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from freqd.distillers._feature_kd import GumbelExperts, anneal_epochs, geometric_anneal
-from freqd.distillers.base import Distiller, check, settings_from_config
-from freqd.distillers.teacher import teacher_tables
+from freqd.distillers.feature_kd import ExpertPairDistiller, GumbelExperts, check_annealing
+from freqd.distillers.base import DistillerSettings, StepTables
 
 
-@dataclass(frozen=True)
-class DESettings:
-    """DE's config keys: ``de_experts`` M (reference 5 on Gowalla/Yelp, 30 on CiteULike-t);
-    ``de_hidden`` the experts' width (None: (d_S + d_T) // 2); the Gumbel temperature goes from
-    ``de_tau_start`` to ``de_tau_end`` over ``de_anneal_epochs`` epochs (None: ``epochs``)."""
+class DESettings(DistillerSettings):
+    """DE's config keys (reference values of Gowalla/Yelp as defaults; CiteULike-t uses 30 experts)."""
 
-    de_experts: int = 5
-    de_hidden: int | None = None
-    de_tau_start: float = 1.0
-    de_tau_end: float = 1e-10
-    de_anneal_epochs: int | None = None
+    de_experts: int = Field(5, ge=1, description="number M of MLP experts per mixture (users, items)")
+    de_hidden: int | None = Field(None, ge=1, description="the experts' hidden width; unset: (d_S + d_T) // 2")
+    de_tau_start: float = Field(1.0, gt=0, description="Gumbel-softmax temperature at epoch 0")
+    de_tau_end: float = Field(1e-10, gt=0, description="Gumbel-softmax temperature after de_anneal_epochs")
+    de_anneal_epochs: int | None = Field(
+        None, ge=1, description="epochs of the geometric temperature schedule; unset: the run's epochs")
 
-    @classmethod
-    def from_config(cls, config) -> DESettings:
-        return settings_from_config(cls, config)
-
-    def __post_init__(self) -> None:
-        check([
-            (self.de_experts >= 1, f"de_experts must be >= 1, got {self.de_experts}"),
-            (self.de_hidden is None or self.de_hidden >= 1, f"de_hidden must be >= 1, got {self.de_hidden}"),
-            (0.0 < self.de_tau_end <= self.de_tau_start,
-             f"need 0 < de_tau_end <= de_tau_start, got de_tau_end={self.de_tau_end}, "
-             f"de_tau_start={self.de_tau_start}"),
-            (self.de_anneal_epochs is None or self.de_anneal_epochs >= 1,
-             f"de_anneal_epochs must be >= 1, got {self.de_anneal_epochs}"),
-        ])
+    @model_validator(mode="after")
+    def _anneals_down(self) -> DESettings:
+        check_annealing("de", self.de_tau_start, self.de_tau_end)
+        return self
 
 
-class DE(Distiller):
+class DE(ExpertPairDistiller):
     """Distillation Experts for freqd's embedding backbones (see the module docstring)."""
 
     name = "DE"
-    needs = ("embeddings",)
+    settings_cls = DESettings
+    log_prefix = "de"
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
-        super().__init__()
-        self.settings = s = DESettings.from_config(config)
-        t_users, t_items = teacher_tables(teacher)
-        self.register_buffer("t_users", t_users, persistent=False)
-        self.register_buffer("t_items", t_items, persistent=False)
-        d_s, d_t = student.embedding_size, t_users.shape[1]
-        hidden = s.de_hidden or (d_s + d_t) // 2
-        self.user_experts = GumbelExperts(d_s, d_t, s.de_experts, hidden)
-        self.item_experts = GumbelExperts(d_s, d_t, s.de_experts, hidden)
-        self.anneal_epochs = anneal_epochs(s.de_anneal_epochs, config, "de_anneal_epochs")
-        self.tau = s.de_tau_start
-
-    def on_epoch_start(self, epoch: int) -> None:
+        super().__init__(config, teacher, student, train_dataset)
         s = self.settings
-        self.tau = geometric_anneal(epoch, s.de_tau_start, s.de_tau_end, self.anneal_epochs)
-        self.user_experts.reset_usage()
-        self.item_experts.reset_usage()
+        self.user_experts, self.item_experts = self._expert_pair(
+            config, student, s.de_experts, s.de_hidden, s.de_tau_start, s.de_tau_end, s.de_anneal_epochs)
+
+    def expert_pair(self) -> tuple[GumbelExperts, GumbelExperts]:
+        return self.user_experts, self.item_experts
 
     def project(self, side: str, s_rows: Tensor, ids: Tensor, track: bool = False) -> Tensor:
         """Post-projection rows D(s, t) of users or items ``ids`` (``side`` "user" or "item")."""
@@ -97,12 +73,8 @@ class DE(Distiller):
         users = torch.unique(user)
         return self._errors("user", s_users, users).sum() + 0.5 * self._errors("item", s_items, items).sum()
 
-    def forward(self, interaction, student) -> Tensor:
-        user = interaction[student.USER_ID]
-        s_users, s_items = student.embeddings()
-        loss = self.feature_sum(user, interaction[student.ITEM_ID], interaction[student.NEG_ITEM_ID], s_users, s_items)
+    def forward(self, interaction, tables: StepTables) -> Tensor:
+        user = interaction[self.USER_ID]
+        loss = self.feature_sum(user, interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID], tables.users,
+                                tables.items)
         return loss / user.shape[0]
-
-    def epoch_log(self, student) -> dict[str, Any]:
-        return {"de_tau": self.tau, "de_user_usage_entropy": self.user_experts.usage_entropy(),
-                "de_item_usage_entropy": self.item_experts.usage_entropy()}

@@ -19,67 +19,41 @@ FreqD with α = 0 and squared L2 differs from ``batch`` only in its ½ weight on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 from torch.nn import functional as F
 
-
-from freqd.distillers.base import Distiller, check, settings_from_config
-from freqd.distillers.projectors import PROJECTORS, build_projector
-from freqd.distillers.teacher import teacher_tables
-
-SAMPLES = ("random", "batch")
+from freqd.distillers.base import Distiller, StepTables
+from freqd.distillers.projectors import ProjectorSettings, build_projector
 
 
-@dataclass(frozen=True)
-class FitNetSettings:
-    """FitNet's config keys, with the reference values as defaults.
+class FitNetSettings(ProjectorSettings):
+    """FitNet's config keys, with the reference values as defaults."""
 
-    ``projector_hidden`` (absolute width) overrides ``fitnet_hidden_ratio`` × d_T.
-    """
-
-    fitnet_sample: str = "random"
-    fitnet_norm: bool = True
-    fitnet_hidden_ratio: float = 5.0
-    projector: str = "mlp"
-    projector_bias: bool = False
-    projector_hidden: int | None = None
-    projector_experts: int = 5
-    projector_dropout: float = 0.2
-
-    @classmethod
-    def from_config(cls, config) -> FitNetSettings:
-        return settings_from_config(cls, config)
-
-    def __post_init__(self) -> None:
-        check([
-            (self.fitnet_sample in SAMPLES, f"fitnet_sample={self.fitnet_sample!r} is not one of {SAMPLES}"),
-            (self.projector in PROJECTORS, f"projector={self.projector!r} is not one of {PROJECTORS}"),
-            (self.fitnet_hidden_ratio > 0, f"fitnet_hidden_ratio must be > 0, got {self.fitnet_hidden_ratio}"),
-            (self.projector_hidden is None or self.projector_hidden >= 1,
-             f"projector_hidden must be >= 1, got {self.projector_hidden}"),
-            (self.projector_experts >= 1, f"projector_experts must be >= 1, got {self.projector_experts}"),
-            (0.0 <= self.projector_dropout < 1.0,
-             f"projector_dropout must lie in [0, 1), got {self.projector_dropout}"),
-        ])
+    fitnet_sample: Literal["random", "batch"] = Field(
+        "random", description="users and items distilled per step: B random ones (reference) or the batch's own")
+    fitnet_norm: bool = Field(True, description="L2-normalise the projected and the teacher rows before comparing")
+    fitnet_hidden_ratio: float = Field(5.0, gt=0, description="MLP hidden width as a multiple of d_T "
+                                                              "(projector_hidden overrides it)")
+    projector_hidden: int | None = Field(
+        None, ge=1, description="hidden width of the mlp/experts projectors; unset: fitnet_hidden_ratio · d_T")
+    projector_dropout: float = Field(0.2, ge=0, lt=1, description="dropout before each layer of the MLP projectors")
 
 
 class FitNet(Distiller):
     """FitNet hint regression on user and item embeddings (see the module docstring)."""
 
     name = "FitNet"
-    needs = ("embeddings",)
+    settings_cls = FitNetSettings
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
-        super().__init__()
-        self.settings = s = FitNetSettings.from_config(config)
-        t_users, t_items = teacher_tables(teacher)
-        self.register_buffer("t_users", t_users, persistent=False)
-        self.register_buffer("t_items", t_items, persistent=False)
+        super().__init__(config, teacher, student, train_dataset)
+        s = self.settings
         self.n_users, self.n_items = student.n_users, student.n_items
-        d_s, d_t = student.embedding_size, t_users.shape[1]
+        d_s, d_t = student.embedding_size, self.t_users.shape[1]
         hidden = s.projector_hidden or max(1, round(s.fitnet_hidden_ratio * d_t))
         self.user_projector, self.item_projector = (
             build_projector(s.projector, d_s, d_t, hidden, s.projector_experts, s.projector_dropout, s.projector_bias)
@@ -111,8 +85,8 @@ class FitNet(Distiller):
         users, items = self.entities(user, pos, neg)
         return self._errors("user", s_users, users).sum() + self._errors("item", s_items, items).sum()
 
-    def forward(self, interaction, student) -> Tensor:
-        user = interaction[student.USER_ID]
-        s_users, s_items = student.embeddings()
-        loss = self.feature_sum(user, interaction[student.ITEM_ID], interaction[student.NEG_ITEM_ID], s_users, s_items)
+    def forward(self, interaction, tables: StepTables) -> Tensor:
+        user = interaction[self.USER_ID]
+        loss = self.feature_sum(user, interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID], tables.users,
+                                tables.items)
         return loss / user.shape[0]

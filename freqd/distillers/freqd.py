@@ -37,19 +37,17 @@ caps the rows a step distils (a uniform, reweighted subsample: the expected loss
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from functools import partial
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.distillers.base import Distiller
-from freqd.distillers.projectors import PROJECTORS, build_projector
-from freqd.distillers.teacher import teacher_tables
+from freqd.distillers.base import Distiller, StepTables, id_tables
+from freqd.distillers.projectors import ProjectorSettings, build_projector
 from freqd.graph import (
-    SCHEDULES,
     PolynomialFilter,
     NeighborTable,
     alpha_schedule,
@@ -63,105 +61,84 @@ from freqd.graph import (
     unique_ids,
 )
 
-GRAPHS = ("bipartite", "cooccurrence")
+Graph = Literal["bipartite", "cooccurrence"]
+Distance = Literal["mse", "cosine"]
+Schedule = Literal["const", "cos", "linear", "reverse"]  # freqd.graph.alpha_schedule's kinds (SCHEDULES)
+GRAPHS, DISTANCES = get_args(Graph), get_args(Distance)
 #: Defaults of ``freqd_neighbors`` / ``freqd_teacher_rank`` where they apply: on ml-100k (3 seeds) as
 #: accurate as the exact loss, at about a third of its cost (benchmarks/RESULTS.md §6).
 DEFAULT_NEIGHBORS = 4
 DEFAULT_TEACHER_RANK = 64
 _EPS = 1e-12
-DISTANCES = ("mse", "cosine")
+#: The range of α (docs/method.md §2): on [0, 1] |h| ≤ 1 over [0, 2]; negative α is PolynomialFilter's
+#: high-boost ablation, bounded like the positive side.
+_ALPHA = ("α of h(λ) = 1 − αλ on λ ∈ [0, 2]: in [0, 1] H = (1 − α)I + αÂ weighs no frequency above λ = 0 "
+          "(0 = plain FD, ≤ ½ monotone low-pass); [−1, 0) boosts high frequencies; above 1, λ = 2 would outweigh λ = 0")
 
 
-@dataclass(frozen=True)
-class FreqDSettings:
-    """FreqD's config keys (flat, RecBole-style), with defaults and validation.
+class FreqDSettings(ProjectorSettings):
+    """FreqD's config keys (flat, RecBole-style), with their defaults, ranges and cross-key rules.
 
-    ``freqd_graph``: ``bipartite`` user–item graph on [users; items] (paper-era) or separate
-    top-``freqd_topk`` ``cooccurrence`` user–user / item–item graphs (current reference).
-    ``freqd_order``: 1 → h(λ) = 1 − αλ; 2 → h(λ) = (1 − αλ)²; ``freqd_coefficients`` [a0, a1, a2]
-    overrides both with h(λ) = a0 + a1 λ + a2 λ². ``freqd_schedule`` moves α over epochs
-    (const, cos, linear, reverse) from ``freqd_alpha`` to ``freqd_alpha_end`` in
-    ``freqd_schedule_epochs``. ``freqd_keep_prob`` < 1 is edge dropout, redrawn every step.
-    ``freqd_student_signal``: ``final`` (the student's scoring tables; propagated for LightGCN)
-    or ``raw`` (ID tables, as the reference code does). ``freqd_distance``: ``cosine`` (default, as
-    the reference; scale-free, so λ means the same for any teacher) or ``mse`` (squared L2, for
-    which the spectral identity holds exactly). ``freqd_spectral_log_every``: log the
-    residual's Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, every n epochs (0 = never).
-    ``freqd_neighbors``: 0 = exact K-hop neighbourhoods; m ≥ 1 = at most m sampled neighbours per
-    node, redrawn every epoch. ``freqd_teacher_rank``: 0 = full teacher space; r ≥ 1 = the
-    projector maps into the top-r principal subspace of the filtered teacher. Unset, they are 4
-    and 64 when the student is filtered before projection (``freqd_filter_first`` or the bias-free
-    linear projector) and there is no edge dropout (64 only for teachers wider than 64), else 0;
-    set explicitly, a value the configuration cannot use is an error.
-    ``freqd_kd_rows``: 0 = every unique batch row; R ≥ 1 = a uniform sample of at most R of them per
-    step (users, positives, negatives in proportion), reweighted so the loss stays unbiased.
-    ``projector``: ``mlp`` (default; hidden width ``projector_hidden``, by default (d_S + d_T)/2),
-    ``linear`` (bias-free unless ``projector_bias``) or ``experts``. ``projector_per_entity``
-    (default True): one projector for users and one for items (as both reference versions) instead
-    of one shared. ``freqd_filter_first`` (default True): compare P(H·S) with H·T (filter the
-    student, then project it: the paper-era reference) instead of H·P(S) (the current reference,
-    for which the spectral identity holds); the two coincide for a bias-free linear projector.
-    These defaults beat the shared bias-free linear map on citeulike-t and lose to it slightly on
-    ml-100k (benchmarks/RESULTS.md §7).
+    ``freqd_neighbors`` and ``freqd_teacher_rank`` unset are 4 and 64 when the student is filtered
+    before projection (``freqd_filter_first`` or the bias-free linear projector) and there is no
+    edge dropout (64 only for teachers wider than 64), else 0; set explicitly, a value the
+    configuration cannot use is an error. The projector defaults (a per-entity MLP of hidden width
+    (d_S + d_T)/2 after the filter) beat the shared bias-free linear map on citeulike-t and lose to
+    it slightly on ml-100k (benchmarks/RESULTS.md §7).
     """
 
-    freqd_graph: str = "bipartite"
-    freqd_alpha: float = 0.5
-    freqd_order: int = 1
-    freqd_coefficients: tuple[float, ...] | None = None
-    freqd_schedule: str = "const"
-    freqd_alpha_end: float = 0.0
-    freqd_schedule_epochs: int = 50
-    freqd_topk: int = 5
-    freqd_keep_prob: float = 1.0
-    freqd_distance: str = "cosine"
-    freqd_student_signal: str = "final"
-    freqd_spectral_log_every: int = 10
-    freqd_neighbors: int | None = None
-    freqd_teacher_rank: int | None = None
-    freqd_kd_rows: int = 0
-    projector: str = "mlp"
-    projector_bias: bool = False
-    projector_hidden: int | None = None
-    projector_experts: int = 5
-    projector_dropout: float = 0.0
-    projector_per_entity: bool = True
-    freqd_filter_first: bool = True
+    freqd_graph: Graph = Field(
+        "bipartite", description="bipartite user–item graph (paper-era) or top-k cooccurrence user–user and "
+                                 "item–item graphs (current reference)")
+    freqd_alpha: float = Field(0.5, ge=-1, le=1, description=_ALPHA)
+    freqd_order: int = Field(1, ge=1, le=2, description="1: h(λ) = 1 − αλ; 2: h(λ) = (1 − αλ)²")
+    freqd_coefficients: tuple[float, ...] | None = Field(
+        None, min_length=2, max_length=3,
+        description="[a0, a1] or [a0, a1, a2]: h(λ) = a0 + a1 λ + a2 λ², overriding freqd_alpha and freqd_order")
+    freqd_schedule: Schedule = Field(
+        "const", description="α over epochs, from freqd_alpha to freqd_alpha_end: const, cos, linear, reverse")
+    freqd_alpha_end: float = Field(0.0, ge=-1, le=1, description="the schedule's other end; " + _ALPHA)
+    freqd_schedule_epochs: int = Field(50, ge=1, description="epochs the α schedule takes (held after)")
+    freqd_topk: int = Field(5, ge=1, description="neighbours per node of the cooccurrence graphs")
+    freqd_keep_prob: float = Field(1.0, gt=0, le=1, description="edge keep probability; < 1 is edge dropout "
+                                                                "redrawn every step")
+    freqd_distance: Distance = Field(
+        "cosine", description="cosine (the reference's; scale-free) or mse (squared L2: the spectral identity "
+                              "holds exactly)")
+    freqd_student_signal: Literal["final", "raw"] = Field(
+        "final", description="the student's scoring tables (propagated for LightGCN) or its raw ID tables")
+    freqd_spectral_log_every: int = Field(
+        10, ge=0, description="log the residual's Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, every n "
+                              "epochs (0: never)")
+    freqd_neighbors: int | None = Field(
+        None, ge=0, description="0: exact neighbourhoods; m: at most m neighbours per node sampled each epoch; "
+                                "unset: 4 where it applies")
+    freqd_teacher_rank: int | None = Field(
+        None, ge=0, description="0: the full teacher space; r: project into the filtered teacher's top-r "
+                                "principal subspace; unset: 64 where it applies")
+    freqd_kd_rows: int = Field(0, ge=0, description="0: every unique batch row; R: a reweighted uniform sample of "
+                                                    "at most R rows per step")
+    projector_hidden: int | None = Field(
+        None, ge=1, description="hidden width of the mlp/experts projectors; unset: (d_S + d_T) // 2 for mlp, d_T "
+                                "for experts")
+    projector_per_entity: bool = Field(True, description="one projector for users and one for items instead of "
+                                                         "one shared")
+    freqd_filter_first: bool = Field(
+        True, description="compare P(H·S) with H·T (paper-era) instead of H·P(S); the same for a bias-free linear P")
 
-    @classmethod
-    def from_config(cls, config) -> FreqDSettings:
-        values = {f.name: config[f.name] for f in fields(cls) if config[f.name] is not None}
-        if values.get("freqd_coefficients") is not None:
-            values["freqd_coefficients"] = tuple(float(c) for c in values["freqd_coefficients"])
-        return cls(**values)
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.freqd_graph in GRAPHS, f"freqd_graph={self.freqd_graph!r} is not one of {GRAPHS}"),
-            (self.freqd_distance in DISTANCES, f"freqd_distance={self.freqd_distance!r} is not one of {DISTANCES}"),
-            (self.projector in PROJECTORS, f"projector={self.projector!r} is not one of {PROJECTORS}"),
-            (self.freqd_schedule in SCHEDULES, f"freqd_schedule={self.freqd_schedule!r} is not one of {SCHEDULES}"),
-            (self.freqd_order in (1, 2), f"freqd_order must be 1 or 2, got {self.freqd_order}"),
-            (0.0 < self.freqd_keep_prob <= 1.0, f"freqd_keep_prob must lie in (0, 1], got {self.freqd_keep_prob}"),
-            (self.freqd_topk >= 1, f"freqd_topk must be >= 1, got {self.freqd_topk}"),
-            (self.freqd_student_signal in ("final", "raw"),
-             f"freqd_student_signal={self.freqd_student_signal!r} is not 'final' or 'raw'"),
-            (self.freqd_coefficients is None or len(self.freqd_coefficients) in (2, 3),
-             "freqd_coefficients must be [a0, a1] or [a0, a1, a2]"),
-            ((self.freqd_neighbors or 0) >= 0, f"freqd_neighbors must be >= 0, got {self.freqd_neighbors}"),
-            ((self.freqd_teacher_rank or 0) >= 0, f"freqd_teacher_rank must be >= 0, got {self.freqd_teacher_rank}"),
-            (self.freqd_kd_rows >= 0, f"freqd_kd_rows must be >= 0, got {self.freqd_kd_rows}"),
-            (self.freqd_spectral_log_every >= 0,
-             f"freqd_spectral_log_every must be >= 0, got {self.freqd_spectral_log_every}"),
-            (not (self.freqd_neighbors or self.freqd_teacher_rank) or self.freqd_keep_prob == 1.0,
-             "freqd_neighbors and freqd_teacher_rank need freqd_keep_prob: 1.0 (no edge dropout)"),
-            (not self.freqd_neighbors or self.filters_in_student_space,
-             "freqd_neighbors needs the student filtered before projection: freqd_filter_first: True, or the "
-             "bias-free linear projector (projector: linear, projector_bias: False)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+    @model_validator(mode="after")
+    def _fast_options_fit(self) -> FreqDSettings:
+        if (self.freqd_neighbors or self.freqd_teacher_rank) and self.freqd_keep_prob != 1.0:
+            raise ValueError(
+                f"freqd_neighbors={self.freqd_neighbors} and freqd_teacher_rank={self.freqd_teacher_rank} need "
+                f"freqd_keep_prob: 1.0 (no edge dropout), got freqd_keep_prob={self.freqd_keep_prob}")
+        if self.freqd_neighbors and not self.filters_in_student_space:
+            raise ValueError(
+                f"freqd_neighbors={self.freqd_neighbors} needs the student filtered before projection: "
+                "freqd_filter_first: True, or the bias-free linear projector (projector: linear, projector_bias: "
+                f"False); got projector={self.projector!r}, projector_bias={self.projector_bias}, "
+                f"freqd_filter_first={self.freqd_filter_first}")
+        return self
 
     @property
     def implicit_linear(self) -> bool:
@@ -204,14 +181,15 @@ class FreqD(Distiller):
     """FreqD distiller for freqd's embedding backbones (see the module docstring)."""
 
     name = "FreqD"
-    needs = ("embeddings",)
+    settings_cls = FreqDSettings
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
-        super().__init__()
-        self.settings = s = FreqDSettings.from_config(config)
-        t_users, t_items = teacher_tables(teacher)
-        self.register_buffer("t_users", t_users, persistent=False)
-        self.register_buffer("t_items", t_items, persistent=False)
+        super().__init__(config, teacher, student, train_dataset)
+        s = self.settings
+        if s.freqd_student_signal == "raw" and id_tables(student) is None:
+            raise ValueError(f"freqd_student_signal='raw' needs the student's ID tables (user_embedding, "
+                             f"item_embedding), which {type(student).__name__} has not; use 'final'")
+        t_users, t_items = self.t_users, self.t_items
         self.n_users, self.n_items = student.n_users, student.n_items
         inter = train_dataset.inter_feat
         users, items = inter[train_dataset.uid_field], inter[train_dataset.iid_field]
@@ -259,7 +237,7 @@ class FreqD(Distiller):
         self.implicit_linear = s.implicit_linear
 
     # -- schedule and teacher side -----------------------------------------------------------------
-    def on_epoch_start(self, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int, student) -> None:
         self.epoch = epoch
         filt, self.alpha = self.settings.filter_at(epoch)
         if filt != self.filter:  # H·T is recomputed only when the schedule changes the filter
@@ -318,10 +296,11 @@ class FreqD(Distiller):
         return out if self.teacher_basis is None else out @ self.teacher_basis.T
 
     # -- loss --------------------------------------------------------------------------------------
-    def _student_tables(self, student) -> tuple[Tensor, Tensor]:
+    def _student_tables(self, tables: StepTables) -> tuple[Tensor, Tensor]:
+        """The distilled student tables: the final ones, or the ID tables (``freqd_student_signal: raw``)."""
         if self.settings.freqd_student_signal == "raw":
-            return student.user_embedding.weight, student.item_embedding.weight
-        return student.embeddings()
+            return tables.id_users, tables.id_items
+        return tables.users, tables.items
 
     def _distance(self, a: Tensor, z: Tensor, z_norm2: Tensor | None, side: int) -> Tensor:
         """dist(P(a), z) per row when the student was filtered in d_S (``filter_first``), else dist(a, z).
@@ -387,11 +366,11 @@ class FreqD(Distiller):
                  (student[n_users:], target[n_users:], None if norm2 is None else norm2[n_users:], 1)]
         return torch.cat([self._distance(*part) for part in parts])
 
-    def forward(self, interaction, student) -> Tensor:
-        user = interaction[student.USER_ID]
-        pos, neg = interaction[student.ITEM_ID], interaction[student.NEG_ITEM_ID]
+    def forward(self, interaction, tables: StepTables) -> Tensor:
+        user = interaction[self.USER_ID]
+        pos, neg = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         n_triples = user.shape[0]
-        s_users, s_items = self._student_tables(student)
+        s_users, s_items = self._student_tables(tables)
         groups = [unique_ids(user, self.n_users), unique_ids(pos, self.n_items),
                   unique_ids(neg.reshape(-1), self.n_items)]
         groups, weights = self._row_budget(groups, [1.0, 0.5, 0.5])
@@ -462,7 +441,7 @@ class FreqD(Distiller):
         """Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, of the residual R = P(S) − T."""
         was_training = self.training
         self.eval()
-        s_users, s_items = self._student_tables(student)
+        s_users, s_items = self._student_tables(StepTables.of(student))
         out: dict[str, float] = {}
         if self.settings.freqd_graph == "bipartite":
             projected = torch.cat([self._to_teacher_space(s_users, 0), self._to_teacher_space(s_items, 1)])

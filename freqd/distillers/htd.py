@@ -29,82 +29,58 @@ prototype term is O(2G·(|U| + |I|)·d). The temperature follows the woriazzc/KD
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.distillers._feature_kd import GumbelExperts, anneal_epochs, geometric_anneal
-from freqd.distillers.base import Distiller, check, settings_from_config
-from freqd.distillers.teacher import teacher_tables
-
-GROUP_TOPOLOGIES = ("entity", "prototype")
+from freqd.distillers.feature_kd import ExpertPairDistiller, GumbelExperts, check_annealing
+from freqd.distillers.base import DistillerSettings, StepTables
 
 
-@dataclass(frozen=True)
-class HTDSettings:
-    """HTD's config keys: ``htd_groups`` G per side, ``htd_alpha`` the topology weight α,
-    ``htd_group_topology`` the group-level term (prototype–``entity`` or prototype–``prototype``),
-    ``htd_positive_pairs_only`` the reference's pair mask, and the Gumbel schedule."""
+class HTDSettings(DistillerSettings):
+    """HTD's config keys (Gowalla's reference values as defaults; CiteULike-t uses α 0.9)."""
 
-    htd_groups: int = 30
-    htd_alpha: float = 0.5
-    htd_group_topology: str = "entity"
-    htd_positive_pairs_only: bool = True
-    htd_hidden: int | None = None
-    htd_tau_start: float = 1.0
-    htd_tau_end: float = 1e-10
-    htd_anneal_epochs: int | None = None
+    htd_groups: int = Field(30, ge=1, description="number G of groups per side (users, items)")
+    htd_alpha: float = Field(0.5, ge=0, le=1, description="weight α of the topology term; 1 − α weighs the "
+                                                          "group assignment")
+    htd_group_topology: Literal["entity", "prototype"] = Field(
+        "entity", description="group-level term: prototype–entity or prototype–prototype similarities")
+    htd_positive_pairs_only: bool = Field(
+        True, description="within-group pairs only where the teacher's cosine is positive (the reference's mask)")
+    htd_hidden: int | None = Field(None, ge=1, description="the groups' MLP hidden width; unset: (d_S + d_T) // 2")
+    htd_tau_start: float = Field(1.0, gt=0, description="Gumbel-softmax temperature at epoch 0")
+    htd_tau_end: float = Field(1e-10, gt=0, description="Gumbel-softmax temperature after htd_anneal_epochs")
+    htd_anneal_epochs: int | None = Field(
+        None, ge=1, description="epochs of the geometric temperature schedule; unset: the run's epochs")
 
-    @classmethod
-    def from_config(cls, config) -> HTDSettings:
-        return settings_from_config(cls, config)
-
-    def __post_init__(self) -> None:
-        check([
-            (self.htd_groups >= 1, f"htd_groups must be >= 1, got {self.htd_groups}"),
-            (0.0 <= self.htd_alpha <= 1.0, f"htd_alpha must lie in [0, 1], got {self.htd_alpha}"),
-            (self.htd_group_topology in GROUP_TOPOLOGIES,
-             f"htd_group_topology={self.htd_group_topology!r} is not one of {GROUP_TOPOLOGIES}"),
-            (self.htd_hidden is None or self.htd_hidden >= 1, f"htd_hidden must be >= 1, got {self.htd_hidden}"),
-            (0.0 < self.htd_tau_end <= self.htd_tau_start,
-             f"need 0 < htd_tau_end <= htd_tau_start, got htd_tau_end={self.htd_tau_end}, "
-             f"htd_tau_start={self.htd_tau_start}"),
-            (self.htd_anneal_epochs is None or self.htd_anneal_epochs >= 1,
-             f"htd_anneal_epochs must be >= 1, got {self.htd_anneal_epochs}"),
-        ])
+    @model_validator(mode="after")
+    def _anneals_down(self) -> HTDSettings:
+        check_annealing("htd", self.htd_tau_start, self.htd_tau_end)
+        return self
 
 
 def _cosine(a: Tensor, b: Tensor) -> Tensor:
     return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
 
 
-class HTD(Distiller):
+class HTD(ExpertPairDistiller):
     """Hierarchical topology distillation (see the module docstring)."""
 
     name = "HTD"
-    needs = ("embeddings",)
+    settings_cls = HTDSettings
+    log_prefix = "htd"
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
-        super().__init__()
-        self.settings = s = HTDSettings.from_config(config)
-        t_users, t_items = teacher_tables(teacher)
-        self.register_buffer("t_users", t_users, persistent=False)
-        self.register_buffer("t_items", t_items, persistent=False)
-        d_s, d_t = student.embedding_size, t_users.shape[1]
-        hidden = s.htd_hidden or (d_s + d_t) // 2
-        self.user_groups = GumbelExperts(d_s, d_t, s.htd_groups, hidden)
-        self.item_groups = GumbelExperts(d_s, d_t, s.htd_groups, hidden)
-        self.anneal_epochs = anneal_epochs(s.htd_anneal_epochs, config, "htd_anneal_epochs")
-        self.tau = s.htd_tau_start
-
-    def on_epoch_start(self, epoch: int) -> None:
+        super().__init__(config, teacher, student, train_dataset)
         s = self.settings
-        self.tau = geometric_anneal(epoch, s.htd_tau_start, s.htd_tau_end, self.anneal_epochs)
-        self.user_groups.reset_usage()
-        self.item_groups.reset_usage()
+        self.user_groups, self.item_groups = self._expert_pair(
+            config, student, s.htd_groups, s.htd_hidden, s.htd_tau_start, s.htd_tau_end, s.htd_anneal_epochs)
+
+    def expert_pair(self) -> tuple[GumbelExperts, GumbelExperts]:
+        return self.user_groups, self.item_groups
 
     # -- the two terms on (student rows, teacher rows) ---------------------------------------------
     def group_assignment(self, s_u: Tensor, t_u: Tensor, s_i: Tensor, t_i: Tensor) -> Tensor:
@@ -139,16 +115,12 @@ class HTD(Distiller):
             group = (_cosine(p_s, p_s) - _cosine(p_t, p_t)).pow(2).sum()
         return entity + group
 
-    def forward(self, interaction, student) -> Tensor:
-        user = interaction[student.USER_ID]
+    def forward(self, interaction, tables: StepTables) -> Tensor:
+        user = interaction[self.USER_ID]
         users = torch.unique(user)
-        items = torch.unique(torch.cat([interaction[student.ITEM_ID], interaction[student.NEG_ITEM_ID].reshape(-1)]))
-        s_users, s_items = student.embeddings()
+        items = torch.unique(torch.cat([interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID].reshape(-1)]))
+        s_users, s_items = tables.users, tables.items
         rows = (s_users.index_select(0, users), self.t_users.index_select(0, users),
                 s_items.index_select(0, items), self.t_items.index_select(0, items))
         alpha = self.settings.htd_alpha
         return (alpha * self.topology(*rows) + (1.0 - alpha) * self.group_assignment(*rows)) / user.shape[0]
-
-    def epoch_log(self, student) -> dict[str, Any]:
-        return {"htd_tau": self.tau, "htd_user_usage_entropy": self.user_groups.usage_entropy(),
-                "htd_item_usage_entropy": self.item_groups.usage_entropy()}

@@ -32,55 +32,43 @@ they never appear.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 from torch.nn import functional as F
 
-
-from freqd.distillers.base import Distiller, check, settings_from_config
+from freqd.distillers.base import Distiller, DistillerSettings, StepTables
 from freqd.distillers.de import DE
 from freqd.distillers.fitnet import FitNet
-from freqd.distillers.rankings import teacher_topk
+from freqd.distillers.rankings import training_csr
+from freqd.distillers.sampling import fit_pool, teacher_pool
 
 FEATURES = {"de": DE, "fitnet": FitNet}
-LOSSES = ("list", "pair")
-CONSISTENCIES = ("projector", "teacher")
 
 
-@dataclass(frozen=True)
-class PCKDSettings:
+class PCKDSettings(DistillerSettings):
     """PCKD's config keys (reference Gowalla values as defaults; CiteULike-t: α 0.1, Q 5, τ_ce 0.1)."""
 
-    pckd_feature: str = "de"
-    pckd_alpha: float = 0.5
-    pckd_samples: int = 10
-    pckd_topk: int = 100
-    pckd_rank_temperature: float = 10.0
-    pckd_loss: str = "list"
-    pckd_tau_ce: float = 0.01
-    pckd_consistency: str = "projector"
+    pckd_feature: Literal["de", "fitnet"] = Field(
+        "de", description="the feature loss, configured by its own keys (de_* or fitnet_*/projector*)")
+    pckd_alpha: float = Field(0.5, ge=0, description="weight α of the preference-consistency term")
+    pckd_samples: int = Field(10, ge=2, description="Q teacher-ranked items per user for the listwise term")
+    pckd_topk: int = Field(100, ge=2, description="the teacher's top-K unobserved items the Q are drawn from")
+    pckd_rank_temperature: float = Field(10.0, gt=0, description="T of the rank-decay draw p(r) ∝ exp(−r/T)")
+    pckd_loss: Literal["list", "pair"] = Field(
+        "list", description="listwise cross-entropy over the Q items, or one log-sigmoid pair per user")
+    pckd_tau_ce: float = Field(0.01, gt=0, description="temperature of the listwise cross-entropy")
+    pckd_consistency: Literal["projector", "teacher"] = Field(
+        "projector", description="projector: post- vs pre-projection student scores (reference code); teacher: "
+                                 "student vs teacher scores")
 
-    @classmethod
-    def from_config(cls, config) -> PCKDSettings:
-        return settings_from_config(cls, config)
-
-    def __post_init__(self) -> None:
-        check([
-            (self.pckd_feature in FEATURES, f"pckd_feature={self.pckd_feature!r} is not one of {tuple(FEATURES)}"),
-            (self.pckd_loss in LOSSES, f"pckd_loss={self.pckd_loss!r} is not one of {LOSSES}"),
-            (self.pckd_consistency in CONSISTENCIES,
-             f"pckd_consistency={self.pckd_consistency!r} is not one of {CONSISTENCIES}"),
-            (self.pckd_alpha >= 0, f"pckd_alpha must be >= 0, got {self.pckd_alpha}"),
-            (self.pckd_topk >= 2, f"pckd_topk must be >= 2, got {self.pckd_topk}"),
-            (2 <= self.pckd_samples <= self.pckd_topk,
-             f"pckd_samples must lie in [2, pckd_topk={self.pckd_topk}], got {self.pckd_samples}"),
-            (self.pckd_rank_temperature > 0,
-             f"pckd_rank_temperature must be > 0, got {self.pckd_rank_temperature}"),
-            (self.pckd_tau_ce > 0, f"pckd_tau_ce must be > 0, got {self.pckd_tau_ce}"),
-        ])
+    @model_validator(mode="after")
+    def _samples_fit(self) -> PCKDSettings:
+        if self.pckd_samples > self.pckd_topk:
+            raise ValueError(f"pckd_samples={self.pckd_samples} exceeds pckd_topk={self.pckd_topk}")
+        return self
 
 
 def rank_decay_sample(topk: Tensor, samples: int, temperature: float,
@@ -98,14 +86,20 @@ class PCKD(Distiller):
     """Feature distillation plus a preference-consistency regulariser (see the module docstring)."""
 
     name = "PCKD"
-    needs = ("embeddings", "rankings")
+    settings_cls = PCKDSettings
+    # Buffers (registered in __init__), declared for the type checker.
+    topk: Tensor
+    samples: Tensor
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
-        super().__init__()
-        self.settings = s = PCKDSettings.from_config(config)
-        self.feature = FEATURES[s.pckd_feature](config, teacher, student, train_dataset)
-        topk = teacher_topk(teacher, train_dataset, s.pckd_topk, cache_dir=config["checkpoint_dir"])
-        self.register_buffer("topk", topk.to(self.feature.t_users.device), persistent=False)
+        super().__init__(config, teacher, student, train_dataset)
+        s = self.settings
+        # The feature loss reads this distiller's teacher tables, not a copy of them.
+        self.feature = FEATURES[s.pckd_feature](config, self.t_tables, student, train_dataset)
+        n = fit_pool("pckd_topk", s.pckd_topk, training_csr(train_dataset))
+        if s.pckd_samples > n:
+            raise ValueError(f"pckd_samples={s.pckd_samples} exceeds the usable pool of {n} items")
+        self.register_buffer("topk", teacher_pool(config, teacher, train_dataset, n, self.t_tables), persistent=False)
         self.register_buffer("samples", self.resample(), persistent=False)
         self._pc_sum: Tensor | None = None
         self._pc_count = 0
@@ -115,8 +109,8 @@ class PCKD(Distiller):
         s = self.settings
         return rank_decay_sample(self.topk, 2 if s.pckd_loss == "pair" else s.pckd_samples, s.pckd_rank_temperature)
 
-    def on_epoch_start(self, epoch: int) -> None:
-        self.feature.on_epoch_start(epoch)
+    def on_epoch_start(self, epoch: int, student) -> None:
+        self.feature.on_epoch_start(epoch, student)
         self.samples = self.resample()
         self._pc_sum, self._pc_count = None, 0
 
@@ -127,7 +121,7 @@ class PCKD(Distiller):
         if self.settings.pckd_consistency == "teacher":
             pre = torch.einsum("bd,bqd->bq", s_users[user], s_items[flat].view(b, q, -1))
             with torch.no_grad():
-                t_u, t_i = self.feature.t_users[user], self.feature.t_items[flat].view(b, q, -1)
+                t_u, t_i = self.t_users[user], self.t_items[flat].view(b, q, -1)
                 return pre, torch.einsum("bd,bqd->bq", t_u, t_i)
         s_u, s_i = s_users[user].detach(), s_items[flat].detach()
         post_u = self.feature.project("user", s_u, user)
@@ -143,10 +137,10 @@ class PCKD(Distiller):
             return -(torch.softmax(c / tau, dim=1) * torch.log_softmax(a / tau, dim=1)).sum()
         return -F.logsigmoid((a[:, 0] - a[:, 1]) * (c[:, 0] - c[:, 1])).sum()
 
-    def forward(self, interaction, student) -> Tensor:
-        user = interaction[student.USER_ID]
-        s_users, s_items = student.embeddings()
-        feature = self.feature.feature_sum(user, interaction[student.ITEM_ID], interaction[student.NEG_ITEM_ID],
+    def forward(self, interaction, tables: StepTables) -> Tensor:
+        user = interaction[self.USER_ID]
+        s_users, s_items = tables.users, tables.items
+        feature = self.feature.feature_sum(user, interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID],
                                            s_users, s_items)
         pc = self.consistency(user, s_users, s_items)
         if self.training:

@@ -1,9 +1,29 @@
-"""Projectors from the student space R^{d_S} to the teacher space R^{d_T} (docs/method.md)."""
+"""Projectors from the student space R^{d_S} to the teacher space R^{d_T} (docs/method.md), and their keys."""
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
+from pydantic import Field
 from torch import Tensor, nn
+
+from freqd.distillers.base import DistillerSettings
+
+Projector = Literal["linear", "mlp", "experts"]
+PROJECTORS = get_args(Projector)
+
+
+class ProjectorSettings(DistillerSettings):
+    """The projector keys of the methods that map the student into the teacher space (FreqD, FitNet)."""
+
+    projector: Projector = Field(
+        "mlp", description="student → teacher map: mlp (Linear → ReLU → Linear), linear, or experts (mean of MLPs)")
+    projector_bias: bool = Field(False, description="give the linear projector a bias")
+    projector_hidden: int | None = Field(
+        None, ge=1, description="hidden width of the mlp/experts projectors; unset: the method's default")
+    projector_experts: int = Field(5, ge=1, description="number of MLPs the experts projector averages")
+    projector_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before each layer of the MLP projectors")
 
 
 class LinearProjector(nn.Module):
@@ -41,9 +61,6 @@ class ExpertProjector(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.stack([expert(x) for expert in self.experts]).mean(0)
-
-
-PROJECTORS = ("linear", "mlp", "experts")
 
 
 def build_projector(kind: str, d_in: int, d_out: int, hidden: int | None = None, experts: int = 5,

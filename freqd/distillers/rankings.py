@@ -1,6 +1,7 @@
 """The teacher's top-N unobserved items per user, computed in chunks and cached on disk.
 
-Ranking-based distillers (RRD, DCD, CD, UnKD, KD, PCKD) sample from these lists. The full
+Ranking-based distillers (RRD, DCD, CD, KD, PCKD) sample from these lists
+(:func:`freqd.distillers.sampling.teacher_pool`). The full
 teacher score matrix does not fit comfortably in memory (Gowalla: 29,858 × 40,981 floats ≈
 4.9 GB), so users are scored ``chunk_size`` at a time on the teacher's device and only the top
 N are kept: memory is chunk_size × n_items, not n_users × n_items. The result is cached under
@@ -80,10 +81,11 @@ def topk_unobserved(user_table: Tensor, item_table: Tensor, train: torch.Tensor,
 
 
 def teacher_topk(teacher, train_dataset, n: int, cache_dir: str | Path | None = None,
-                 chunk_size: int = 1024) -> Tensor:
+                 chunk_size: int = 1024, tables: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """The teacher's top-``n`` unobserved items per user, from the on-disk cache when present.
 
-    ``cache_dir`` None disables caching (tests). Returns a (n_users, n) int64 CPU tensor.
+    ``cache_dir`` None disables caching (tests); ``tables``: the teacher's final tables when
+    already taken (else they are computed). Returns a (n_users, n) int64 CPU tensor.
     """
     from freqd.distillers.teacher import teacher_tables
 
@@ -97,7 +99,7 @@ def teacher_topk(teacher, train_dataset, n: int, cache_dir: str | Path | None = 
                 logger.info(f"teacher top-{n}: reusing {path}")
                 return cached["topk"]
     start = time.perf_counter()
-    users, items = teacher_tables(teacher)
+    users, items = tables if tables is not None else teacher_tables(teacher)
     topk = topk_unobserved(users, items, training_csr(train_dataset), n, chunk_size)
     logger.info(f"teacher top-{n} for {len(topk):,} users in {time.perf_counter() - start:.1f} s")
     if path is not None:

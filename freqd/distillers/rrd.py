@@ -15,19 +15,20 @@ unique users; the log-sums are computed with logcumsumexp, so no score clamp is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from freqd.distillers.base import Distiller, check, settings_from_config
-from freqd.distillers.rankings import teacher_topk, training_csr
+from freqd.distillers.base import Distiller, DistillerSettings, StepTables
+from freqd.distillers.rankings import training_csr
 from freqd.distillers.sampling import (
     fit_pool,
     pair_scores,
     rank_decay_logits,
     sample_without_replacement,
+    teacher_pool,
     training_keys,
     uniform_unobserved,
 )
@@ -45,53 +46,60 @@ def relaxed_ranking_loss(above: Tensor, below: Tensor) -> Tensor:
     return (tail - above).sum()
 
 
-@dataclass(frozen=True)
-class RRDSettings:
-    """RRD's config keys: K interesting items from the teacher's top-``rrd_pool`` with decay
-    temperature ``rrd_temperature``, and L ``rrd_uninteresting`` items sampled uniformly."""
+def listwise_loss(batch: Tensor, tables: StepTables, above: Tensor, below: Tensor) -> Tensor:
+    """:func:`relaxed_ranking_loss` over the unique users of ``batch`` (the triples' users), scored by the
+    student: ``above[u]`` in order above ``below[u]``; divided by the number of triples (RRD, DCD)."""
+    users = torch.unique(batch)
+    rows = tables.users[users]
+    return relaxed_ranking_loss(pair_scores(rows, tables.items, above[users]),
+                                pair_scores(rows, tables.items, below[users])) / batch.shape[0]
 
-    rrd_interesting: int = 100
-    rrd_uninteresting: int = 200
-    rrd_temperature: float = 10.0
-    rrd_pool: int = 500
 
-    from_config = classmethod(settings_from_config)
+class RRDSettings(DistillerSettings):
+    """RRD's config keys (CiteULike-t's reference values as defaults; Gowalla uses T 100)."""
 
-    def __post_init__(self) -> None:
-        check([
-            (self.rrd_pool >= 1, f"rrd_pool must be >= 1, got {self.rrd_pool}"),
-            (1 <= self.rrd_interesting <= self.rrd_pool,
-             f"rrd_interesting must lie in [1, rrd_pool={self.rrd_pool}], got {self.rrd_interesting}"),
-            (self.rrd_uninteresting >= 0, f"rrd_uninteresting must be >= 0, got {self.rrd_uninteresting}"),
-            (self.rrd_temperature > 0, f"rrd_temperature must be > 0, got {self.rrd_temperature}"),
-        ])
+    rrd_interesting: int = Field(100, ge=1, description="K interesting items per user, from the teacher's pool")
+    rrd_uninteresting: int = Field(200, ge=0, description="L uninteresting items per user, uniform outside the pool")
+    rrd_temperature: float = Field(10.0, gt=0, description="T of the rank-decay draw p(r) ∝ exp(−(r+1)/T)")
+    rrd_pool: int = Field(500, ge=1, description="N of the teacher's top-N unobserved items per user")
+
+    @model_validator(mode="after")
+    def _interesting_fit(self) -> RRDSettings:
+        if self.rrd_interesting > self.rrd_pool:
+            raise ValueError(f"rrd_interesting={self.rrd_interesting} exceeds rrd_pool={self.rrd_pool}")
+        return self
 
 
 class RRD(Distiller):
     """Relaxed ranking distillation on the teacher's top-N (see the module docstring)."""
 
     name = "RRD"
-    needs = ("rankings",)
+    settings_cls = RRDSettings
+    # Buffers (registered in __init__), declared for the type checker.
+    pool: Tensor
+    pool_sorted: Tensor
+    train_keys: Tensor
+    interesting: Tensor | None
+    uninteresting: Tensor | None
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
-        super().__init__()
-        self.settings = s = RRDSettings.from_config(config)
+        super().__init__(config, teacher, student, train_dataset)
+        s = self.settings
         train = training_csr(train_dataset)
         self.n_items = train_dataset.item_num
         # Every user needs rrd_uninteresting items outside its training items and the pool.
         n = fit_pool("rrd_pool", s.rrd_pool, train, reserve=s.rrd_uninteresting)
-        check([(s.rrd_interesting <= n, f"rrd_interesting={s.rrd_interesting} exceeds the usable pool of {n} items")])
-        pool = teacher_topk(teacher, train_dataset, n, cache_dir=config["checkpoint_dir"])
-        device = next(teacher.parameters()).device
-        self.register_buffer("pool", pool.to(device), persistent=False)
+        if s.rrd_interesting > n:
+            raise ValueError(f"rrd_interesting={s.rrd_interesting} exceeds the usable pool of {n} items")
+        self.register_buffer("pool", teacher_pool(config, teacher, train_dataset, n, self.t_tables), persistent=False)
         self.register_buffer("pool_sorted", self.pool.sort(dim=1).values, persistent=False)
-        self.register_buffer("train_keys", training_keys(train).to(device), persistent=False)
+        self.register_buffer("train_keys", training_keys(train).to(self.pool.device), persistent=False)
         self.register_buffer("interesting", None, persistent=False)
         self.register_buffer("uninteresting", None, persistent=False)
         self.mean_rank = float("nan")
 
     @torch.no_grad()
-    def on_epoch_start(self, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int, student) -> None:
         s, device = self.settings, self.pool.device
         n_users, n = self.pool.shape
         ranks = sample_without_replacement(rank_decay_logits(n, s.rrd_temperature, device), s.rrd_interesting,
@@ -101,16 +109,10 @@ class RRD(Distiller):
                                                 self.n_items, self.train_keys, exclude=self.pool_sorted)
         self.mean_rank = float(ranks.float().mean())
 
-    def forward(self, interaction, student) -> Tensor:
+    def forward(self, interaction, tables: StepTables) -> Tensor:
         if self.interesting is None:
-            raise RuntimeError("RRD: call on_epoch_start(epoch) before the first batch")
-        batch = interaction[student.USER_ID]
-        users = torch.unique(batch)
-        s_users, s_items = student.embeddings()
-        rows = s_users[users]
-        above = pair_scores(rows, s_items, self.interesting[users])
-        below = pair_scores(rows, s_items, self.uninteresting[users])
-        return relaxed_ranking_loss(above, below) / batch.shape[0]
+            raise RuntimeError("RRD: call on_epoch_start(epoch, student) before the first batch")
+        return listwise_loss(interaction[self.USER_ID], tables, self.interesting, self.uninteresting)
 
     def epoch_log(self, student) -> dict[str, Any]:
         return {"rrd_interesting_rank": self.mean_rank}

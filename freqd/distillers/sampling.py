@@ -1,4 +1,5 @@
-"""Vectorised samplers and rankings shared by the ranking-based distillers (RRD, DCD, CD, UnKD, KD).
+"""Vectorised samplers, rankings and top-N pools shared by the ranking-based distillers
+(RRD, DCD, CD, UnKD, KD, PCKD).
 
 Everything here works on whole user × pool tensors in torch, on the device of its inputs, with
 no per-user Python loop; passes over all items are done ``chunk_size`` users at a time, so memory
@@ -12,14 +13,15 @@ import logging
 import torch
 from torch import Tensor
 
-from freqd.distillers.rankings import mask_training_
+from freqd.distillers.rankings import mask_training_, teacher_topk, topk_unobserved
+from freqd.distillers.teacher import TeacherTables
+
 logger = logging.getLogger(__name__)
 
 #: Users per chunk in passes over all items (student scoring, rank counting, uniform sampling).
 CHUNK_SIZE = 1024
 
 
-# -- settings ----------------------------------------------------------------------------------------
 # -- training matrix ---------------------------------------------------------------------------------
 def degrees(train: Tensor) -> Tensor:
     """Training items per user, from the training CSR matrix."""
@@ -49,6 +51,7 @@ def in_rows(sorted_rows: Tensor, items: Tensor) -> Tensor:
     return sorted_rows.gather(1, found) == items
 
 
+# -- top-N pools ----------------------------------------------------------------------------------------
 def fit_pool(key: str, requested: int, train: Tensor, reserve: int = 0) -> int:
     """``requested`` pool size, lowered (with a warning) to what the most active user has.
 
@@ -63,6 +66,21 @@ def fit_pool(key: str, requested: int, train: Tensor, reserve: int = 0) -> int:
         logger.warning(f"{key}={requested} exceeds the {limit} items available to the most active user; using {limit}")
         return limit
     return requested
+
+
+def teacher_pool(config, teacher, train_dataset, n: int, tables: TeacherTables) -> Tensor:
+    """The teacher's top-``n`` unobserved items per user, on its tables' device.
+
+    Scored from ``tables`` (the distiller's copy) and cached under the config's ``checkpoint_dir``
+    (:func:`freqd.distillers.rankings.teacher_topk`); ``n`` is already fitted (:func:`fit_pool`).
+    """
+    return teacher_topk(teacher, train_dataset, n, cache_dir=config["checkpoint_dir"],
+                        tables=tables).to(tables.users.device)
+
+
+def student_pool(student, train: Tensor, n: int, device) -> Tensor:
+    """The student's current top-``n`` unobserved items per user (scored in eval mode), on ``device``."""
+    return topk_unobserved(*model_tables(student), train, n).to(device)
 
 
 # -- scoring -------------------------------------------------------------------------------------------

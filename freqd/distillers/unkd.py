@@ -19,17 +19,14 @@ items contributes no pair; −log σ is computed stably, without the reference's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import torch
+from pydantic import Field
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.distillers.base import Distiller, check, settings_from_config
+from freqd.distillers.base import Distiller, DistillerSettings, StepTables
 from freqd.distillers.rankings import training_csr
 from freqd.distillers.sampling import CHUNK_SIZE, degrees, mask_training_, pair_scores, truncated_geometric
-from freqd.distillers.teacher import teacher_tables
 
 
 def popularity_groups(popularity: Tensor, n_groups: int) -> list[Tensor]:
@@ -93,49 +90,43 @@ def group_rankings(user_table: Tensor, item_table: Tensor, train: Tensor, groups
     return ranked, lengths
 
 
-@dataclass(frozen=True)
-class UnKDSettings:
-    """UnKD's config keys: ``unkd_groups`` popularity groups, ``unkd_pairs`` pairs per user split over
-    them (weights ^ ``unkd_lambda``), rank decay ``unkd_decay`` over the teacher's top-``unkd_pool``."""
+class UnKDSettings(DistillerSettings):
+    """UnKD's config keys (CiteULike-t's reference values as defaults; Gowalla: 4 groups, 30 pairs)."""
 
-    unkd_groups: int = 2
-    unkd_pairs: int = 2
-    unkd_lambda: float = 0.0
-    unkd_decay: float = 20.0
-    unkd_pool: int = 1000
-
-    from_config = classmethod(settings_from_config)
-
-    def __post_init__(self) -> None:
-        check([
-            (self.unkd_groups >= 1, f"unkd_groups must be >= 1, got {self.unkd_groups}"),
-            (self.unkd_pairs >= 1, f"unkd_pairs must be >= 1, got {self.unkd_pairs}"),
-            (self.unkd_decay > 0, f"unkd_decay must be > 0, got {self.unkd_decay}"),
-            (self.unkd_pool >= 2, f"unkd_pool must be >= 2, got {self.unkd_pool}"),
-        ])
+    unkd_groups: int = Field(2, ge=1, description="popularity groups G of equal total interaction count")
+    unkd_pairs: int = Field(2, ge=1, description="ordered pairs per user each epoch, split over the groups")
+    unkd_lambda: float = Field(0.0, description="exponent of the groups' inverted-popularity weights (0: equal)")
+    unkd_decay: float = Field(20.0, gt=0, description="rank decay of the pair draws, p(r) ∝ exp(−(r+1)/decay)")
+    unkd_pool: int = Field(1000, ge=2, description="the teacher's top ranks kept per user and group")
 
 
 class UnKD(Distiller):
     """Pairwise distillation of the teacher's ranking within popularity groups (see the module docstring)."""
 
     name = "UnKD"
-    needs = ("rankings",)
+    settings_cls = UnKDSettings
+    # Buffers (registered in __init__), declared for the type checker.
+    ranked: Tensor
+    lengths: Tensor
+    pos: Tensor | None
+    neg: Tensor | None
+    valid: Tensor | None
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
-        super().__init__()
-        self.settings = s = UnKDSettings.from_config(config)
+        super().__init__(config, teacher, student, train_dataset)
+        s = self.settings
         train = training_csr(train_dataset)
         popularity = torch.bincount(train.col_indices(), minlength=train_dataset.item_num)
         self.groups = popularity_groups(popularity, s.unkd_groups)
         self.pair_counts = pairs_per_group(self.groups, popularity, s.unkd_pairs, s.unkd_lambda)
-        ranked, lengths = group_rankings(*teacher_tables(teacher), train, self.groups, s.unkd_pool)
+        ranked, lengths = group_rankings(self.t_users, self.t_items, train, self.groups, s.unkd_pool)
         self.register_buffer("ranked", ranked, persistent=False)
         self.register_buffer("lengths", lengths, persistent=False)
         for name in ("pos", "neg", "valid"):
             self.register_buffer(name, None, persistent=False)
 
     @torch.no_grad()
-    def on_epoch_start(self, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int, student) -> None:
         decay = self.settings.unkd_decay
         pos, neg, valid = [], [], []
         for g, n in enumerate(self.pair_counts):
@@ -155,16 +146,12 @@ class UnKD(Distiller):
             valid.append(ok)
         self.pos, self.neg, self.valid = torch.cat(pos, 1), torch.cat(neg, 1), torch.cat(valid, 1)
 
-    def forward(self, interaction, student) -> Tensor:
+    def forward(self, interaction, tables: StepTables) -> Tensor:
         if self.pos is None:
-            raise RuntimeError("UnKD: call on_epoch_start(epoch) before the first batch")
-        users = interaction[student.USER_ID]
-        s_users, s_items = student.embeddings()
-        rows = s_users[users]
-        margin = pair_scores(rows, s_items, self.pos[users]) - pair_scores(rows, s_items, self.neg[users])
+            raise RuntimeError("UnKD: call on_epoch_start(epoch, student) before the first batch")
+        users = interaction[self.USER_ID]
+        rows = tables.users[users]
+        margin = pair_scores(rows, tables.items, self.pos[users]) - pair_scores(rows, tables.items, self.neg[users])
         valid = self.valid[users].to(margin.dtype)
         per_user = (-F.logsigmoid(margin) * valid).sum(1) / valid.sum(1).clamp(min=1)
         return per_user.sum() / users.shape[0]
-
-    def epoch_log(self, student) -> dict[str, Any]:
-        return {}

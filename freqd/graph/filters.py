@@ -6,12 +6,13 @@ import math
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from freqd.graph.adjacency import sym_spmm
 
-Num = TypeVar("Num")
+Num = TypeVar("Num", float, np.ndarray, Tensor)  # what h(λ) evaluates on, returned in kind
 
 
 @dataclass(frozen=True)

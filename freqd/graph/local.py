@@ -86,7 +86,8 @@ def _dropped_levels(
     every later level, so all levels see the same Â_drop; neighbours are collected after dropout.
     """
     crow, col, val = adj.crow_indices().long(), adj.col_indices(), adj.values()
-    sets, blocks = [s0], []
+    sets = [s0]
+    blocks: list[tuple[Tensor, Tensor, Tensor]] = []
     for j in range(order):
         s = sets[j]
         if keep_prob == 1.0:

@@ -31,7 +31,9 @@ def adapt(model: nn.Module, tables: Callable[[nn.Module], tuple[Tensor, Tensor]]
         def tables(m):
             return m.user_embedding.weight, m.item_embedding.weight
 
-    model.embeddings = types.MethodType(lambda self: tables(self), model)
-    users, _ = model.embeddings()
-    model.embedding_size = int(users.shape[1])
+    # setattr: nn.Module's typed __setattr__ admits only tensors and modules.
+    embeddings = types.MethodType(lambda self: tables(self), model)
+    setattr(model, "embeddings", embeddings)
+    users, _ = embeddings()
+    setattr(model, "embedding_size", int(users.shape[1]))
     return model

@@ -78,7 +78,7 @@ class EmbeddingRecommender(GeneralRecommender):
         finally:
             self._in_step, self._step_tables = False, None
 
-    def sparse_tables(self) -> list[nn.Parameter]:
+    def sparse_tables(self) -> list[Tensor]:
         """The tables whose gradients are row-sparse (to be stepped row-wise); none unless ``sparse_embeddings``."""
         return [self.user_embedding.weight, self.item_embedding.weight] if self.sparse_embeddings else []
 
@@ -90,7 +90,8 @@ class EmbeddingRecommender(GeneralRecommender):
     def cached_embeddings(self) -> tuple[Tensor, Tensor]:
         """Final tables without gradients, computed once per evaluation."""
         if self._cache is None:
-            self._cache = tuple(t.detach() for t in self.embeddings())
+            user, item = self.embeddings()
+            self._cache = user.detach(), item.detach()
         return self._cache
 
     def bpr_loss(self, user: Tensor, pos: Tensor, neg: Tensor, user_all: Tensor, item_all: Tensor) -> Tensor:

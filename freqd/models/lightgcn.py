@@ -46,7 +46,8 @@ class LightGCN(EmbeddingRecommender):
             x = sym_spmm(self.norm_adj, x)
             total = total + x
         total = total / (self.n_layers + 1)
-        return torch.split(total, [self.n_users, self.n_items])
+        user_all, item_all = torch.split(total, [self.n_users, self.n_items])
+        return user_all, item_all
 
     def calculate_loss(self, interaction) -> Tensor:
         self._cache = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+from freqd.distillers.base import StepTables
 from freqd.trainers.trainer import Trainer
 
 
@@ -13,23 +14,19 @@ class DistillTrainer(Trainer):
     * The optimiser covers the student and the distiller's modules (projectors), never the
       teacher (the distiller keeps only the teacher's tables, as non-persistent buffers).
     * Losses are logged as two parts, ``rec_loss`` and ``kd_loss`` (already weighted).
-    * ``kd_weight`` unset in the config is the distiller's reference value
-      (``freqd/properties/kd/<Name>.yaml``).
+    * The student's tables are computed once per step (:class:`StepTables`) and read by both the
+      recommendation loss and the distiller: one LightGCN propagation per step.
+    * ``kd_weight`` is the distiller's (:attr:`Distiller.kd_weight`: validated, and unset in the
+      config its reference value, ``freqd/properties/kd/<Name>.yaml``).
     * Checkpoints hold the student alone in ``state_dict`` (it serves on its own, like any
       BPR/LightGCN checkpoint) and the distiller's modules in ``distiller_state`` for resuming.
     """
 
     def __init__(self, config, student, distiller, metadata=None, metrics_path=None):
         self.distiller = distiller.to(config["device"])
-        weight = config["kd_weight"]
-        if weight is None:  # a config built without ``kd``: the distiller's reference value
-            import yaml
-
-            from freqd.config import kd_defaults_file
-
-            weight = yaml.safe_load(kd_defaults_file(distiller.name).read_text(encoding="utf-8"))["kd_weight"]
-            config["kd_weight"] = weight
-        self.kd_weight = float(weight)
+        self.kd_weight = distiller.kd_weight
+        if config["kd_weight"] is None:  # a config built without ``kd``: record the reference value used
+            config["kd_weight"] = self.kd_weight
         super().__init__(config, student, metadata=metadata, metrics_path=metrics_path)
         self.loss_names = ["rec_loss", "kd_loss"]
 
@@ -39,13 +36,15 @@ class DistillTrainer(Trainer):
 
     def _losses(self, interaction):
         step = getattr(self.model, "one_step", None)
-        with step() if step is not None else nullcontext():  # the student's tables computed once per step
+        with step() if step is not None else nullcontext():
+            # Inside ``one_step`` the recommendation loss reads these same tables (no second propagation).
+            tables = StepTables.of(self.model)
             rec = self.model.calculate_loss(interaction)
-            return rec, self.kd_weight * self.distiller(interaction, self.model)
+            return rec, self.kd_weight * self.distiller(interaction, tables)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.distiller.train()
-        self.distiller.on_epoch_start(epoch_idx)
+        self.distiller.on_epoch_start(epoch_idx, self.model)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=self._losses, show_progress=show_progress)
         self.history[-1].update(self.distiller.epoch_log(self.model))
         self._write_metrics()

@@ -79,6 +79,7 @@ class RowAdam(torch.optim.Optimizer):
             state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["step"] = step = int(state["step"]) + 1
+        assert param.grad is not None  # step() calls this only for parameters with a gradient
         rows, grad = touched_rows(param.grad)
         if rows.numel() == 0:
             return

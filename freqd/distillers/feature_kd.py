@@ -1,24 +1,33 @@
-"""Pieces shared by the feature-based baselines (FitNet, DE, HTD, PCKD).
+"""Pieces shared by the feature-based baselines (DE, HTD, and PCKD through DE).
 
-* :func:`read_settings`: a frozen settings dataclass from flat config keys (a missing key, which
-  RecBole's Config reads as None, keeps the dataclass default: the reference value).
 * :func:`geometric_anneal`: the Gumbel temperature schedule of DE-RRD and HTD.
 * :class:`GumbelExperts`: DE's mixture of MLP experts with a Gumbel-softmax selector driven by the
   teacher embedding (also HTD's group assignment).
+* :class:`ExpertPairDistiller`: a user and an item :class:`GumbelExperts` whose temperature anneals
+  every epoch, with their usage log: DE's experts and HTD's groups.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from freqd.distillers.base import Distiller
+
 
 def geometric_anneal(epoch: int, start: float, end: float, epochs: int) -> float:
     """τ(e) = max(end, start·(end/start)^(e/epochs)): ``start`` at epoch 0, ``end`` from ``epochs`` on."""
     return max(end, start * (end / start) ** (epoch / epochs))
+
+
+def check_annealing(prefix: str, start: float, end: float) -> None:
+    """The temperature anneals downwards: ``<prefix>_tau_end`` <= ``<prefix>_tau_start``."""
+    if end > start:
+        raise ValueError(f"{prefix}_tau_end={end} must be <= {prefix}_tau_start={start}: the temperature anneals down")
 
 
 def anneal_epochs(value: int | None, config, key: str) -> int:
@@ -104,3 +113,39 @@ class GumbelExperts(nn.Module):
             return float("nan")
         p = self._counts.double() / self._counts.sum()
         return float(-(p * torch.log(p.clamp_min(1e-300))).sum() / math.log(self.n_experts))
+
+
+class ExpertPairDistiller(Distiller):
+    """A distiller with a user and an item :class:`GumbelExperts` annealed together (DE, HTD).
+
+    A subclass builds the pair with :meth:`_expert_pair` and names it in :meth:`expert_pair`; τ then
+    follows :func:`geometric_anneal` from epoch to epoch, and :meth:`epoch_log` reports τ and each
+    mixture's usage entropy under ``log_prefix``.
+    """
+
+    log_prefix: ClassVar[str] = ""
+
+    def _expert_pair(self, config, student, experts: int, hidden: int | None, tau_start: float, tau_end: float,
+                     anneal: int | None) -> tuple[GumbelExperts, GumbelExperts]:
+        """User and item mixtures of ``experts`` MLPs of width ``hidden`` (default (d_S + d_T) // 2)."""
+        d_s, d_t = student.embedding_size, self.t_users.shape[1]
+        hidden = hidden or (d_s + d_t) // 2
+        self.tau_start, self.tau_end = tau_start, tau_end
+        self.anneal_epochs = anneal_epochs(anneal, config, f"{self.log_prefix}_anneal_epochs")
+        self.tau = tau_start
+        return GumbelExperts(d_s, d_t, experts, hidden), GumbelExperts(d_s, d_t, experts, hidden)
+
+    def expert_pair(self) -> tuple[GumbelExperts, GumbelExperts]:  # pragma: no cover - interface
+        """The (user, item) mixtures."""
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int, student) -> None:
+        self.tau = geometric_anneal(epoch, self.tau_start, self.tau_end, self.anneal_epochs)
+        for mixture in self.expert_pair():
+            mixture.reset_usage()
+
+    def epoch_log(self, student) -> dict[str, Any]:
+        users, items = self.expert_pair()
+        prefix = self.log_prefix
+        return {f"{prefix}_tau": self.tau, f"{prefix}_user_usage_entropy": users.usage_entropy(),
+                f"{prefix}_item_usage_entropy": items.usage_entropy()}
