@@ -90,10 +90,10 @@ def _duration(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from freqd.compat import silence_known_warnings
-    from freqd.cli import parse_arms, parse_seeds, split_overrides, parse_overrides
+    from freqd.cli import parse_arms, parse_overrides, parse_seeds, split_overrides
     from freqd.compare import load_comparison_config, run_comparison
     from freqd.compare.store import arm_paths, load_result, teacher_paths
+    from freqd.compat import silence_known_warnings
 
     silence_known_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)

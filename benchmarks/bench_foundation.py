@@ -23,17 +23,17 @@ from datetime import datetime, timezone
 import numpy as np
 import scipy.sparse as sp
 import torch
+from recbole.config import Config as RecBoleConfig
+from recbole.data import create_dataset, data_preparation
+from recbole.model.general_recommender import LightGCN as RecBoleLightGCN
+from recbole.trainer import Trainer as RecBoleTrainer
+from recbole.utils import init_seed
 
 from freqd.compat import silence_known_warnings
 from freqd.config import Config
 from freqd.datasets import prepare_dataset
 from freqd.models import BPR, LightGCN
 from freqd.trainers import Trainer
-from recbole.config import Config as RecBoleConfig
-from recbole.data import create_dataset, data_preparation
-from recbole.model.general_recommender import LightGCN as RecBoleLightGCN
-from recbole.trainer import Trainer as RecBoleTrainer
-from recbole.utils import init_seed
 
 QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": torch.cuda.is_available()}
 

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    from freqd.compat import silence_known_warnings
     from freqd.compare import parse_comparison_config, run_comparison
     from freqd.compare.config import parse_override_value
     from freqd.compare.report import accuracy_table
+    from freqd.compat import silence_known_warnings
 
     silence_known_warnings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

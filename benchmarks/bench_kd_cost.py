@@ -70,8 +70,8 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
     import torch
 
     torch.set_num_threads(threads)
-    from freqd.compat import silence_known_warnings
     from freqd.checkpoints import load_teacher
+    from freqd.compat import silence_known_warnings
     from freqd.distillers import StepTables, get_distiller
     from freqd.models import get_model
     from freqd.runs import setup

@@ -31,9 +31,9 @@ from recbole.utils import init_seed
 
 from freqd.compat import silence_known_warnings
 from freqd.config import Config
+from freqd.datasets.loading import dataset_config
 from freqd.datasets.train_loader import FastTrainDataLoader
 from freqd.models import BPR
-from freqd.datasets.loading import dataset_config
 from freqd.trainers import Trainer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "dataset"

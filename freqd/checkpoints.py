@@ -10,6 +10,7 @@ files users receive from other teams and tools, so every checkpoint freqd reads 
 from __future__ import annotations
 
 import copyreg
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -22,6 +23,8 @@ from freqd.datasets.loading import dataset_fingerprint
 from freqd.io import file_sha256
 from freqd.models import EmbeddingRecommender, get_model
 
+logger = logging.getLogger(__name__)
+
 
 class UnsafeCheckpointError(ValueError):
     """A checkpoint whose pickle references something that is not checkpoint data (it could run code)."""
@@ -29,6 +32,8 @@ class UnsafeCheckpointError(ValueError):
 
 class _SymbolMeta(type):
     """Metaclass of :class:`CheckpointSymbol` classes; they pickle back as the global they stand for."""
+
+    qualified_name: str
 
 
 class CheckpointSymbol(metaclass=_SymbolMeta):
@@ -60,6 +65,7 @@ copyreg.pickle(_SymbolMeta, lambda cls: (_resolve_global, tuple(cls.qualified_na
 def _safe_globals() -> dict[tuple[str, str], Any]:
     """What a RecBole/freqd checkpoint's pickle may name: tensors, containers, enums, numpy scalars, configs."""
     import collections
+    import importlib
     import pathlib
 
     from recbole.config import Config as RecBoleConfig
@@ -79,10 +85,10 @@ def _safe_globals() -> dict[tuple[str, str], Any]:
         ("recbole.config.configurator", "Config"): RecBoleConfig,
         ("freqd.config", "Config"): FreqdConfig,
     }
+    multiarray = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray")
     for core in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(core, "scalar")] = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
-        allowed[(core, "_reconstruct")] = (np._core.multiarray._reconstruct if hasattr(np, "_core")
-                                           else np.core.multiarray._reconstruct)
+        allowed[(core, "scalar")] = multiarray.scalar
+        allowed[(core, "_reconstruct")] = multiarray._reconstruct
     allowed[("numpy", "dtype")] = np.dtype
     allowed[("numpy", "ndarray")] = np.ndarray
     for name in dir(enum_type):
@@ -142,19 +148,20 @@ def _restricted_pickle_module(path: Path):
                 "(loading it could run code); re-save the model's state_dict from code you trust")
 
         def load_reduce(self) -> None:
-            args = self.stack.pop()
-            refuse_call(self.stack[-1])
-            self.stack[-1] = self.stack[-1](*args)
+            stack = self.stack  # type: ignore[attr-defined]  # pickle._Unpickler's internals have no stubs
+            args = stack.pop()
+            refuse_call(stack[-1])
+            stack[-1] = stack[-1](*args)
 
         def _instantiate(self, klass, args) -> None:
             refuse_call(klass)
-            super()._instantiate(klass, args)
+            super()._instantiate(klass, args)  # type: ignore[misc]  # pickle._Unpickler's internals have no stubs
 
-        dispatch[pickle.REDUCE[0]] = load_reduce
+        dispatch[pickle.REDUCE[0]] = load_reduce  # type: ignore[assignment]  # a subclass method in the table
 
     module = types.ModuleType("freqd_restricted_pickle")
-    module.Unpickler = RestrictedUnpickler
-    module.load = lambda file, **kwargs: RestrictedUnpickler(file, **kwargs).load()
+    setattr(module, "Unpickler", RestrictedUnpickler)
+    setattr(module, "load", lambda file, **kwargs: RestrictedUnpickler(file, **kwargs).load())
     module.__name__ = "freqd_restricted_pickle"
     return module
 
@@ -195,14 +202,86 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     return checkpoint
 
 
-def load_teacher(path: str | os.PathLike, config, train_dataset, checkpoint: dict | None = None) -> EmbeddingRecommender:
+#: Config keys that decide which interactions a model is trained on and how they are split: a teacher
+#: without freqd's training-data fingerprint (a stock RecBole checkpoint) must carry the student's values.
+#: ``load_col``/``unused_col`` are left out: they change which columns are read, not which rows.
+SPLIT_KEYS = ("benchmark_filename", "user_inter_num_interval", "item_inter_num_interval", "val_interval", "threshold",
+              "rm_dup_inter", "filter_inter_by_user_or_item", "USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD",
+              "TIME_FIELD")
+#: The parts of ``eval_args`` that decide the split (``mode`` only decides how it is evaluated).
+EVAL_ARGS_SPLIT_KEYS = ("split", "order", "group_by")
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """``value`` in a form where equal settings compare equal: lists for tuples, split ratios summing
+    to 1 (RecBole normalises them), strings without blanks (``"[0, inf)"`` is ``"[0,inf)"``)."""
+    if isinstance(value, dict):
+        if key == "eval_args.split":
+            return {name: ([round(float(r) / sum(map(float, ratios)), 12) for r in ratios]
+                           if isinstance(ratios, (list, tuple)) and ratios and sum(map(float, ratios)) else ratios)
+                    for name, ratios in value.items()}
+        return {str(k): _comparable(f"{key}.{k}", v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_comparable(key, v) for v in value]
+    if isinstance(value, str):
+        return "".join(value.split())
+    return value
+
+
+def _split_seed(config) -> tuple[str, Any]:
+    """(key, value) of the seed RecBole's random split was drawn with: ``split_seed`` if set, else ``seed``."""
+    if "split_seed" in config and config["split_seed"] is not None:
+        return "split_seed", config["split_seed"]
+    return "seed", config["seed"]
+
+
+def _check_split_settings(path, teacher_config, config) -> list[str]:
+    """Compare the split-deciding settings of a fingerprint-less teacher with the student's.
+
+    A difference is a ValueError naming the file, the key and both values; returns the keys the
+    teacher's config does not carry (those could not be compared).
+    """
+    pairs: list[tuple[str, Any, Any, bool]] = []
+    for key in SPLIT_KEYS:
+        pairs.append((key, teacher_config[key], config[key], key in teacher_config))
+    teacher_eval, student_eval = teacher_config["eval_args"] or {}, config["eval_args"] or {}
+    for key in EVAL_ARGS_SPLIT_KEYS:
+        pairs.append((f"eval_args.{key}", teacher_eval.get(key), student_eval.get(key), key in teacher_eval))
+    not_carried = [key for key, _, _, carried in pairs if not carried]
+    for key, theirs, ours, carried in pairs:
+        if carried and _comparable(key, theirs) != _comparable(key, ours):
+            raise ValueError(f"{path} was trained on another split or filtering of {config['dataset']!r}: its {key} "
+                             f"is {theirs!r}, this run's is {ours!r} (the checkpoint carries no training-data "
+                             "fingerprint, so these settings must match)")
+    random_split = config["benchmark_filename"] is None and student_eval.get("order") == "RO"
+    if random_split:  # a seeded shuffle decides the split
+        (their_key, theirs), (our_key, ours) = _split_seed(teacher_config), _split_seed(config)
+        if theirs is None:
+            not_carried.append("seed")
+        elif int(theirs) != int(ours):
+            raise ValueError(f"{path} was trained on another random split of {config['dataset']!r}: its split seed "
+                             f"({their_key}) is {theirs!r}, this run's ({our_key}) is {ours!r} (the checkpoint "
+                             "carries no training-data fingerprint, so the seed of the split must match)")
+    return not_carried
+
+
+def load_teacher(path: str | os.PathLike, config, train_dataset,
+                 checkpoint: dict | None = None) -> EmbeddingRecommender:
     """The checkpoint's model, rebuilt on ``train_dataset``, in eval mode with gradients off.
 
     Raises a ValueError naming the file before any training when the checkpoint is not a
-    model freqd can distil from, or was trained on other data (dataset name, user/item counts,
-    and, for freqd checkpoints, the training-split fingerprint). ``checkpoint`` is the already
-    loaded content of ``path``, so a caller that read it need not read it again. The returned
-    model carries ``checkpoint_sha256``, the file's hash, for caches keyed by the teacher.
+    model freqd can distil from, or was trained on other data: dataset name, user/item counts,
+    and the training split. A freqd checkpoint's training-split fingerprint must match; a
+    checkpoint without one (stock RecBole) must carry the student's split-deciding settings
+    (:data:`SPLIT_KEYS`, ``eval_args``' split/order/group_by, and for a random split the seed
+    it was drawn with: ``split_seed`` if set, else ``seed``), the error naming the key and both
+    values. Such a teacher's split still cannot be verified exactly (the data files may differ):
+    that is logged as a WARNING. ``checkpoint`` is the already loaded content of ``path``, so a
+    caller that read it need not read it again.
+
+    The returned model carries ``checkpoint_sha256`` (the file's hash, for caches keyed by the
+    teacher), ``split_verified`` (True when the fingerprint matched) and ``split_note`` (why not,
+    else None), which :func:`freqd.runs.distill` records in ``results.json``.
     """
     if checkpoint is None:
         checkpoint = load_checkpoint(path, map_location="cpu")
@@ -236,6 +315,13 @@ def load_teacher(path: str | os.PathLike, config, train_dataset, checkpoint: dic
             f"{path} was trained on a different training split of {config['dataset']!r} "
             "(split seed or preprocessing changed)"
         )
+    split_note = None
+    if not fingerprint:
+        not_carried = _check_split_settings(path, teacher_config, config)
+        split_note = ("no training-data fingerprint (not a freqd checkpoint): dataset, sizes and split settings "
+                      "match, but the split itself cannot be verified"
+                      + (f"; settings not in the checkpoint: {', '.join(not_carried)}" if not_carried else ""))
+        logger.warning(f"{path}: {split_note}")
     teacher_config["device"] = config["device"]
     teacher = model_cls(teacher_config, train_dataset)
     teacher.load_state_dict(state)
@@ -243,4 +329,6 @@ def load_teacher(path: str | os.PathLike, config, train_dataset, checkpoint: dic
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     teacher.checkpoint_sha256 = file_sha256(path)
+    teacher.split_verified = split_note is None
+    teacher.split_note = split_note
     return teacher

@@ -111,8 +111,10 @@ def cmd_distill(args, overrides) -> int:
     _thread_option(args, overrides)
     _config_options(args, overrides, "seed", "embedding_size")
     result = distill(args.teacher, args.student, args.kd, dataset=args.dataset, config_file_list=args.config,
-                         config_dict=overrides, resume=args.resume)
+                     config_dict=overrides, resume=args.resume)
     print(_table([summary_row(f"{result['model']} <- {result['kd']}", result)], SUMMARY_COLUMNS))
+    if result.get("teacher_split_verified") is False:
+        print(f"warning:    {result.get('teacher_split_note') or 'the teacher split could not be verified'}")
     print(f"checkpoint: {result['checkpoint']}\nresults:    {result['run_dir']}/results.json")
     return 0
 
@@ -121,7 +123,9 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     """``--key=v`` for every run, ``--teacher.key=v`` for the teacher, ``--student.key=v`` for every arm."""
     from freqd.compare.config import parse_override_value
 
-    shared, teacher, student = {}, {}, {}
+    shared: dict[str, Any] = {}
+    teacher: dict[str, Any] = {}
+    student: dict[str, Any] = {}
     for key, value in overrides.items():
         target, name = (teacher, key[8:]) if key.startswith("teacher.") else (
             (student, key[8:]) if key.startswith("student.") else (shared, key))
@@ -209,7 +213,7 @@ def cmd_export(args, overrides) -> int:
     card = export_model(args.checkpoint, args.out, dataset=args.dataset, config_file_list=args.config,
                         config_dict=overrides)
     print(card_summary(card))
-    print(f"exported: {args.out}/model.safetensors, tokens.json, card.json")
+    print(f"exported: {args.out}/model.safetensors, scorer.pt (TorchScript top-K), tokens.json, card.json")
     return 0
 
 

@@ -179,6 +179,7 @@ class Config(_RecBoleConfig):
         """The distiller's settings (its ``settings_cls``), validated and written back like the core ones."""
         from freqd.distillers import get_distiller
 
+        assert self._kd is not None  # called only for a distillation config
         distiller = get_distiller(self._kd)
         settings_cls = getattr(distiller, "settings_cls", None)
         if settings_cls is None:

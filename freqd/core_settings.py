@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 
-from freqd.datasets.train_loader import TRAIN_SAMPLERS
+from freqd.datasets.train_loader import TrainSampler
 from freqd.settings import Settings, SettingsError
 from freqd.threads import AUTO, parse_threads
 
 #: Evaluation protocols: RecBole's (train and validation items masked at test time) or the reference code's.
-PROTOCOLS = ("recbole", "reference")
+EvalProtocol = Literal["recbole", "reference"]
+PROTOCOLS: tuple[EvalProtocol, ...] = get_args(EvalProtocol)
 
 #: RecBole's optimisers (``learner``); RecBole falls back to Adam, with a warning, for any other name.
 LEARNERS = ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam", "adamw")
@@ -109,7 +110,7 @@ class TrainingSettings(Settings):
     learning_rate: Annotated[Float, Field(gt=0)] = Field(0.001, description="optimiser step size")
     weight_decay: Annotated[Float, Field(ge=0)] = Field(0.0, description="coupled L2 penalty of the optimiser")
     fused_optimizer: bool = Field(True, description="torch's fused Adam/AdamW kernel (same update)")
-    train_sampler: Literal[TRAIN_SAMPLERS] = Field("recbole", description="training loader: RecBole's, or the "
+    train_sampler: TrainSampler = Field("recbole", description="training loader: RecBole's, or the "
                                                                           "vectorised whole-epoch draw")
     eval_step: PositiveInt = Field(1, description="epochs between two validations")
     stopping_step: PositiveInt = Field(10, description="validations without improvement before stopping")
@@ -139,7 +140,7 @@ class EvaluationSettings(Settings):
         ["Recall", "NDCG", "Hit"], description="RecBole metric names (any case): a name or a list of them")
     valid_metric: str = Field("NDCG@20", description="early-stopping metric, name@k with the name in metrics and "
                                                      "k in topk")
-    protocol: Literal[PROTOCOLS] = Field("recbole", description="recbole: mask train+valid items at test time, "
+    protocol: EvalProtocol = Field("recbole", description="recbole: mask train+valid items at test time, "
                                                                 "average over users with targets; reference: mask "
                                                                 "train items only, average over all users")
     eval_chunk_users: PositiveInt | None = Field(None, description="users scored per chunk in full-sort evaluation "

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temporary file in the target folder, fsync, then ``os.replace`` it.
 
     The file gets the usual permissions (0o666 minus the umask), unlike ``mkstemp``'s 0o600. The
-    temporary's name carries the writer's pid, so a later write of the same file deletes the
-    temporaries of writers that were killed mid-write.
+    temporary's name carries the writer's pid, so a later write into the same folder deletes the
+    temporaries of writers that were killed mid-write (:func:`remove_orphans`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,21 +37,47 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _remove_orphans(path)
+    remove_orphans(path.parent)
 
 
-def _remove_orphans(path: Path) -> None:
-    """Delete temporaries of ``path`` left by writers that died mid-write (``kill -9``): their pid is gone."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        parts = tmp.name[len(path.name) + 2:].split(".")
-        if len(parts) != 3 or not parts[0].isdigit():
+#: The temporaries :func:`atomic_write_bytes` writes: ``.<name>.<pid>.<16 hex digits>.tmp``.
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{16}\.tmp$")
+
+
+def remove_orphans(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries in ``folder`` whose writer died mid-write (``kill -9``: its pid is gone).
+
+    Returns the files removed. A temporary of a live process (or of another user's) is kept.
+    """
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.glob(".*.tmp"):
+        match = _TEMPORARY.match(tmp.name)
+        if match is None:
             continue
         try:
-            os.kill(int(parts[0]), 0)
+            os.kill(int(match.group(1)), 0)
         except ProcessLookupError:
             tmp.unlink(missing_ok=True)
+            removed.append(tmp)
         except (PermissionError, OverflowError):  # alive under another user, or not a pid
             continue
+    return removed
+
+
+def sweep_orphans(*folders: str | os.PathLike[str]) -> list[Path]:
+    """:func:`remove_orphans` in each folder and its direct subfolders (a results folder's run folders):
+    a resumed run writes new files, so the temporaries of the run it replaces are removed here."""
+    removed: list[Path] = []
+    for folder in map(Path, folders):
+        if folder.is_dir():
+            removed += remove_orphans(folder)
+            for sub in folder.iterdir():
+                if sub.is_dir():
+                    removed += remove_orphans(sub)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,11 @@ from recbole.data import create_dataset
 from recbole.utils import init_logger, init_seed
 
 import freqd
-from freqd.io import atomic_write_json, to_jsonable
 from freqd.config import Config, yaml_settings
 from freqd.datasets.loading import dataset_config, dataset_fingerprint
 from freqd.evaluation import build_dataloaders
 from freqd.evaluation.protocol import n_real_users
+from freqd.io import atomic_write_json, sweep_orphans, to_jsonable
 from freqd.models import get_model
 from freqd.threads import apply_threads
 from freqd.trainers import Trainer
@@ -78,6 +78,8 @@ def setup(model, dataset, config_file_list, config_dict, kd: str | None = None):
     split_seed = config["split_seed"]
     init_seed(config["seed"] if split_seed is None else int(split_seed), config["reproducibility"])
     init_logger(config)
+    for orphan in sweep_orphans(config["checkpoint_dir"], config["results_dir"]):
+        logger.info(f"removed {orphan}: a temporary of a write killed mid-way")
     data = create_dataset(config)
     logger.info(data)
     return config, data, build_dataloaders(config, data)
@@ -205,11 +207,13 @@ def distill(
     ``on_evaluation`` as in :func:`train`.
 
     The dataset defaults to the teacher's. The teacher is checked against the data before any
-    training (:func:`freqd.checkpoints.load_teacher`); the student's checkpoint holds the student
-    alone and serves like any BPR/LightGCN checkpoint.
+    training (:func:`freqd.checkpoints.load_teacher`); whether its training split was verified
+    exactly (a freqd fingerprint) or only by its settings (a stock RecBole checkpoint) is recorded
+    as ``teacher_split_verified`` (and ``teacher_split_note``) in the result and the student's
+    checkpoint. The student's checkpoint holds the student alone and serves like any BPR/LightGCN
+    checkpoint.
     """
-    from freqd.checkpoints import load_checkpoint
-    from freqd.checkpoints import load_teacher
+    from freqd.checkpoints import load_checkpoint, load_teacher
     from freqd.distillers import get_distiller
     from freqd.trainers import DistillTrainer
 
@@ -227,11 +231,13 @@ def distill(
     distiller = distiller_cls(config, teacher_model, net, loaders[0]._dataset)
     setup_seconds = time.perf_counter() - setup_start
     run_dir = new_run_dir(config, tag=f"-{distiller_cls.name}")
-    metadata = {**run_metadata(config, net, data, loaders[0]), "kd": distiller_cls.name, "teacher": str(teacher),
-                "teacher_model": teacher_model.__class__.__name__, "teacher_embedding_size": teacher_model.embedding_size}
+    teacher_info = {"teacher": str(teacher), "teacher_model": teacher_model.__class__.__name__,
+                    "teacher_embedding_size": teacher_model.embedding_size,
+                    "teacher_split_verified": teacher_model.split_verified,
+                    "teacher_split_note": teacher_model.split_note}
+    metadata = {**run_metadata(config, net, data, loaders[0]), "kd": distiller_cls.name, **teacher_info}
     trainer = DistillTrainer(config, net, distiller, metadata=metadata, metrics_path=run_dir / "metrics.csv")
     extra = {"kd": distiller_cls.name, "kd_weight": config["kd_weight"], "kd_setup_seconds": setup_seconds,
-             "teacher": str(teacher),
-             "teacher_model": metadata["teacher_model"], "teacher_embedding_size": teacher_model.embedding_size}
+             **teacher_info}
     return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, extra, evaluate_test=evaluate_test,
                            on_evaluation=on_evaluation)

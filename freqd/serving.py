@@ -2,12 +2,18 @@
 
 An export folder holds ``model.safetensors`` (the final user and item tables, float32, and the
 items each user has seen as CSR arrays), ``tokens.json`` (the dataset's user and item tokens,
-index-aligned with the tables; index 0 is RecBole's padding) and ``card.json`` (provenance,
-sizes, metrics, latency). Scores are inner products, as the exported model's own.
+index-aligned with the tables; index 0 is RecBole's padding), ``card.json`` (provenance,
+sizes, metrics, latency) and ``scorer.pt``, the same top-K as a TorchScript module for a stack
+that runs torch alone (:class:`freqd.export.TopKScorer`; ``torch.jit.load``, no freqd needed).
+Scores are inner products, as the exported model's own. :meth:`Recommender.load` reads only the
+safetensors and JSON files (no code can run from them) and never ``scorer.pt``.
 
     rec = Recommender.load("exports/student")
     rec.recommend(["196", "186"], k=20)        # [[(item, score), ...], ...], seen items excluded
     rec.score("196", ["242", "302"])           # np.ndarray of two scores
+
+    scorer = torch.jit.load("exports/student/scorer.pt")
+    items, scores = scorer(torch.tensor(rec.user_ids(["196"])), 20)  # indices into rec.items, as top_k's
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ class Recommender:
         missing = [key for key in needed if key not in tensors]
         if missing:
             raise ValueError(f"{folder}/model.safetensors lacks {missing}")
-        rec = cls(*(tensors[key] for key in needed), users=list(tokens["users"]), items=list(tokens["items"]),
-                  card=card)
+        rec = cls(tensors["user_embeddings"], tensors["item_embeddings"], tensors["seen_indptr"],
+                  tensors["seen_indices"], users=list(tokens["users"]), items=list(tokens["items"]), card=card)
         n_users, n_items = rec.user_embeddings.shape[0], rec.item_embeddings.shape[0]
         if (len(rec.users), len(rec.items)) != (n_users, n_items) or len(rec.seen_indptr) != n_users + 1:
             raise ValueError(f"{folder}: tokens.json ({len(rec.users)} users, {len(rec.items)} items) does not match "
@@ -75,23 +81,28 @@ class Recommender:
         return self.item_embeddings[self.item_ids(items)] @ u
 
     def top_k(self, user_ids: np.ndarray, k: int = 20, exclude_seen: bool = True,
-              batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+              batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(item indices, scores), each ``len(user_ids) × k``, best first; ties broken by the smaller index.
 
         Scores and the top-k candidates come from torch (``topk`` is ~20× faster than NumPy's
-        ``argpartition`` here); rows whose k-th score is tied beyond k are resolved exactly.
+        ``argpartition`` here), ``batch_size`` users at a time into one reused score block
+        (default :func:`default_batch_size`); rows whose k-th score is tied beyond k (the
+        (k+1)-th score equals it) are resolved exactly.
         """
         import torch
 
         items_t = torch.from_numpy(self.item_embeddings)
         n_items = items_t.shape[0]
         k = max(1, min(int(k), n_items - 1))
+        batch_size = batch_size or default_batch_size(items_t.shape[1])
         user_ids = np.asarray(user_ids, dtype=np.int64)
         out_items = np.empty((len(user_ids), k), dtype=np.int64)
         out_scores = np.empty((len(user_ids), k), dtype=np.float32)
+        block = torch.empty((min(batch_size, len(user_ids)), n_items), dtype=items_t.dtype)
         for start in range(0, len(user_ids), batch_size):
             batch = user_ids[start:start + batch_size]
-            scores = torch.from_numpy(self.user_embeddings[batch]) @ items_t.T
+            scores = block[:len(batch)]
+            torch.matmul(torch.from_numpy(self.user_embeddings[batch]), items_t.T, out=scores)
             scores[:, 0] = -torch.inf  # RecBole's padding item
             if exclude_seen:
                 begins, ends = self.seen_indptr[batch], self.seen_indptr[batch + 1]
@@ -100,9 +111,9 @@ class Recommender:
                 offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
                 cols = self.seen_indices[np.repeat(begins, counts) + offsets]
                 scores[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = -torch.inf
-            values, picked = torch.topk(scores, k, dim=1)
-            tied = ((scores >= values[:, -1:]).sum(dim=1) > k).nonzero().flatten().tolist()
-            part, part_scores = picked.numpy(), values.numpy()
+            values, picked = torch.topk(scores, k + 1, dim=1)
+            tied = (values[:, k] == values[:, k - 1]).nonzero().flatten().tolist()
+            part, part_scores = picked[:, :k].numpy().copy(), values[:, :k].numpy().copy()
             for row in tied:  # more items share the k-th score than fit: take the smallest indices
                 row_scores = scores[row].numpy()
                 candidates = np.flatnonzero(row_scores >= part_scores[row, -1])
@@ -118,6 +129,18 @@ class Recommender:
         items, scores = self.top_k(self.user_ids(users), k, exclude_seen)
         return [[(self.items[i], float(s)) for i, s in zip(row_items, row_scores) if np.isfinite(s)]
                 for row_items, row_scores in zip(items, scores)]
+
+
+def default_batch_size(embedding_size: int) -> int:
+    """Users scored per matrix product: 16 below d = 64, else 256.
+
+    Small blocks of scores stay in cache for the top-k that reads them: on Gowalla (41k items,
+    one thread) 16-user blocks ranked ~1.4× more users/s than 1024-user ones at d = 20, while at
+    d = 300 the product dominates and 256- and 1024-user blocks are within noise of each other
+    (``benchmarks/bench_serving.py``; full-sort evaluation chooses its chunks the same way,
+    ``benchmarks/bench_eval.py``).
+    """
+    return 16 if embedding_size < 64 else 256
 
 
 def _indices(tokens: list[str], index: dict[str, int], kind: str) -> np.ndarray:

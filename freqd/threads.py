@@ -8,9 +8,9 @@ never more.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Final
 
-AUTO = "auto"
+AUTO: Final = "auto"
 
 
 def available_cpus() -> int:

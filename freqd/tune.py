@@ -127,6 +127,7 @@ def _param(source: Path, name: str, spec: Any) -> Param:
     for key, value in (("low", low), ("high", high)):
         if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
             raise _fail(source, f"{where}.{key} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
+    assert low is not None and high is not None  # both checked to be numbers just above
     if not low < high:
         raise _fail(source, f"{where}: low ({low}) must be below high ({high})")
     if not isinstance(log, bool):
@@ -329,7 +330,7 @@ def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, tri
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (smoothed validation {score:.4f})")
 
         files = [str(p) for p in config.config_files]
-        common = dict(config_file_list=files, config_dict=config_dict, saved=False, evaluate_test=False,
+        common: dict[str, Any] = dict(config_file_list=files, config_dict=config_dict, saved=False, evaluate_test=False,
                       on_evaluation=report)
         if config.kd is None:
             result = train(config.model, config.dataset, **common)

@@ -56,9 +56,30 @@ def one_thread(monkeypatch):
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def saved_figures(monkeypatch) -> list:
+    """Every matplotlib figure saved during the test, in order; the files are still written."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    save = Figure.savefig
+
+    def record(self, *args, **kwargs):
+        figures.append(self)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return figures
+
+
 @pytest.fixture(scope="session")
 def bpr_teacher_32(tmp_path_factory) -> str:
-    """Checkpoint path of a 32-d BPR teacher trained 2 epochs on ml-100k, shared by the FreqD tests."""
+    """Checkpoint path of a 32-d BPR teacher trained 2 epochs on ml-100k: the suite's one trained teacher.
+
+    Every test that distils from, loads or checks a trained ml-100k teacher uses it (treat it as
+    read-only); tests whose subject is training itself (parity with RecBole, resume, the comparison's
+    teacher stage) train their own.
+    """
     from freqd.runs import train
 
     folder = tmp_path_factory.mktemp("bpr-teacher-32")

@@ -5,7 +5,6 @@ decreases) is in test_distiller_contract.py."""
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -15,8 +14,8 @@ from torch.nn import functional as F
 
 from freqd import load_checkpoint
 from freqd.distillers import StepTables, get_distiller
-from freqd.distillers.feature_kd import geometric_anneal
 from freqd.distillers.de import DE, DESettings
+from freqd.distillers.feature_kd import geometric_anneal
 from freqd.distillers.fitnet import FitNet, FitNetSettings
 from freqd.distillers.htd import HTD, HTDSettings
 from freqd.distillers.pckd import PCKD, PCKDSettings, rank_decay_sample
@@ -341,35 +340,19 @@ def test_missing_config_keys_take_the_reference_defaults():
 
 
 # -- end to end on ml-100k -----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def teacher_checkpoint(tmp_path_factory):
-    from freqd.runs import train
-
-    folder = tmp_path_factory.mktemp("feature-teacher")
-    cwd, threads = os.getcwd(), torch.get_num_threads()
-    os.chdir(folder)
-    torch.set_num_threads(1)
-    try:
-        result = train("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "embedding_size": 16})
-    finally:
-        os.chdir(cwd)
-        torch.set_num_threads(threads)
-    return str(folder / result["checkpoint"])
-
-
 @pytest.mark.slow
-def test_de_end_to_end_student_checkpoint_serves_alone_and_distiller_state_resumes(teacher_checkpoint, one_thread):
+def test_de_end_to_end_student_checkpoint_serves_alone_and_distiller_state_resumes(bpr_teacher_32, one_thread):
     from freqd.runs import distill
 
     settings = {**QUIET, "embedding_size": 8, "train_batch_size": 8192, "de_experts": 2,
                 "de_anneal_epochs": 2}
-    first = distill(teacher_checkpoint, "BPR", "DE", config_dict={**settings, "epochs": 1})
+    first = distill(bpr_teacher_32, "BPR", "DE", config_dict={**settings, "epochs": 1})
     saved = load_checkpoint(first["checkpoint"])
     assert set(saved["state_dict"]) == {"user_embedding.weight", "item_embedding.weight"}
     state = saved["freqd"]["distiller_state"]
     assert state and all(k.startswith(("user_experts.", "item_experts.")) for k in state)
     assert saved["freqd"]["kd"] == "DE"
-    resumed = distill(teacher_checkpoint, "BPR", "DE", config_dict={**settings, "epochs": 2},
+    resumed = distill(bpr_teacher_32, "BPR", "DE", config_dict={**settings, "epochs": 2},
                           resume=first["checkpoint"])
     import pandas as pd
 

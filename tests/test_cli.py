@@ -102,12 +102,21 @@ def test_quickstart_smoke_prints_the_story(capsys, fast_config, one_thread):
 
 
 @pytest.mark.slow
-def test_plot_writes_curves_and_spectral_png(tmp_path):
+def test_plot_draws_the_metrics_csv_columns(tmp_path, saved_figures):
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.csv").write_text(
         "epoch,train_seconds,train_loss,rec_loss,kd_loss,freqd_alpha,rayleigh_1,rayleigh_2,valid_ndcg@20\n"
-        "0,1.0,3.0,2.0,1.0,0.5,1.2,1.6,0.1\n1,1.0,2.0,1.5,0.5,0.5,1.0,1.3,0.2\n")
+        "0,1.0,3.0,2.0,1.0,0.5,1.2,1.6,\n1,1.0,2.0,1.5,0.5,0.5,1.0,1.3,0.2\n2,1.0,1.8,1.4,0.4,0.5,0.9,1.1,0.3\n")
     assert main(["plot", str(run)]) == 0
-    for name in ("curves.png", "spectral.png"):
-        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves, spectral = saved_figures
+    losses, valid = curves.axes
+
+    def drawn(ax):
+        return {line.get_label(): (line.get_xdata().tolist(), line.get_ydata().tolist()) for line in ax.get_lines()}
+
+    assert drawn(losses) == {"train_loss": ([0, 1, 2], [3.0, 2.0, 1.8]), "rec_loss": ([0, 1, 2], [2.0, 1.5, 1.4]),
+                             "kd_loss": ([0, 1, 2], [1.0, 0.5, 0.4])}
+    assert drawn(valid) == {"ndcg@20": ([1, 2], [0.2, 0.3])}  # an epoch without validation is left out
+    assert drawn(spectral.axes[0]) == {"k=1": ([0, 1, 2], [1.2, 1.0, 0.9]), "k=2": ([0, 1, 2], [1.6, 1.3, 1.1])}
+    assert sorted(path.name for path in run.glob("*.png")) == ["curves.png", "spectral.png"]

@@ -26,7 +26,6 @@ from freqd.compare.stats import paired_tests
 
 REPO = Path(__file__).resolve().parents[1]
 FREQD_YAML = str(REPO / "configs" / "kd" / "freqd.yaml")
-PNG = b"\x89PNG\r\n\x1a\n"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,10 +99,9 @@ def metrics_of(out: Path) -> dict:
 def test_report_files_and_content(done):
     folder, _, report = done
     out = folder / "out"
-    for name in ("report.md", "results.csv", "runs.csv", "groups.csv", "results.json"):
+    for name in ("report.md", "results.csv", "runs.csv", "groups.csv", "results.json", "bars.png", "curves.png",
+                 "spectral.png"):
         assert (out / name).stat().st_size > 0
-    for name in ("bars.png", "curves.png", "spectral.png"):
-        assert (out / name).read_bytes()[:8] == PNG
     assert [row["name"] for row in report["rows"]] == ["teacher", "scratch", "freqd"]
     assert {e["arm"] for e in report["executed"]} == {"teacher", "scratch", "freqd"} and len(report["executed"]) == 5
     stored = json.loads((out / "results.json").read_text())
@@ -119,7 +117,10 @@ def test_report_files_and_content(done):
     expected = [f - c for f, c in zip(freqd["metrics"]["ndcg@20"]["values"], scratch["metrics"]["ndcg@20"]["values"])]
     assert freqd["significance"]["per_seed_delta"] == pytest.approx(expected, abs=1e-6)
     assert freqd["significance"]["mean_diff"] == pytest.approx(sum(expected) / 2, abs=1e-6)
-    assert scratch["gap_recovered"]["ndcg@20"] == 0.0
+    teacher_mean = report["rows"][0]["metrics"]["ndcg@20"]["mean"]
+    scratch_mean, freqd_mean = (float(np.mean(row["metrics"]["ndcg@20"]["values"])) for row in (scratch, freqd))
+    assert freqd["gap_recovered"]["ndcg@20"] == pytest.approx(
+        (freqd_mean - scratch_mean) / (teacher_mean - scratch_mean), rel=1e-9)
     assert freqd["n_parameters"] == scratch["n_parameters"] == 4 * (944 + 1683)
     assert report["rows"][0]["compression"] == 1.0 and freqd["compression"] == pytest.approx(4.0)
     assert freqd["latency"]["users"] == 200 and freqd["latency"]["users_per_s"] > 0
@@ -430,9 +431,17 @@ def test_paired_tests_match_scipy_and_report_effect_sizes():
     assert out["t_pvalue"] == pytest.approx(stats.ttest_rel(arm, control).pvalue)
     assert out["wilcoxon_pvalue"] == pytest.approx(stats.wilcoxon(arm, control).pvalue)
     assert out["d_z"] == pytest.approx(diff.mean() / diff.std(ddof=1))
-    low, high = out["ci95"]
-    assert low < diff.mean() < high
+    expected = stats.t.interval(0.95, df=299, loc=diff.mean(), scale=stats.sem(diff))
+    assert out["ci95"] == pytest.approx(list(expected), rel=1e-12)
     assert out["wins"] + out["ties"] + out["losses"] == 300
+
+
+def test_paired_t_interval_is_the_textbook_one():
+    # Differences 1..5: mean 3, sd √2.5, t(0.975, 4) = 2.7764451: 3 ± 2.7764451 · √2.5 / √5.
+    out = paired_tests(np.array([2.0, 4.0, 6.0, 8.0, 10.0]), np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+    assert out["ci95"] == pytest.approx([3 - 2.7764451 / math.sqrt(2), 3 + 2.7764451 / math.sqrt(2)], rel=1e-7)
+    assert out["ci95"] == pytest.approx(list(stats.t.interval(0.95, df=4, loc=3.0, scale=math.sqrt(0.5))), rel=1e-12)
+    assert out["t_statistic"] == pytest.approx(3 / math.sqrt(0.5)) and out["d_z"] == pytest.approx(3 / math.sqrt(2.5))
 
 
 def test_paired_tests_on_identical_samples():

@@ -326,6 +326,7 @@ def test_a_folder_stored_without_measurements_renders_dashes(tmp_path, no_models
     assert "teacher (seed 0) → student BPR d=4" in markdown
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_report_store_and_summary_import_without_the_runner():
     """No import cycle: the report side never imports the runner (nor the model code); the runner imports it."""
     code = ("import sys, freqd.compare.report, freqd.compare.summary, freqd.compare.store; "

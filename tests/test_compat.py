@@ -79,8 +79,8 @@ class _Payload:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["top", "config", "state_dict"])
-def test_load_checkpoint_never_runs_code_from_the_file(tmp_path, where):
+def _evil_checkpoint(tmp_path, where: str):
+    """A checkpoint whose unpickling would write ``tmp_path/pwned`` (the payload at ``where``)."""
     marker = tmp_path / "pwned"
     payload = _Payload(f"open({str(marker)!r}, 'w').write('x')")
     content = {"config": {"model": "BPR"}, "state_dict": {"w": torch.ones(2)}}
@@ -92,13 +92,37 @@ def test_load_checkpoint_never_runs_code_from_the_file(tmp_path, where):
         content["state_dict"]["w"] = payload
     path = tmp_path / "evil.pth"
     torch.save(content, path, pickle_protocol=4)
+    return path, marker
+
+
+@pytest.mark.parametrize("where", ["top", "config", "state_dict"])
+def test_load_checkpoint_never_runs_code_from_the_file(tmp_path, where):
+    path, marker = _evil_checkpoint(tmp_path, where)
     with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth.*builtins\.exec"):
         load_checkpoint(path)
     assert not marker.exists()
-    # The same file through the CLI: an error naming it, no traceback, no payload.
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["top", "config", "state_dict"])
+def test_no_cli_entry_point_runs_code_from_the_file(tmp_path, where, capsys):
+    """distill --teacher, train --resume, export, compare --teacher-checkpoint: a one-line error, exit 2,
+    no payload run and nothing written."""
+    path, marker = _evil_checkpoint(tmp_path, where)
     assert main(["distill", "--teacher", str(path), "--kd", "FreqD"]) == 2
     assert main(["train", "--model", "BPR", "--resume", str(path), "--epochs=1"]) == 2
-    assert not marker.exists()
+    assert main(["export", str(path), "--out", str(tmp_path / "export")]) == 2
+    comparison = tmp_path / "compare.yaml"
+    comparison.write_text("title: t\ndataset: ml-100k\noverrides: {epochs: 1, state: ERROR}\n"
+                          "teacher: {model: BPR, embedding_size: 8, seed: 0}\n"
+                          "student: {model: BPR, embedding_size: 4}\nseeds: [0]\ncontrol: scratch\n"
+                          "arms: [{name: scratch}]\n")
+    assert main(["compare", str(comparison), "--teacher-checkpoint", str(path), "--out", str(tmp_path / "cmp"),
+                 "--show_progress=False"]) == 2
+    assert not marker.exists() and not (tmp_path / "export").exists()
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("freqd")]
+    assert len(errors) == 4 and all("evil.pth" in line and "builtins.exec" in line for line in errors), errors
+    assert "Traceback" not in capsys.readouterr().err
 
 
 class _ConfigCall:
@@ -151,15 +175,11 @@ def test_trusted_loading_is_an_explicit_opt_in(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_load_checkpoint_reads_a_real_run_and_rebuilds_its_config(tmp_path):
-    from freqd.runs import train
-
-    result = train("BPR", "ml-100k", config_dict={"show_progress": False, "state": "ERROR", "use_gpu": False,
-                                                      "epochs": 1, "embedding_size": 4})
-    loaded = load_checkpoint(result["checkpoint"])
+def test_load_checkpoint_reads_a_real_run_and_rebuilds_its_config(bpr_teacher_32):
+    loaded = load_checkpoint(bpr_teacher_32)
     assert isinstance(loaded["config"], Config)
-    assert (loaded["config"]["model"], loaded["config"]["embedding_size"]) == ("BPR", 4)
-    assert loaded["state_dict"]["user_embedding.weight"].shape[1] == 4
+    assert (loaded["config"]["model"], loaded["config"]["embedding_size"]) == ("BPR", 32)
+    assert loaded["state_dict"]["user_embedding.weight"].shape[1] == 32
     assert "data_fingerprint" in loaded["freqd"]
 
 

@@ -9,13 +9,13 @@ from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from freqd import load_checkpoint
-from freqd.config import Config
 from freqd.checkpoints import load_teacher
+from freqd.config import Config
 from freqd.distillers import FreqD, FreqDSettings, StepTables
-from freqd.settings import SettingsError
 from freqd.evaluation import build_dataloaders
 from freqd.models import BPR
 from freqd.runs import distill
+from freqd.settings import SettingsError
 
 QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False}
 
@@ -282,8 +282,9 @@ def test_a_lightgcn_student_step_propagates_once(setup):
 @pytest.mark.slow
 def test_stock_recbole_bpr_is_a_student_through_the_adapter(setup):
     """freqd.distill with RecBole's own BPR class: trained with FreqD, evaluated, saved."""
-    import freqd
     from recbole.model.general_recommender import BPR as RecBoleBPR
+
+    import freqd
 
     checkpoint, _, _ = setup
     result = freqd.distill(checkpoint, RecBoleBPR, "FreqD", config_dict={**QUIET, "epochs": 2, "embedding_size": 8,

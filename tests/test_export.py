@@ -1,20 +1,23 @@
-"""``freqd export`` and :mod:`freqd.serving`: the exported top-K against a brute force on the checkpoint."""
+"""``freqd export`` and :mod:`freqd.serving`: the exported top-K (NumPy/torch and the TorchScript
+``scorer.pt``) against a brute force on the checkpoint."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from recbole.data import create_dataset
 
 from freqd import load_checkpoint
 from freqd.cli import main
 from freqd.config import Config
 from freqd.evaluation import build_dataloaders
-from freqd.export import export_model
+from freqd.export import TopKScorer, export_model, load_scorer, scorer_bytes
 from freqd.runs import train
 from freqd.serving import Recommender
 
@@ -89,6 +92,71 @@ def test_ties_at_the_k_th_score_go_to_the_smaller_index():
                       ["[PAD]", "a", "b", "c", "d"], {})
     assert [item for item, _ in rec.recommend(["u"], k=2)[0]] == ["a", "b"]
     assert [item for item, _ in rec.recommend(["u"], k=3)[0]] == ["a", "b", "c"]
+
+
+def _scripted(rec, folder):
+    """``rec``'s arrays as a ``scorer.pt`` written to ``folder`` and loaded back with ``torch.jit.load``."""
+    (folder / "scorer.pt").write_bytes(scorer_bytes(rec))
+    return load_scorer(folder / "scorer.pt")
+
+
+def test_scorer_breaks_ties_like_top_k(tmp_path):
+    """Small integer tables: many exact ties, inside the top-k and at the k-th score, with seen items."""
+    users = np.array([[0.0], [1.0]], dtype=np.float32)
+    items = np.array([[0.0], [2.0], [1.0], [1.0], [1.0]], dtype=np.float32)
+    rec = Recommender(users, items, np.array([0, 0, 0]), np.array([], dtype=np.int32), ["[PAD]", "u"],
+                      ["[PAD]", "a", "b", "c", "d"], {})
+    scorer = _scripted(rec, tmp_path)
+    for k in (1, 2, 3, 4, 9):
+        items_k, _ = scorer(torch.tensor([1]), k)
+        assert items_k.tolist() == rec.top_k(np.array([1]), k)[0].tolist()
+    assert scorer(torch.tensor([1]), 3)[0].tolist() == [[1, 2, 3]]
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 300, 400
+    user_table = rng.integers(-2, 3, (n_users, 3)).astype(np.float32)
+    item_table = rng.integers(-2, 3, (n_items, 3)).astype(np.float32)
+    seen = [np.sort(rng.choice(np.arange(1, n_items), rng.integers(0, 40), replace=False)) for _ in range(n_users)]
+    indptr = np.concatenate([[0], np.cumsum([len(row) for row in seen])]).astype(np.int64)
+    rec = Recommender(user_table, item_table, indptr, np.concatenate(seen).astype(np.int32),
+                      [str(u) for u in range(n_users)], [str(i) for i in range(n_items)], {})
+    scorer = _scripted(rec, tmp_path)
+    for ids in (np.arange(1, n_users), rng.permutation(np.arange(1, n_users))[:77]):
+        for k in (1, 10, 50, n_items - 1, n_items + 5):
+            for exclude_seen in (True, False):
+                expected_items, expected_scores = rec.top_k(ids, k, exclude_seen)
+                got_items, got_scores = scorer(torch.from_numpy(ids), k, exclude_seen)
+                np.testing.assert_array_equal(got_items.numpy(), expected_items)
+                np.testing.assert_array_equal(got_scores.numpy(), expected_scores)
+    for bad in (torch.tensor([0]), torch.tensor([n_users]), torch.tensor([[1]])):
+        with pytest.raises(torch.jit.Error, match="user indices|1-D"):
+            scorer(bad, 5)
+    assert [t.shape for t in scorer(torch.tensor([], dtype=torch.long), 5)] == [(0, 5), (0, 5)]
+    assert isinstance(TopKScorer(user_table, item_table, indptr, np.concatenate(seen)), torch.nn.Module)
+
+
+@pytest.mark.slow
+def test_torchscript_scorer_equals_top_k_and_the_full_sort(trained, tmp_path):
+    card = export_model(trained, tmp_path / "exp", latency_users=64)
+    rec = Recommender.load(tmp_path / "exp")
+    scorer_file = tmp_path / "exp" / "scorer.pt"
+    assert card["scorer"]["sha256"] == hashlib.sha256(scorer_file.read_bytes()).hexdigest()
+    assert card["bytes"]["scorer.pt"] == scorer_file.stat().st_size
+    assert card["latency_torchscript"]["users_per_second"] > 0
+    scorer = load_scorer(scorer_file)
+    ids = np.arange(1, len(rec.users))
+    expected_items, expected_scores = rec.top_k(ids, 20)
+    got_items, got_scores = scorer(torch.from_numpy(ids), 20)
+    np.testing.assert_array_equal(got_items.numpy(), expected_items)
+    np.testing.assert_allclose(got_scores.numpy(), expected_scores, rtol=1e-6)
+    users = rec.users[1:41]
+    assert [[rec.items[i] for i in row] for row in got_items[:40].tolist()] == _brute_force_top_k(trained, users, 20)
+    # Plain torch in a fresh process: no freqd (nor RecBole) imported to load and run it.
+    code = ("import sys, torch; s = torch.jit.load(sys.argv[1]); items, scores = s(torch.arange(1, 6), 20); "
+            "assert not any(m.split('.')[0] in ('freqd', 'recbole') for m in sys.modules); print(items.tolist())")
+    out = subprocess.run([sys.executable, "-c", code, str(scorer_file)], check=True, capture_output=True, text=True,
+                         cwd=tmp_path).stdout
+    assert json.loads(out) == expected_items[:5].tolist()
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ from recbole.data import create_dataset
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
-from freqd.config import Config
 from freqd.checkpoints import load_teacher
+from freqd.config import Config
 from freqd.distillers import FreqD, FreqDSettings, StepTables
 from freqd.evaluation import build_dataloaders
 from freqd.graph import PolynomialFilter, sample_neighbors, sampled_filter_rows

@@ -6,14 +6,7 @@ import pytest
 import torch
 
 from freqd.graph import bipartite_edge_index, normalized_adjacency, sym_spmm
-
-
-def dense_reference(edge_index: torch.Tensor, n: int) -> torch.Tensor:
-    adj = torch.zeros(n, n, dtype=torch.float64)
-    adj[edge_index[0], edge_index[1]] += 1.0
-    deg = adj.sum(1)
-    inv = torch.where(deg > 0, deg.pow(-0.5), torch.zeros_like(deg))
-    return inv[:, None] * adj * inv[None, :]
+from freqd.testing import dense_bipartite_adjacency
 
 
 @pytest.mark.parametrize("n_users, n_items, n_edges, seed", [(4, 3, 5, 0), (20, 30, 60, 1), (50, 10, 120, 2)])
@@ -22,10 +15,9 @@ def test_bipartite_adjacency_matches_dense(n_users, n_items, n_edges, seed):
     # ids start at 1: user 0 and item 0 are RecBole's padding, with no edges.
     users = torch.randint(1, n_users, (n_edges,), generator=g)
     items = torch.randint(1, n_items, (n_edges,), generator=g)
-    pairs = torch.unique(torch.stack([users, items]), dim=1)
-    edge_index = bipartite_edge_index(pairs[0], pairs[1], n_users)
+    edge_index = bipartite_edge_index(users, items, n_users)
     adj = normalized_adjacency(edge_index, n_users + n_items).to_dense().double()
-    expected = dense_reference(edge_index, n_users + n_items)
+    expected = dense_bipartite_adjacency(users, items, n_users, n_items)
     torch.testing.assert_close(adj, expected, rtol=1e-6, atol=1e-7)
     assert torch.isfinite(adj).all()
     assert adj[0].abs().sum() == 0 and adj[:, n_users].abs().sum() == 0  # padding rows stay zero

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from graph_cases import GRAPHS, make_graph
 
 from freqd.graph import (

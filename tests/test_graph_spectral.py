@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from graph_cases import GRAPHS, make_graph, random_pairs
 
 from freqd.graph import (
@@ -19,6 +18,11 @@ from freqd.graph import (
     rayleigh_quotients,
 )
 from freqd.graph import cooccurrence as cooc_module
+from freqd.testing import (
+    dense_normalized_adjacency,
+    exact_rayleigh_quotients,
+    spectral_filter,
+)
 
 F = PolynomialFilter
 FILTERS = {
@@ -65,9 +69,7 @@ def test_reweighting_identity_and_spectral_form(kind, seed, name):
     hr = filt.apply(adj, r)
     lam, losses = per_frequency_losses(adj, r)
     assert rel_close(float(hr.pow(2).sum()), float((filt.weight(lam) * losses).sum()))
-    _, vecs = laplacian_eigh(adj)
-    spectral = vecs @ torch.diag(filt.response(lam)) @ vecs.T @ r
-    torch.testing.assert_close(hr, spectral, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hr, spectral_filter(adj, r, filt.response), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(filt.apply(adj, r, symmetric=True), hr)
 
 
@@ -129,10 +131,9 @@ def test_padding_node_is_isolated(kind, seed, name):
 def test_rayleigh_quotients_match_eigendecomposition(kind, seed):
     adj = make_graph(kind, seed)
     r = residual(adj.shape[0], seed)
-    lam, losses = per_frequency_losses(adj, r)
     got = rayleigh_quotients(adj, r, powers=(0, 1, 2, 3, 4, 5))
-    for p, value in got.items():
-        assert rel_close(value, float((lam**p * losses).sum() / losses.sum()), 1e-10)
+    for p, value in exact_rayleigh_quotients(adj, r, powers=(0, 1, 2, 3, 4, 5)).items():
+        assert rel_close(got[p], value, 1e-10)
     assert rayleigh_quotients(adj, torch.zeros_like(r)) == {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}
     assert rayleigh_quotients(adj.to(torch.float32), r.float(), powers=(2,))[2] == pytest.approx(got[2], rel=1e-5)
 
@@ -145,12 +146,6 @@ HAND_USERS = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3]
 HAND_ITEMS = [0, 1, 2, 0, 2, 3, 0, 1, 3, 4]  # (0, 0) twice: duplicates count once
 
 
-def normalise_dense(a: torch.Tensor) -> torch.Tensor:
-    deg = a.sum(1)
-    inv = torch.where(deg > 0, deg.pow(-0.5), torch.zeros_like(deg))
-    return inv[:, None] * a * inv[None, :]
-
-
 def weights(edges: dict[tuple[int, int], float], n: int) -> torch.Tensor:
     a = torch.zeros(n, n, dtype=torch.float64)
     for (i, j), w in edges.items():
@@ -161,14 +156,14 @@ def weights(edges: dict[tuple[int, int], float], n: int) -> torch.Tensor:
 def test_cooccurrence_hand_example_k1_tie_and_one_sided_weights():
     # Top-1: u0 → 2 (count 2), u1 → 0 (tie 0/3 at count 1: smaller index), u2 → 0 (not itself), u3 → 1.
     adj = cooccurrence_adjacency(torch.tensor(HAND_USERS), torch.tensor(HAND_ITEMS), 5, 5, k=1, dtype=torch.float64)
-    expected = normalise_dense(weights({(0, 2): 1.0, (0, 1): 0.5, (1, 3): 0.5}, 5))
+    expected = dense_normalized_adjacency(weights({(0, 2): 1.0, (0, 1): 0.5, (1, 3): 0.5}, 5))
     torch.testing.assert_close(adj.to_dense(), expected, rtol=0, atol=1e-15)
 
 
 def test_cooccurrence_hand_example_k2_mutual_and_short_rows():
     # Top-2: u0 → {2, 1}, u1 → {0, 3}, u2 → {0} only, u3 → {1} only: every pair is mutual (weight 1).
     adj = cooccurrence_adjacency(np.array(HAND_USERS), np.array(HAND_ITEMS), 5, 5, k=2, dtype=torch.float64)
-    expected = normalise_dense(weights({(0, 2): 1.0, (0, 1): 1.0, (1, 3): 1.0}, 5))
+    expected = dense_normalized_adjacency(weights({(0, 2): 1.0, (0, 1): 1.0, (1, 3): 1.0}, 5))
     torch.testing.assert_close(adj.to_dense(), expected, rtol=0, atol=1e-15)
 
 
@@ -183,7 +178,7 @@ def brute_force_cooccurrence(users, items, n_rows, n_cols, k, side, tie_seed=Non
         cands = sorted((-float(c[i, j]), rank[j], j) for j in range(n) if j != i and c[i, j] > 0)
         for _, _, j in cands[:k]:
             a[i, j] = 1.0
-    return normalise_dense((a + a.T) / 2)
+    return dense_normalized_adjacency((a + a.T) / 2)
 
 
 @pytest.mark.parametrize("side", ["user", "item"])

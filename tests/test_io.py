@@ -59,18 +59,37 @@ def test_interrupted_write_keeps_the_old_file_and_no_temporaries(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
 
-def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write_in_their_folder(tmp_path):
     import os
 
     target = tmp_path / "results.json"
     dead = tmp_path / ".results.json.999999999.00ff00ff00ff00ff.tmp"  # above any pid_max: no such process
     alive = tmp_path / f".results.json.{os.getpid()}.0123456789abcdef.tmp"  # a write in progress
-    other = tmp_path / ".other.json.999999999.00ff00ff00ff00ff.tmp"  # another file's temporary
-    for path in (dead, alive, other):
+    other = tmp_path / ".other.json.999999999.00ff00ff00ff00ff.tmp"  # another file's, its writer dead too
+    mine = tmp_path / ".notes.tmp"  # not a name atomic writes use: never touched
+    for path in (dead, alive, other, mine):
         path.write_text("partial")
     atomic_write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1}
-    assert not dead.exists() and alive.exists() and other.exists()
+    assert not dead.exists() and not other.exists() and alive.exists() and mine.exists()
+
+
+def test_sweep_reaches_run_folders_one_level_down(tmp_path):
+    """A resumed run writes new files: the sweep at its start removes the killed run's temporaries."""
+    import os
+
+    from freqd.io import sweep_orphans
+
+    run = tmp_path / "results" / "BPR-ml-100k-old"
+    deeper = run / "sub"
+    deeper.mkdir(parents=True)
+    orphan = run / ".metrics.csv.999999999.00ff00ff00ff00ff.tmp"
+    too_deep = deeper / ".x.csv.999999999.00ff00ff00ff00ff.tmp"
+    alive = run / f".metrics.csv.{os.getpid()}.0123456789abcdef.tmp"
+    for path in (orphan, too_deep, alive):
+        path.write_text("partial")
+    assert sweep_orphans(tmp_path / "results", tmp_path / "missing") == [orphan]
+    assert not orphan.exists() and too_deep.exists() and alive.exists()
 
 
 def test_a_write_error_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys):

@@ -40,11 +40,11 @@ def test_bpr_matches_stock_recbole_metrics():
     config = RecBoleConfig(model="BPR", dataset="ml-100k", config_dict=dict(settings))
     init_seed(config["seed"], config["reproducibility"])
     data = create_dataset(config)
-    train, valid, test = data_preparation(config, data)
+    train_data, valid_data, test_data = data_preparation(config, data)
     init_seed(config["seed"], config["reproducibility"])
-    stock = Trainer(config, RecBoleBPR(config, train._dataset))
-    stock.fit(train, valid, saved=False)
-    expected = stock.evaluate(test, load_best_model=False)
+    stock = Trainer(config, RecBoleBPR(config, train_data._dataset))
+    stock.fit(train_data, valid_data, saved=False)
+    expected = stock.evaluate(test_data, load_best_model=False)
 
     result = train("BPR", "ml-100k", config_dict=dict(settings), saved=False)
     assert result["test_result"] == {k: float(v) for k, v in expected.items()}

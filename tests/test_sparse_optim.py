@@ -235,12 +235,10 @@ def test_bpr_trains_with_row_sparse_tables_and_resumes(one_thread):
 
 
 @pytest.mark.slow
-def test_distilled_sparse_student_steps_tables_row_wise_and_projector_densely(one_thread):
-    from freqd.runs import distill, train
+def test_distilled_sparse_student_steps_tables_row_wise_and_projector_densely(bpr_teacher_32, one_thread):
+    from freqd.runs import distill
 
-    teacher = train("BPR", "ml-100k", config_dict={**QUIET, "sparse_embeddings": False, "epochs": 1,
-                                                       "embedding_size": 16})
-    result = distill(teacher["checkpoint"], "BPR", "FitNet",
+    result = distill(bpr_teacher_32, "BPR", "FitNet",
                          config_dict={**QUIET, "epochs": 1, "projector": "linear"})
     saved = load_checkpoint(result["checkpoint"])
     assert saved["optimizer"]["classes"] == ["RowAdam", "Adam"]

@@ -193,9 +193,8 @@ def test_unsupported_settings_are_refused(ml100k_k1, change, key, value):
 
 @pytest.mark.slow
 def test_build_dataloaders_switch():
-    config = Config(model="BPR", dataset="ml-100k", config_dict={**QUIET, "train_sampler": "fastest"})
-    with pytest.raises(ValueError, match="train_sampler.*'fastest'"):
-        build_dataloaders(config, None)
+    with pytest.raises(ValueError, match="train_sampler.*'fastest'"):  # refused by the Config, before any data
+        Config(model="BPR", dataset="ml-100k", config_dict={**QUIET, "train_sampler": "fastest"})
     config = Config(model="BPR", dataset="ml-100k",
                     config_dict={**QUIET, "train_sampler": "fast", "protocol": "reference"})
     assert Config(model="BPR", dataset="ml-100k", config_dict=QUIET)["train_sampler"] == "recbole"

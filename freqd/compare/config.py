@@ -74,7 +74,9 @@ class EvaluationSpec:
 
     @property
     def group_k(self) -> int:
-        return int(_METRIC.match(self.test_metric).group(2))
+        match = _METRIC.match(self.test_metric)
+        assert match is not None  # test_metric is checked when the spec is read
+        return int(match.group(2))
 
 
 @dataclass(frozen=True)
@@ -159,11 +161,16 @@ class ComparisonConfig:
         return config
 
     # -- what each run gets ------------------------------------------------------------------
+    def _teacher_spec(self) -> ModelSpec:
+        """The spec of a teacher trained here (callers handle a checkpoint teacher first)."""
+        assert self.teacher.spec is not None, "the teacher is a checkpoint, not a trained model"
+        return self.teacher.spec
+
     def teacher_files(self) -> list[Path]:
-        return [*self.config_files, *self.teacher.spec.config_files]
+        return [*self.config_files, *self._teacher_spec().config_files]
 
     def teacher_overrides(self) -> dict[str, Any]:
-        return {**_defaults(self.teacher_files()), **self.overrides, **self.teacher.spec.overrides,
+        return {**_defaults(self.teacher_files()), **self.overrides, **self._teacher_spec().overrides,
                 **self.cli_overrides, **self.cli_teacher_overrides, "seed": self.teacher.seed}
 
     def arm_files(self, arm: ArmSpec) -> list[Path]:
@@ -182,10 +189,11 @@ class ComparisonConfig:
 
     def teacher_key(self) -> tuple[str, dict[str, Any]]:
         """(hash, hashed content) identifying the teacher: its file's sha256, or its training spec."""
+        content: dict[str, Any]
         if self.teacher.checkpoint is not None:
             content = {"checkpoint_sha256": file_sha256(self.teacher.checkpoint)}
         else:
-            content = {"dataset": self.dataset, "model": self.teacher.spec.model,
+            content = {"dataset": self.dataset, "model": self._teacher_spec().model,
                        "config_files": _file_digests(self.teacher_files()),
                        "overrides": _hashable(self.teacher_overrides())}
         return _digest(content), content
@@ -202,8 +210,9 @@ class ComparisonConfig:
     def to_dict(self) -> dict[str, Any]:
         """The resolved config, for the report (paths absolute)."""
         teacher = ({"checkpoint": str(self.teacher.checkpoint)} if self.teacher.checkpoint is not None else
-                   {"model": self.teacher.spec.model, "config_files": [str(f) for f in self.teacher.spec.config_files],
-                    "overrides": self.teacher.spec.overrides, "seed": self.teacher.seed})
+                   {"model": self._teacher_spec().model,
+                    "config_files": [str(f) for f in self._teacher_spec().config_files],
+                    "overrides": self._teacher_spec().overrides, "seed": self.teacher.seed})
         return to_jsonable({
             "title": self.title, "source": str(self.source) if self.source else None, "dataset": self.dataset,
             "config_files": [str(f) for f in self.config_files], "overrides": self.overrides, "teacher": teacher,
@@ -241,7 +250,7 @@ def _check_settings(config: ComparisonConfig) -> None:
     from freqd.settings import SettingsError
 
     cli = [("the command-line overrides", config.cli_overrides)]
-    runs = []
+    runs: list[tuple[str, str | None, list[Path], list[tuple[str, dict[str, Any]]]]] = []
     if config.teacher.spec is not None:
         runs.append(("teacher", None, config.teacher_files(),
                      [("overrides", config.overrides), ("teacher.overrides", config.teacher.spec.overrides), *cli,
@@ -515,7 +524,8 @@ def _evaluation(value: Any, where: str) -> EvaluationSpec:
     if not isinstance(topk, list) or not topk or not all(isinstance(k, int) and k > 0 for k in topk):
         raise ComparisonConfigError(f"{where}evaluation.topk: expected a list of positive integers, got {topk!r}")
     metric = str(mapping.get("test_metric", "ndcg@20")).lower()
-    if not _METRIC.match(metric) or int(_METRIC.match(metric).group(2)) not in topk:
+    match = _METRIC.match(metric)
+    if match is None or int(match.group(2)) not in topk:
         raise ComparisonConfigError(f"{where}evaluation.test_metric: expected recall@k or ndcg@k with k in "
                                     f"evaluation.topk {topk}, got {mapping.get('test_metric')!r}")
     groups = mapping.get("activity_groups", 5)

@@ -96,7 +96,8 @@ def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: in
     max_k = max(max(topk), group_k)
     head = ctx.head_items.to(device)
     recall, ndcg = Recall(ctx.config), NDCG(ctx.config)
-    users, parts = [], {"all": [], "head": [], "tail": []}
+    users: list[torch.Tensor] = []
+    parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"all": [], "head": [], "tail": []}
     uid_field = ctx.train_dataset.uid_field
     for interaction, history_index, positive_u, positive_i in ctx.test_data:
         scores = model.full_sort_predict(interaction.to(device)).view(-1, n_items)
@@ -122,9 +123,9 @@ def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: in
             values["ndcg"][has] = ndcg.metric_info(pos_index[has], pos_len[has])
         ks = topk if name == "all" else (group_k,)
         prefix = "" if name == "all" else f"{name}_"
-        for metric, matrix in values.items():
+        for metric, per_rank in values.items():
             for k in ks:
-                out[f"{prefix}{metric}@{k}"] = matrix[:, k - 1].astype(np.float64)
+                out[f"{prefix}{metric}@{k}"] = per_rank[:, k - 1].astype(np.float64)
     return out
 
 

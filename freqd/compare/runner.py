@@ -23,7 +23,7 @@ import os
 import shutil
 import sys
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -187,6 +187,7 @@ def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[s
         bar.write(f"teacher: reused ({json_path})", file=sys.stderr)
         return stored[0]
     start = perf_counter()
+    result: dict[str, Any]
     if comparison.teacher.checkpoint is not None:
         checkpoint = comparison.teacher.checkpoint
         per_user, metrics, measured = _evaluate(checkpoint, ctx, comparison)
@@ -288,8 +289,10 @@ def _run_parallel(comparison, out, runs, keys, teacher, executed, bar, jobs: int
     done, failures = set(), []
     with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
-        futures = {pool.submit(_worker_run, comparison, out, arm, seed, *keys[(arm.name, seed)], teacher):
-                   (arm.name, seed) for arm, seed in pending}
+        futures: dict[Future[bool], tuple[str, int]] = {}
+        for arm, seed in pending:
+            key, content = keys[(arm.name, seed)]
+            futures[pool.submit(_worker_run, comparison, out, arm, seed, key, content, teacher)] = (arm.name, seed)
         for future in as_completed(futures):
             name, seed = futures[future]
             try:

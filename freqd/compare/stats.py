@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
 
+if TYPE_CHECKING:
+    from freqd.compare.summary import Stat
 
-def mean_std(values) -> dict[str, Any]:
+
+def mean_std(values) -> Stat:
     """Mean and sample standard deviation (ddof 1; None for one value) of per-seed numbers."""
     values = [float(v) for v in values]
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,

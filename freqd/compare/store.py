@@ -60,7 +60,7 @@ def arm_paths(out: Path, arm: str, seed: int) -> tuple[Path, Path, Path]:
 def write_result(json_path: Path, npz_path: Path, result: dict[str, Any], per_user: dict[str, np.ndarray]) -> None:
     """The per-user arrays first, then the JSON that vouches for them (its presence marks completion)."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **per_user)
+    np.savez_compressed(buffer, **per_user)  # type: ignore[arg-type]  # numpy stubs: **dict may bind allow_pickle
     data = buffer.getvalue()
     atomic_write_bytes(npz_path, data)
     result = {**result, "per_user_file": npz_path.name, "per_user_sha256": sha256(data).hexdigest()}

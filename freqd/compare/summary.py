@@ -190,7 +190,7 @@ def _teacher_row(result: dict[str, Any], keys: list[str]) -> Row:
 def _arm_row(arm: ArmSpec, results: list[dict[str, Any]], keys: list[str]) -> Row:
     runs = [r["run"] for r in results]
     best = [r["best_epoch"] for r in runs if r.get("best_epoch") is not None]
-    size = next((r["size"] for r in results if r.get("size")), {})
+    size: dict[str, Any] = next((r["size"] for r in results if r.get("size")), {})
     return Row(
         name=arm.name, label=arm.label, kd=arm.kd, is_teacher=False,
         model=runs[0]["model"], embedding_size=runs[0]["embedding_size"],

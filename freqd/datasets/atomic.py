@@ -22,6 +22,7 @@ import pandas as pd
 
 from freqd.io import atomic_write_bytes
 
+from .errors import DataFormatError
 from .pairs import (
     as_pairs,
     first_occurrences,
@@ -29,7 +30,6 @@ from .pairs import (
     pair_keys,
     unique_sorted,
 )
-from .errors import DataFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -301,8 +301,8 @@ def _check_structure(path: Path, body: bytes, names: list[str]) -> None:
     """Field counts, blank lines, empty fields and leading quotes, vectorised over the bytes."""
     raw = np.frombuffer(body, dtype=np.uint8)
     newlines = np.flatnonzero(raw == ord("\n"))
-    starts = np.r_[0, newlines + 1]
-    ends = np.r_[newlines, len(raw)]
+    starts: np.ndarray = np.r_[0, newlines + 1]
+    ends: np.ndarray = np.r_[newlines, len(raw)]
     tabs = np.flatnonzero(raw == ord("\t"))
     tab_counts = np.searchsorted(tabs, ends) - np.searchsorted(tabs, starts)
 

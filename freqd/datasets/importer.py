@@ -25,7 +25,7 @@ import re
 import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -33,9 +33,9 @@ import yaml
 
 from freqd.io import atomic_write_json, atomic_write_text
 
-from .pairs import first_occurrences, pair_keys
 from .atomic import SPLIT_NAMES, benchmark_config, clean_splits, write_benchmark_files
 from .errors import DataFormatError
+from .pairs import first_occurrences, pair_keys
 from .registry import KNOWN_DATASETS, file_digest
 from .splits import filter_core, split_per_user
 from .user_files import IMPORT_MANIFEST
@@ -92,6 +92,7 @@ def import_interactions(
     rows_read = len(table.users)
     keep = np.ones(rows_read, dtype=bool)
     if options.min_rating is not None:
+        assert table.ratings is not None  # _check_options: --min-rating comes with --rating-col
         keep = table.ratings >= options.min_rating
     below = int(rows_read - keep.sum())
     rows = np.flatnonzero(keep)
@@ -110,7 +111,7 @@ def import_interactions(
         raise DataFormatError(path, f"no pairs left after the k-core (min_user={options.min_user}, "
                               f"min_item={options.min_item}) of {len(pairs)} distinct pair(s)", value=len(pairs))
     ratios = (1.0 - options.valid_ratio - options.test_ratio, options.valid_ratio, options.test_ratio)
-    order_rule = "random" if options.split == "random" else "given"
+    order_rule: Literal["random", "given"] = "random" if options.split == "random" else "given"
     cleaned = clean_splits(*split_per_user(core.pairs, ratios=ratios, order=order_rule, seed=options.seed))
     for split in ("valid", "test"):
         if len(getattr(cleaned, split)) == 0:

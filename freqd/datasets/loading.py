@@ -4,7 +4,6 @@ fingerprint that ties a checkpoint to the training split it saw."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 

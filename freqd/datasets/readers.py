@@ -24,11 +24,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
-from .pairs import drop_duplicates, unique_sorted
 from .errors import DataFormatError
+from .pairs import drop_duplicates, unique_sorted
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def _parse_ids(path: Path, lineno: int, line: str, expected: str) -> list[int]:
     return values
 
 
-def _raise_bad_token(path: Path, lineno: int, tokens: list[str]) -> None:
+def _raise_bad_token(path: Path, lineno: int, tokens: list[str]) -> NoReturn:
     """Raise for the first token that is not a non-negative integer."""
     for token in tokens:
         if token.isascii() and token.isdigit():

@@ -24,8 +24,8 @@ import numpy as np
 
 from freqd.io import atomic_write_bytes
 
-from .pairs import unique_sorted
 from .atomic import SPLIT_NAMES, CleanReport, benchmark_config, clean_splits, write_benchmark_files
+from .pairs import unique_sorted
 from .readers import ReadReport, read_lightgcn_txt, read_pair_tsv, read_users_dat
 from .splits import carve_validation, filter_core, split_per_user
 

@@ -16,14 +16,15 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Iterator, Literal, get_args
 
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import InputType, ModelType
 
-TRAIN_SAMPLERS = ("recbole", "fast")
+TrainSampler = Literal["recbole", "fast"]
+TRAIN_SAMPLERS: tuple[TrainSampler, ...] = get_args(TrainSampler)
 
 
 def train_sampler_choice(config) -> str:

@@ -37,8 +37,8 @@ import yaml
 
 from freqd.io import atomic_write_bytes, atomic_write_json
 
-from .pairs import first_occurrences, pair_keys
 from .atomic import SPLIT_NAMES, check_atomic_file, clean_masks, load_atomic_file
+from .pairs import first_occurrences, pair_keys
 from .registry import file_digest
 
 logger = logging.getLogger(__name__)
@@ -131,9 +131,10 @@ def _defects(loaded, fields, parts, time_field) -> tuple[list[np.ndarray], dict[
     pairs = np.column_stack([pd.factorize(users)[0], pd.factorize(items)[0]]).astype(np.int64)
     per_file = np.split(pairs, np.cumsum([len(f.frame) for f in loaded])[:-1])
     if parts and len(parts) == 3:
-        masks, report = clean_masks(*per_file)
-        return list(masks), report.as_dict()
-    masks, dropped = [], {}
+        split_masks, report = clean_masks(*per_file)
+        return list(split_masks), report.as_dict()
+    masks: list[np.ndarray] = []
+    dropped: dict[str, int] = {}
     for file, file_pairs, part in zip(loaded, per_file, parts or [None]):
         (keys,) = pair_keys(file_pairs)
         order = np.arange(len(keys))

@@ -12,9 +12,10 @@ import importlib
 import pkgutil
 from typing import TYPE_CHECKING
 
-from freqd.distillers.base import REGISTRY, Distiller, DistillerSettings, StepTables, registry_key
+from freqd.distillers.base import REGISTRY, Distiller, DistillerSettings, StepTables
 from freqd.distillers.freqd import FreqD, FreqDSettings
 from freqd.distillers.teacher import TeacherTables, teacher_tables
+from freqd.resolver import Registry
 
 if TYPE_CHECKING:
     DISTILLERS: dict[str, type[Distiller]]  # every registered distiller by registry key (module __getattr__)
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 _INFRASTRUCTURE = {"base", "teacher", "projectors", "rankings", "sampling", "feature_kd"}
 
 
-def _discover() -> dict[str, type[Distiller]]:
+def _discover() -> Registry[type[Distiller]]:
     for module in pkgutil.iter_modules(__path__):
         if module.name not in _INFRASTRUCTURE and not module.name.startswith("_"):
             importlib.import_module(f"{__name__}.{module.name}")
@@ -34,13 +35,9 @@ def available() -> list[str]:
     return sorted(cls.name for cls in _discover().values())
 
 
-def get_distiller(name: str) -> type[Distiller]:
-    """A distiller class by name (case-, dash- and underscore-insensitive)."""
-    registry = _discover()
-    key = registry_key(name)
-    if key not in registry:
-        raise ValueError(f"unknown distiller {name!r}; available: {available()}")
-    return registry[key]
+def get_distiller(name: str | type[Distiller]) -> type[Distiller]:
+    """A distiller class by name (case-, dash- and underscore-insensitive); a class passes through."""
+    return _discover().resolve(name)
 
 
 def __getattr__(name: str):

@@ -9,19 +9,18 @@ from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 
 from freqd.distillers.teacher import TeacherTables, teacher_tables
+from freqd.resolver import Registry, normalise
 from freqd.settings import Settings
 
 #: Each method's reference values (``kd_weight``), ``<Name>.yaml``; packaged with freqd.
 KD_PROPERTIES = Path(__file__).resolve().parents[1] / "properties" / "kd"
 
-#: Every :class:`Distiller` subclass with a ``name``, by :func:`registry_key`; a new method
-#: registers itself by being defined in a module of ``freqd.distillers``.
-REGISTRY: dict[str, type[Distiller]] = {}
+#: Every :class:`Distiller` subclass with a ``name`` (a mapping by :func:`registry_key`); a new
+#: method registers itself by being defined in a module of ``freqd.distillers``.
+REGISTRY: Registry[type[Distiller]] = Registry("distiller")
 
-
-def registry_key(name: str) -> str:
-    """Case-, dash- and underscore-insensitive lookup key of a distiller name."""
-    return name.lower().replace("-", "").replace("_", "")
+#: Case-, dash- and underscore-insensitive lookup key of a distiller name.
+registry_key = normalise
 
 
 class DistillerSettings(Settings):
@@ -90,10 +89,9 @@ class Distiller(nn.Module):
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if cls.name:
-            key = registry_key(cls.name)
-            if key in REGISTRY and REGISTRY[key] is not cls:
-                raise TypeError(f"two distillers are named {cls.name!r}: {REGISTRY[key]} and {cls}")
-            REGISTRY[key] = cls
+            if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+                raise TypeError(f"two distillers are named {cls.name!r}: {REGISTRY[cls.name]} and {cls}")
+            REGISTRY.register(cls.name, cls)
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
         """``teacher`` is the frozen teacher model, or the :class:`~freqd.distillers.teacher.TeacherTables`

@@ -105,6 +105,7 @@ class CD(Distiller):
             return
         if s.cd_guide == "student":
             self.pool = student_pool(student, self.train_matrix, self.pool_size, device)
+        assert self.pool is not None  # the "teacher" guide's pool is built in __init__
         ranks = sample_without_replacement(self.tournament, s.cd_samples, n_rows=n_users)
         self.samples = self.pool.gather(1, ranks)
         self.mean_rank = float(ranks.float().mean())

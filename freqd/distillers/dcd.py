@@ -110,6 +110,7 @@ class DCD(Distiller):
     def forward(self, interaction, tables: StepTables) -> Tensor:
         if self.under is None:
             raise RuntimeError("DCD: call on_epoch_start(epoch, student) before the first batch")
+        assert self.over is not None  # set with under
         return listwise_loss(interaction[self.USER_ID], tables, self.under, self.over)
 
     def epoch_log(self, student) -> dict[str, Any]:

@@ -21,8 +21,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from freqd.distillers.feature_kd import ExpertPairDistiller, GumbelExperts, check_annealing
 from freqd.distillers.base import DistillerSettings, StepTables
+from freqd.distillers.feature_kd import ExpertPairDistiller, GumbelExperts, check_annealing
 
 
 class DESettings(DistillerSettings):

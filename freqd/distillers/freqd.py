@@ -48,8 +48,8 @@ from torch.nn import functional as F
 from freqd.distillers.base import Distiller, StepTables, id_tables
 from freqd.distillers.projectors import ProjectorSettings, build_projector
 from freqd.graph import (
-    PolynomialFilter,
     NeighborTable,
+    PolynomialFilter,
     alpha_schedule,
     bipartite_edge_index,
     cooccurrence_adjacency,
@@ -182,6 +182,12 @@ class FreqD(Distiller):
 
     name = "FreqD"
     settings_cls = FreqDSettings
+    # Buffers (registered in __init__), declared for the type checker.
+    t_all: Tensor | None  # bipartite graph only; None without edge dropout
+    adj: Tensor  # bipartite graph only
+    user_adj: Tensor  # cooccurrence graphs only
+    item_adj: Tensor  # cooccurrence graphs only
+    teacher_basis: Tensor | None
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
         super().__init__(config, teacher, student, train_dataset)
@@ -299,6 +305,7 @@ class FreqD(Distiller):
     def _student_tables(self, tables: StepTables) -> tuple[Tensor, Tensor]:
         """The distilled student tables: the final ones, or the ID tables (``freqd_student_signal: raw``)."""
         if self.settings.freqd_student_signal == "raw":
+            assert tables.id_users is not None and tables.id_items is not None  # __init__ checked the student has them
             return tables.id_users, tables.id_items
         return tables.users, tables.items
 
@@ -333,7 +340,7 @@ class FreqD(Distiller):
             return norm2 - 2.0 * cross + z_norm2
         return 1.0 - cross / (norm2 * z_norm2).clamp_min(_EPS * _EPS).sqrt()
 
-    def _filtered_pair(self, adj: Tensor, s_rows: Callable[[Tensor], Tensor], t_table: Tensor,
+    def _filtered_pair(self, adj: Tensor, s_rows: Callable[[Tensor], Tensor], t_table: Tensor | None,
                        t_filtered: tuple[Tensor, Tensor], rows: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """([H·X]_rows, [H·T]_rows, their squared norms or None) on one graph, K-hop set only.
 
@@ -345,6 +352,7 @@ class FreqD(Distiller):
             target, norm2 = (t.index_select(0, rows) for t in t_filtered)
             return filter_rows(adj, self.filter, rows, s_rows), target, norm2
         # Edge dropout: one draw of Â_drop per step, shared by the student and the teacher side.
+        assert t_table is not None  # the teacher table is passed whenever edge dropout is on
         seed = int(torch.randint(0, 2**62, (1,)))
         generators = [torch.Generator(device=rows.device).manual_seed(seed) for _ in range(2)]
         keep = s.freqd_keep_prob
@@ -421,6 +429,7 @@ class FreqD(Distiller):
                            filtered: tuple[tuple[Tensor, Tensor], ...]) -> Tensor:
         """Row distances of users, positives, negatives (in that order) with the sampled neighbour tables."""
         users, items = groups[0], torch.cat(groups[1:])
+        assert self._neighbors is not None  # forward calls this only with neighbour tables drawn
         if self.settings.freqd_graph == "bipartite":
             (target, norm2), = filtered
             tables, neighbors = [s_users, s_items], self._neighbors[0]

@@ -36,8 +36,8 @@ from pydantic import Field, model_validator
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.distillers.feature_kd import ExpertPairDistiller, GumbelExperts, check_annealing
 from freqd.distillers.base import DistillerSettings, StepTables
+from freqd.distillers.feature_kd import ExpertPairDistiller, GumbelExperts, check_annealing
 
 
 class HTDSettings(DistillerSettings):

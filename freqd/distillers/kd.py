@@ -71,6 +71,7 @@ class KD(Distiller):
     def forward(self, interaction, tables: StepTables) -> Tensor:
         if self.candidates is None:
             raise RuntimeError("KD: call on_epoch_start(epoch, student) before the first batch")
+        assert self.p_teacher is not None  # set with candidates
         users = interaction[self.USER_ID]
         items = self.candidates[users]
         log_p_student = torch.log_softmax(

@@ -45,7 +45,7 @@ from freqd.distillers.fitnet import FitNet
 from freqd.distillers.rankings import training_csr
 from freqd.distillers.sampling import fit_pool, teacher_pool
 
-FEATURES = {"de": DE, "fitnet": FitNet}
+FEATURES: dict[str, type[DE] | type[FitNet]] = {"de": DE, "fitnet": FitNet}
 
 
 class PCKDSettings(DistillerSettings):
@@ -149,5 +149,5 @@ class PCKD(Distiller):
         return (feature + self.settings.pckd_alpha * pc) / user.shape[0]
 
     def epoch_log(self, student) -> dict[str, Any]:
-        pc = float(self._pc_sum) / self._pc_count if self._pc_count else float("nan")
+        pc = float(self._pc_sum) / self._pc_count if self._pc_sum is not None and self._pc_count else float("nan")
         return {**self.feature.epoch_log(student), "pckd_consistency": pc}

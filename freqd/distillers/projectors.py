@@ -9,9 +9,12 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from freqd.distillers.base import DistillerSettings
+from freqd.resolver import Registry
 
 Projector = Literal["linear", "mlp", "experts"]
 PROJECTORS = get_args(Projector)
+#: The projector classes by name; each builds from the common options with ``from_options``.
+PROJECTOR_CLASSES: Registry[type[LinearProjector | MLPProjector | ExpertProjector]] = Registry("projector")
 
 
 class ProjectorSettings(DistillerSettings):
@@ -26,6 +29,7 @@ class ProjectorSettings(DistillerSettings):
     projector_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before each layer of the MLP projectors")
 
 
+@PROJECTOR_CLASSES.register("linear")
 class LinearProjector(nn.Module):
     """x ↦ xW (+ b). Without bias, filtering commutes with it: H·P(S) = P(H·S)."""
 
@@ -33,10 +37,16 @@ class LinearProjector(nn.Module):
         super().__init__()
         self.linear = nn.Linear(d_in, d_out, bias=bias)
 
+    @classmethod
+    def from_options(cls, d_in: int, d_out: int, hidden: int, experts: int, dropout: float,
+                     bias: bool) -> LinearProjector:
+        return cls(d_in, d_out, bias=bias)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x)
 
 
+@PROJECTOR_CLASSES.register("mlp")
 class MLPProjector(nn.Module):
     """Dropout → Linear(d_in → hidden) → ReLU → Dropout → Linear(hidden → d_out)."""
 
@@ -46,10 +56,16 @@ class MLPProjector(nn.Module):
             nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, d_out)
         )
 
+    @classmethod
+    def from_options(cls, d_in: int, d_out: int, hidden: int, experts: int, dropout: float,
+                     bias: bool) -> MLPProjector:
+        return cls(d_in, d_out, hidden, dropout)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
 
+@PROJECTOR_CLASSES.register("experts")
 class ExpertProjector(nn.Module):
     """Mean of E MLP experts (the current reference FreqD projector: E = 5, hidden d_T, dropout 0.2)."""
 
@@ -59,18 +75,18 @@ class ExpertProjector(nn.Module):
             raise ValueError(f"projector_experts must be >= 1, got {experts}")
         self.experts = nn.ModuleList(MLPProjector(d_in, d_out, hidden, dropout) for _ in range(experts))
 
+    @classmethod
+    def from_options(cls, d_in: int, d_out: int, hidden: int, experts: int, dropout: float,
+                     bias: bool) -> ExpertProjector:
+        return cls(d_in, d_out, hidden, experts, dropout)
+
     def forward(self, x: Tensor) -> Tensor:
         return torch.stack([expert(x) for expert in self.experts]).mean(0)
 
 
-def build_projector(kind: str, d_in: int, d_out: int, hidden: int | None = None, experts: int = 5,
-                    dropout: float = 0.0, bias: bool = False) -> nn.Module:
-    """A projector by name; ``hidden`` defaults to d_out (the reference expert width)."""
-    hidden = int(hidden or d_out)
-    if kind == "linear":
-        return LinearProjector(d_in, d_out, bias=bias)
-    if kind == "mlp":
-        return MLPProjector(d_in, d_out, hidden, dropout)
-    if kind == "experts":
-        return ExpertProjector(d_in, d_out, hidden, experts, dropout)
-    raise ValueError(f"projector={kind!r} is not one of {PROJECTORS}")
+def build_projector(kind: str | type[LinearProjector | MLPProjector | ExpertProjector], d_in: int, d_out: int,
+                    hidden: int | None = None, experts: int = 5, dropout: float = 0.0, bias: bool = False) -> nn.Module:
+    """A projector by name (or class, see :data:`PROJECTOR_CLASSES`); ``hidden`` defaults to d_out (the
+    reference expert width). Each projector takes the options it uses and ignores the others."""
+    cls = PROJECTOR_CLASSES.resolve(kind)
+    return cls.from_options(d_in, d_out, int(hidden or d_out), experts, dropout, bias)

@@ -112,6 +112,7 @@ class RRD(Distiller):
     def forward(self, interaction, tables: StepTables) -> Tensor:
         if self.interesting is None:
             raise RuntimeError("RRD: call on_epoch_start(epoch, student) before the first batch")
+        assert self.uninteresting is not None  # set with interesting
         return listwise_loss(interaction[self.USER_ID], tables, self.interesting, self.uninteresting)
 
     def epoch_log(self, student) -> dict[str, Any]:

@@ -134,6 +134,8 @@ def sample_without_replacement(logits: Tensor, k: int, n_rows: int | None = None
     order drawn. Returns (n_rows, k) int64 positions.
     """
     rows = logits.shape[0] if logits.dim() == 2 else n_rows
+    if rows is None:
+        raise ValueError("sample_without_replacement: 1-D logits need n_rows")
     out = torch.empty(rows, k, dtype=torch.long, device=logits.device)
     for start in range(0, rows, chunk_size):
         stop = min(start + chunk_size, rows)

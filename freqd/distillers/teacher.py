@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 
-from freqd.models import EmbeddingRecommender
+
+class EmbeddingModel(Protocol):
+    """What a teacher needs: ``embeddings()`` (its final user and item tables) and ``eval()``."""
+
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def eval(self): ...
 
 
 class TeacherTables(NamedTuple):
@@ -17,7 +23,7 @@ class TeacherTables(NamedTuple):
 
 
 @torch.no_grad()
-def teacher_tables(teacher: EmbeddingRecommender | TeacherTables) -> TeacherTables:
+def teacher_tables(teacher: EmbeddingModel | TeacherTables) -> TeacherTables:
     """The teacher's final user and item tables (propagated for LightGCN), computed once.
 
     Tables already taken (a :class:`TeacherTables`) are returned as they are, not copied.

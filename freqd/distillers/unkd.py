@@ -149,6 +149,7 @@ class UnKD(Distiller):
     def forward(self, interaction, tables: StepTables) -> Tensor:
         if self.pos is None:
             raise RuntimeError("UnKD: call on_epoch_start(epoch, student) before the first batch")
+        assert self.neg is not None and self.valid is not None  # set with pos
         users = interaction[self.USER_ID]
         rows = tables.users[users]
         margin = pair_scores(rows, tables.items, self.pos[users]) - pair_scores(rows, tables.items, self.neg[users])

@@ -2,12 +2,13 @@
 
 from freqd.graph.adjacency import bipartite_edge_index, normalized_adjacency, sym_spmm
 from freqd.graph.cooccurrence import cooccurrence_adjacency
-from freqd.graph.filters import SCHEDULES, PolynomialFilter, alpha_schedule, edge_dropout
+from freqd.graph.filters import ALPHA_SCHEDULES, SCHEDULES, PolynomialFilter, alpha_schedule, edge_dropout
 from freqd.graph.local import filter_rows, k_hop, unique_ids
 from freqd.graph.sampled import NeighborTable, sample_neighbors, sampled_filter_rows
 from freqd.graph.spectral import laplacian_eigh, per_frequency_losses, rayleigh_quotients
 
 __all__ = [
+    "ALPHA_SCHEDULES",
     "NeighborTable",
     "SCHEDULES",
     "PolynomialFilter",

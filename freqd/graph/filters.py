@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -11,6 +12,7 @@ import torch
 from torch import Tensor
 
 from freqd.graph.adjacency import sym_spmm
+from freqd.resolver import Registry
 
 Num = TypeVar("Num", float, np.ndarray, Tensor)  # what h(λ) evaluates on, returned in kind
 
@@ -125,6 +127,41 @@ def edge_dropout(adj: Tensor, keep_prob: float, generator: torch.Generator | Non
     )
 
 
+#: α_t = f(epoch, length, α_0, α_end) by schedule name; :func:`alpha_schedule` documents the formulas.
+ALPHA_SCHEDULES: Registry[Callable[[int, int | None, float, float], float]] = Registry("alpha schedule")
+
+
+def _progress(kind: str, epoch: int, length: int | None) -> float:
+    """t/T, held at 1 after ``length`` epochs."""
+    if length is None or length <= 0:
+        raise ValueError(f"schedule {kind!r} needs a positive curriculum length, got {length}")
+    return min(epoch, length) / length
+
+
+def _cos_half(frac: float) -> float:
+    return (1.0 + math.cos(math.pi * frac)) / 2.0
+
+
+@ALPHA_SCHEDULES.register("const")
+def _const(epoch: int, length: int | None, alpha0: float, alpha_end: float) -> float:
+    return float(alpha0)
+
+
+@ALPHA_SCHEDULES.register("cos")
+def _cos(epoch: int, length: int | None, alpha0: float, alpha_end: float) -> float:
+    return float(alpha_end + (alpha0 - alpha_end) * _cos_half(_progress("cos", epoch, length)))
+
+
+@ALPHA_SCHEDULES.register("linear")
+def _linear(epoch: int, length: int | None, alpha0: float, alpha_end: float) -> float:
+    return float(alpha0 + (alpha_end - alpha0) * _progress("linear", epoch, length))
+
+
+@ALPHA_SCHEDULES.register("reverse")
+def _reverse(epoch: int, length: int | None, alpha0: float, alpha_end: float) -> float:
+    return float(alpha_end + (alpha0 - alpha_end) * (1.0 - _cos_half(_progress("reverse", epoch, length))))
+
+
 SCHEDULES = ("const", "cos", "linear", "reverse")
 
 
@@ -138,19 +175,10 @@ def alpha_schedule(
     - ``linear``: α_0 + (α_end − α_0) t/T, the same path linearly;
     - ``reverse``: α_end + (α_0 − α_end)(1 − cos(π t/T))/2, all-pass → low-pass (ablation; with
       α_end = 0 this is the spec's α_0(1 − cos(π t/T))/2).
+
+    ``kind`` is looked up in :data:`ALPHA_SCHEDULES` (case, '-' and '_' ignored).
     """
-    if kind not in SCHEDULES:
-        raise ValueError(f"unknown alpha schedule {kind!r}; expected one of {SCHEDULES}")
+    schedule = ALPHA_SCHEDULES.resolve(kind)
     if epoch < 0:
         raise ValueError(f"epoch must be non-negative, got {epoch}")
-    if kind == "const":
-        return float(alpha0)
-    if length is None or length <= 0:
-        raise ValueError(f"schedule {kind!r} needs a positive curriculum length, got {length}")
-    frac = min(epoch, length) / length
-    if kind == "linear":
-        return float(alpha0 + (alpha_end - alpha0) * frac)
-    cos_half = (1.0 + math.cos(math.pi * frac)) / 2.0
-    if kind == "cos":
-        return float(alpha_end + (alpha0 - alpha_end) * cos_half)
-    return float(alpha_end + (alpha0 - alpha_end) * (1.0 - cos_half))
+    return schedule(epoch, length, alpha0, alpha_end)

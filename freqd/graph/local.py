@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -110,6 +110,48 @@ def _dropped_levels(
         blocks.append((counts, cols, vals))
         sets.append(_sorted_union(adj.shape[0], s, cols))
     return sets, blocks
+
+
+@overload
+def filter_rows(
+    adj: Tensor,
+    filt: PolynomialFilter,
+    rows: Tensor | list[int],
+    table: Table,
+    *,
+    keep_prob: float = 1.0,
+    generator: torch.Generator | None = None,
+    return_stats: Literal[False] = False,
+    method: str = "auto",
+) -> Tensor: ...
+
+
+@overload
+def filter_rows(
+    adj: Tensor,
+    filt: PolynomialFilter,
+    rows: Tensor | list[int],
+    table: Table,
+    *,
+    keep_prob: float = 1.0,
+    generator: torch.Generator | None = None,
+    return_stats: Literal[True],
+    method: str = "auto",
+) -> tuple[Tensor, dict[str, Any]]: ...
+
+
+@overload
+def filter_rows(
+    adj: Tensor,
+    filt: PolynomialFilter,
+    rows: Tensor | list[int],
+    table: Table,
+    *,
+    keep_prob: float = 1.0,
+    generator: torch.Generator | None = None,
+    return_stats: bool = False,
+    method: str = "auto",
+) -> Tensor | tuple[Tensor, dict[str, Any]]: ...
 
 
 def filter_rows(

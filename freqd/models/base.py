@@ -5,12 +5,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization, xavier_uniform_initialization
 from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 _INITIALISERS = {"xavier_normal": xavier_normal_initialization, "xavier_uniform": xavier_uniform_initialization}
 

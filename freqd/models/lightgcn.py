@@ -8,8 +8,8 @@ and propagates a COO tensor; this one is built from the training split with ``gc
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 from recbole.model.loss import EmbLoss
+from torch import Tensor
 
 from freqd.graph import bipartite_edge_index, normalized_adjacency, sym_spmm
 from freqd.models.base import EmbeddingRecommender

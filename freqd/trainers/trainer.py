@@ -14,9 +14,9 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
 from freqd.checkpoints import load_checkpoint
-from freqd.io import atomic_torch_save, atomic_write_text
 from freqd.evaluation.fullsort import full_sort_evaluate
 from freqd.evaluation.protocol import rescale_to_all_users
+from freqd.io import atomic_torch_save, atomic_write_text
 from freqd.trainers.optim import OptimizerGroup, RowAdam
 
 
