@@ -156,6 +156,7 @@ def _fit_and_report(config, trainer, net, loaders, run_dir: Path, saved: bool, r
     }
     result = to_jsonable(result)
     atomic_write_json(run_dir / "results.json", result)
+    trainer.discard_last_checkpoint()
     return result
 
 

@@ -57,6 +57,33 @@ def test_killed_training_resumes_bit_identical(monkeypatch, sampler):
 
 
 @pytest.mark.slow
+def test_killed_during_the_test_evaluation_resumes_straight_to_it(monkeypatch):
+    """Training done, killed before results.json: the finished -last resumes without training again."""
+    settings = {**RUN, "train_sampler": "fast"}
+    whole = train("BPR", "ml-100k", config_dict=settings)
+    evaluate = Trainer.evaluate
+
+    def killed_at_test(self, eval_data, load_best_model=True, *args, **kwargs):
+        if load_best_model:  # the test evaluation (validation passes False)
+            raise Killed
+        return evaluate(self, eval_data, load_best_model, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "evaluate", killed_at_test)
+        with pytest.raises(Killed):
+            train("BPR", "ml-100k", config_dict=settings)
+    (last,) = glob.glob("saved/*-last.pth")
+    assert load_checkpoint(last)["resume"]["finished"] is not None
+    trained = []
+    train_epoch = Trainer._train_epoch
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, *a, **k: trained.append(1) or train_epoch(self, *a, **k))
+    resumed = train("BPR", "ml-100k", config_dict=settings, resume=last)
+    assert trained == []  # no epoch trained again
+    _same(whole, resumed)
+    assert glob.glob("saved/*-last.pth") == [last]  # the input is kept; the resumed run's own -last was deleted
+
+
+@pytest.mark.slow
 def test_killed_distillation_resumes_bit_identical(monkeypatch, bpr_teacher_32):
     settings = {**RUN, "train_sampler": "fast", "freqd_spectral_log_every": 0, "freqd_neighbors": 2,
                 "projector": "mlp", "projector_per_entity": True, "freqd_filter_first": True, "projector_hidden": 8}

@@ -135,8 +135,14 @@ class Trainer(RecBoleTrainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's ``fit``; with ``saved``, also writes :attr:`last_file` after every validation
         (model, optimiser, every RNG and loader-generator state, early-stopping counters, history),
-        from which ``--resume`` continues exactly. It is deleted when training ends normally;
+        from which ``--resume`` continues exactly, and once more, marked finished, when training
+        ends: a run killed during its test evaluation resumes straight to it. The run layer deletes
+        it (:meth:`discard_last_checkpoint`) once the run's results are written;
         ``keep_last_checkpoint: False`` skips it (one model-sized write per validation)."""
+        finished = getattr(self, "_finished_fit", None)
+        if finished is not None:
+            self.logger.info("the resumed run had finished training: straight to its evaluation")
+            return finished
         pending = getattr(self, "_pending_loader_state", None)
         generator = getattr(train_data, "generator", None)
         if pending is not None and isinstance(generator, torch.Generator):
@@ -154,8 +160,15 @@ class Trainer(RecBoleTrainer):
 
         result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
                              callback_fn=after_validation)
-        Path(self.last_file).unlink(missing_ok=True)
+        if saved and keep_last:
+            epoch = int(self.history[-1]["epoch"]) if self.history else self.start_epoch
+            self._save_checkpoint(epoch, verbose=False, saved_model_file=self.last_file,
+                                  resume_state={**self._resume_state(train_data), "finished": list(result)})
         return result
+
+    def discard_last_checkpoint(self) -> None:
+        """Delete :attr:`last_file`: the run it would resume has written its results."""
+        Path(self.last_file).unlink(missing_ok=True)
 
     def _resume_state(self, train_data) -> dict[str, Any]:
         """What an exact resume needs besides the model and optimiser."""
@@ -240,6 +253,8 @@ class Trainer(RecBoleTrainer):
         self._best_smoothed, self.best_epoch = resume["best_smoothed"], resume["best_epoch"]
         self.best_valid_result = resume["best_valid_result"]
         self.history = list(resume["history"])
+        finished = resume.get("finished")
+        self._finished_fit = None if finished is None else tuple(finished)
 
     def _restore(self, checkpoint: dict[str, Any], resume_file) -> None:
         """Model, optimiser and early-stopping state from a loaded checkpoint."""
