@@ -22,6 +22,7 @@ from recbole.utils import init_logger, init_seed
 
 import freqd
 from freqd.config import Config, yaml_settings
+from freqd.core_settings import check_consistency
 from freqd.datasets.loading import dataset_config, dataset_fingerprint
 from freqd.evaluation import build_dataloaders
 from freqd.evaluation.protocol import n_real_users
@@ -74,6 +75,7 @@ def setup(model, dataset, config_file_list, config_dict, kd: str | None = None):
     config_dict = dataset_config(dataset, config_dict)
     config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
                     kd=kd)
+    check_consistency(config.final_config_dict, "the run's settings")  # valid_metric: before any data
     config["threads"] = apply_threads(config["threads"])
     split_seed = config["split_seed"]
     init_seed(config["seed"] if split_seed is None else int(split_seed), config["reproducibility"])
