@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # the public names, resolved lazily by __getattr__ below
     from freqd.models import get_model
     from freqd.runs import distill, train
 
-__version__ = "0.1.0"
+from freqd.version import __version__
 
 __all__ = ["__version__", "load_checkpoint", "Config", "get_model", "train", "distill", "compare"]
 

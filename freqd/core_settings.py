@@ -15,10 +15,10 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from freqd.datasets.train_loader import TrainSampler
-from freqd.settings import Settings, SettingsError
+from freqd.settings import Float, Int, Settings, SettingsError
 from freqd.threads import AUTO, parse_threads
 
 #: Evaluation protocols: RecBole's (train and validation items masked at test time) or the reference code's.
@@ -29,15 +29,6 @@ PROTOCOLS: tuple[EvalProtocol, ...] = get_args(EvalProtocol)
 LEARNERS = ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam", "adamw")
 
 
-def _not_bool(value: Any) -> Any:
-    """Pydantic's lax mode reads True as 1; a boolean where a number belongs is a mistake."""
-    if isinstance(value, bool):
-        raise ValueError("expected a number, not a boolean")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Float = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
 PositiveInt = Annotated[Int, Field(ge=1)]
 Seed = Annotated[Int, Field(ge=0, lt=2**32)]
 

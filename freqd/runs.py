@@ -20,7 +20,6 @@ import torch
 from recbole.data import create_dataset
 from recbole.utils import init_logger, init_seed
 
-import freqd
 from freqd.config import Config, yaml_settings
 from freqd.core_settings import check_consistency
 from freqd.datasets.loading import dataset_config, dataset_fingerprint
@@ -30,6 +29,7 @@ from freqd.io import atomic_write_json, sweep_orphans, to_jsonable
 from freqd.models import get_model
 from freqd.threads import apply_threads
 from freqd.trainers import Trainer
+from freqd.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _versions() -> dict[str, str]:
     import torch_geometric
 
     return {
-        "freqd": freqd.__version__,
+        "freqd": __version__,
         "recbole": recbole.__version__,
         "torch": torch.__version__,
         "torch_geometric": torch_geometric.__version__,
@@ -184,7 +184,7 @@ def train(
     net = build_model(config, loaders[0], model)
     run_dir = new_run_dir(config)
     trainer = Trainer(config, net, metadata=run_metadata(config, net, data, loaders[0]),
-                           metrics_path=run_dir / "metrics.csv")
+                      metrics_path=run_dir / "metrics.csv")
     return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, evaluate_test=evaluate_test,
                            on_evaluation=on_evaluation)
 

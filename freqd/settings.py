@@ -4,17 +4,16 @@ model (type, range, choices, one-line doc), and they are validated once, before 
 Config keys stay flat and RecBole-style (``freqd_alpha``, ``epochs``): a component's settings are
 the keys named like its fields, read from a RecBole ``Config`` (or any mapping) by
 :meth:`Settings.from_config`. Validation is pydantic's (lax mode: ``"3"`` and ``3.0`` are the integer
-3, ``2.5`` is not); an error names the key and the value.
+3, ``2.5`` is not); numeric fields are :data:`Int` / :data:`Float`, which refuse booleans and
+inf/NaN; an error names the key and the value.
 """
 
 from __future__ import annotations
 
-import types
-import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 
 class SettingsError(ValueError):
@@ -48,14 +47,16 @@ def describe(exc: ValidationError, where: str = "") -> str:
     return prefix + "; ".join(lines)
 
 
-def _numbers_only(annotation: Any) -> bool:
-    """Whether a field holds numbers and never a boolean (``int``, ``float | None``, constrained)."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        return _numbers_only(typing.get_args(annotation)[0])
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return bool(args) and all(_numbers_only(a) for a in args)
-    return annotation in (int, float)
+def _not_bool(value: Any) -> Any:
+    """Pydantic's lax mode reads True as 1; a boolean where a number belongs is a mistake."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+#: Numbers of a settings field: lax (``"3"`` and ``3.0`` are 3), but never a boolean, never inf/NaN.
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
 
 
 class Settings(BaseModel):
@@ -80,14 +81,7 @@ class Settings(BaseModel):
 
     @classmethod
     def validate_values(cls, values: Mapping[str, Any], where: str = ""):
-        """``cls(**values)`` with a :class:`SettingsError` naming every invalid key and value.
-
-        A boolean where a number belongs is refused (pydantic's lax mode would read True as 1).
-        """
-        for key, value in values.items():
-            field = cls.model_fields.get(key)
-            if isinstance(value, bool) and field is not None and _numbers_only(field.annotation):
-                raise SettingsError(f"{where + ': ' if where else ''}{key}={value!r}: expected a number, not a boolean")
+        """``cls(**values)`` with a :class:`SettingsError` naming every invalid key and value."""
         try:
             return cls(**dict(values))
         except ValidationError as exc:

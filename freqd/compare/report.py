@@ -91,11 +91,11 @@ def _environment() -> dict[str, Any]:
     import recbole
     import torch
 
-    import freqd
+    from freqd.version import __version__
 
     return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "freqd": freqd.__version__, "torch": torch.__version__, "recbole": recbole.__version__}
+            "freqd": __version__, "torch": torch.__version__, "recbole": recbole.__version__}
 
 
 def _definitions(report: dict[str, Any], comparison: ComparisonConfig) -> str:

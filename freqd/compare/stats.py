@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypedDict
 
 import numpy as np
 from scipy import stats
 
-if TYPE_CHECKING:
-    from freqd.compare.summary import Stat
+
+class Stat(TypedDict):
+    """A number over seeds: mean, sample std (ddof 1; None for one value) and the per-seed values."""
+
+    mean: float
+    std: float | None
+    values: list[float]
 
 
 def mean_std(values) -> Stat:

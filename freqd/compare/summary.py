@@ -14,19 +14,11 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
-from freqd.compare.stats import mean_std, paired_tests
+from freqd.compare.stats import Stat, mean_std, paired_tests
 
 if TYPE_CHECKING:
     from freqd.compare.config import ArmSpec, ComparisonConfig
     from freqd.compare.store import StoredResults
-
-
-class Stat(TypedDict):
-    """A number over seeds: mean, sample std (ddof 1; None for one value) and the per-seed values."""
-
-    mean: float
-    std: float | None
-    values: list[float]
 
 
 class Latency(TypedDict):

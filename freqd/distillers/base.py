@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from freqd.distillers.teacher import TeacherTables, teacher_tables
 from freqd.resolver import Registry, normalise
-from freqd.settings import Settings
+from freqd.settings import Float, Settings
 
 #: Each method's reference values (``kd_weight``), ``<Name>.yaml``; packaged with freqd.
 KD_PROPERTIES = Path(__file__).resolve().parents[1] / "properties" / "kd"
@@ -26,9 +26,7 @@ registry_key = normalise
 class DistillerSettings(Settings):
     """The keys every distiller reads; each method's settings extend it with their own fields."""
 
-    model_config = ConfigDict(allow_inf_nan=False)
-
-    kd_weight: float | None = Field(
+    kd_weight: Float | None = Field(
         None, ge=0,
         description="λ in rec loss + λ·distiller loss; unset: the method's reference value "
                     "(freqd/properties/kd/<Name>.yaml, layered by freqd.Config)")

@@ -38,6 +38,7 @@ from freqd.distillers.sampling import (
     training_keys,
     uniform_unobserved,
 )
+from freqd.settings import Float, Int
 
 
 class CDSettings(DistillerSettings):
@@ -46,11 +47,11 @@ class CDSettings(DistillerSettings):
     cd_guide: Literal["student", "teacher", "random"] = Field(
         "student", description="whose top-N the items are drawn from (student: recomputed each epoch), or "
                                "random: uniform unobserved items")
-    cd_pool: int = Field(3000, ge=1, description="N of the guide's top-N unobserved items per user")
-    cd_temperature: float = Field(20.0, gt=0, description="T of the rank-aware tournament, p(r) ∝ exp(−(r+1)/(N·T))")
-    cd_samples: int = Field(2, ge=1, description="items drawn per user each epoch")
-    cd_t1: float = Field(2.0, gt=0, description="t1 of the soft labels σ((t + t2) / t1)")
-    cd_t2: float = Field(0.0, description="t2 of the soft labels σ((t + t2) / t1)")
+    cd_pool: Int = Field(3000, ge=1, description="N of the guide's top-N unobserved items per user")
+    cd_temperature: Float = Field(20.0, gt=0, description="T of the rank-aware tournament, p(r) ∝ exp(−(r+1)/(N·T))")
+    cd_samples: Int = Field(2, ge=1, description="items drawn per user each epoch")
+    cd_t1: Float = Field(2.0, gt=0, description="t1 of the soft labels σ((t + t2) / t1)")
+    cd_t2: Float = Field(0.0, description="t2 of the soft labels σ((t + t2) / t1)")
 
     @model_validator(mode="after")
     def _samples_fit(self) -> CDSettings:

@@ -36,6 +36,7 @@ from freqd.distillers.sampling import (
     sample_without_replacement,
     teacher_pool,
 )
+from freqd.settings import Float, Int
 
 #: Floor of the sampling weights, so a set can be filled when fewer than K items have its sign.
 WEIGHT_FLOOR = 1e-5
@@ -61,9 +62,9 @@ def dual_correction_sample(student_rank: Tensor, k: int, temperature: float) -> 
 class DCDSettings(DistillerSettings):
     """DCD's config keys (CiteULike-t's reference values as defaults)."""
 
-    dcd_samples: int = Field(100, ge=1, description="K under- and K over-estimated items drawn per user each epoch")
-    dcd_temperature: float = Field(10.0, gt=0, description="T of the weights tanh(max(rank gap / T, 0))")
-    dcd_pool: int = Field(500, ge=2, description="N of the teacher's top-N unobserved items per user")
+    dcd_samples: Int = Field(100, ge=1, description="K under- and K over-estimated items drawn per user each epoch")
+    dcd_temperature: Float = Field(10.0, gt=0, description="T of the weights tanh(max(rank gap / T, 0))")
+    dcd_pool: Int = Field(500, ge=2, description="N of the teacher's top-N unobserved items per user")
 
     @model_validator(mode="after")
     def _samples_fit(self) -> DCDSettings:

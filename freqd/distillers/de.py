@@ -23,16 +23,17 @@ from torch import Tensor
 
 from freqd.distillers.base import DistillerSettings, StepTables
 from freqd.distillers.feature_kd import ExpertPairDistiller, GumbelExperts, check_annealing
+from freqd.settings import Float, Int
 
 
 class DESettings(DistillerSettings):
     """DE's config keys (reference values of Gowalla/Yelp as defaults; CiteULike-t uses 30 experts)."""
 
-    de_experts: int = Field(5, ge=1, description="number M of MLP experts per mixture (users, items)")
-    de_hidden: int | None = Field(None, ge=1, description="the experts' hidden width; unset: (d_S + d_T) // 2")
-    de_tau_start: float = Field(1.0, gt=0, description="Gumbel-softmax temperature at epoch 0")
-    de_tau_end: float = Field(1e-10, gt=0, description="Gumbel-softmax temperature after de_anneal_epochs")
-    de_anneal_epochs: int | None = Field(
+    de_experts: Int = Field(5, ge=1, description="number M of MLP experts per mixture (users, items)")
+    de_hidden: Int | None = Field(None, ge=1, description="the experts' hidden width; unset: (d_S + d_T) // 2")
+    de_tau_start: Float = Field(1.0, gt=0, description="Gumbel-softmax temperature at epoch 0")
+    de_tau_end: Float = Field(1e-10, gt=0, description="Gumbel-softmax temperature after de_anneal_epochs")
+    de_anneal_epochs: Int | None = Field(
         None, ge=1, description="epochs of the geometric temperature schedule; unset: the run's epochs")
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from freqd.distillers.base import Distiller, StepTables
 from freqd.distillers.projectors import ProjectorSettings, build_projector
+from freqd.settings import Float, Int
 
 
 class FitNetSettings(ProjectorSettings):
@@ -36,11 +37,11 @@ class FitNetSettings(ProjectorSettings):
     fitnet_sample: Literal["random", "batch"] = Field(
         "random", description="users and items distilled per step: B random ones (reference) or the batch's own")
     fitnet_norm: bool = Field(True, description="L2-normalise the projected and the teacher rows before comparing")
-    fitnet_hidden_ratio: float = Field(5.0, gt=0, description="MLP hidden width as a multiple of d_T "
+    fitnet_hidden_ratio: Float = Field(5.0, gt=0, description="MLP hidden width as a multiple of d_T "
                                                               "(projector_hidden overrides it)")
-    projector_hidden: int | None = Field(
+    projector_hidden: Int | None = Field(
         None, ge=1, description="hidden width of the mlp/experts projectors; unset: fitnet_hidden_ratio · d_T")
-    projector_dropout: float = Field(0.2, ge=0, lt=1, description="dropout before each layer of the MLP projectors")
+    projector_dropout: Float = Field(0.2, ge=0, lt=1, description="dropout before each layer of the MLP projectors")
 
 
 class FitNet(Distiller):

@@ -60,6 +60,7 @@ from freqd.graph import (
     sampled_filter_rows,
     unique_ids,
 )
+from freqd.settings import Float, Int
 
 Graph = Literal["bipartite", "cooccurrence"]
 Distance = Literal["mse", "cosine"]
@@ -90,35 +91,35 @@ class FreqDSettings(ProjectorSettings):
     freqd_graph: Graph = Field(
         "bipartite", description="bipartite user–item graph (paper-era) or top-k cooccurrence user–user and "
                                  "item–item graphs (current reference)")
-    freqd_alpha: float = Field(0.5, ge=-1, le=1, description=_ALPHA)
-    freqd_order: int = Field(1, ge=1, le=2, description="1: h(λ) = 1 − αλ; 2: h(λ) = (1 − αλ)²")
-    freqd_coefficients: tuple[float, ...] | None = Field(
+    freqd_alpha: Float = Field(0.5, ge=-1, le=1, description=_ALPHA)
+    freqd_order: Int = Field(1, ge=1, le=2, description="1: h(λ) = 1 − αλ; 2: h(λ) = (1 − αλ)²")
+    freqd_coefficients: tuple[Float, ...] | None = Field(
         None, min_length=2, max_length=3,
         description="[a0, a1] or [a0, a1, a2]: h(λ) = a0 + a1 λ + a2 λ², overriding freqd_alpha and freqd_order")
     freqd_schedule: Schedule = Field(
         "const", description="α over epochs, from freqd_alpha to freqd_alpha_end: const, cos, linear, reverse")
-    freqd_alpha_end: float = Field(0.0, ge=-1, le=1, description="the schedule's other end; " + _ALPHA)
-    freqd_schedule_epochs: int = Field(50, ge=1, description="epochs the α schedule takes (held after)")
-    freqd_topk: int = Field(5, ge=1, description="neighbours per node of the cooccurrence graphs")
-    freqd_keep_prob: float = Field(1.0, gt=0, le=1, description="edge keep probability; < 1 is edge dropout "
+    freqd_alpha_end: Float = Field(0.0, ge=-1, le=1, description="the schedule's other end; " + _ALPHA)
+    freqd_schedule_epochs: Int = Field(50, ge=1, description="epochs the α schedule takes (held after)")
+    freqd_topk: Int = Field(5, ge=1, description="neighbours per node of the cooccurrence graphs")
+    freqd_keep_prob: Float = Field(1.0, gt=0, le=1, description="edge keep probability; < 1 is edge dropout "
                                                                 "redrawn every step")
     freqd_distance: Distance = Field(
         "cosine", description="cosine (the reference's; scale-free) or mse (squared L2: the spectral identity "
                               "holds exactly)")
     freqd_student_signal: Literal["final", "raw"] = Field(
         "final", description="the student's scoring tables (propagated for LightGCN) or its raw ID tables")
-    freqd_spectral_log_every: int = Field(
+    freqd_spectral_log_every: Int = Field(
         10, ge=0, description="log the residual's Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, every n "
                               "epochs (0: never)")
-    freqd_neighbors: int | None = Field(
+    freqd_neighbors: Int | None = Field(
         None, ge=0, description="0: exact neighbourhoods; m: at most m neighbours per node sampled each epoch; "
                                 "unset: 4 where it applies")
-    freqd_teacher_rank: int | None = Field(
+    freqd_teacher_rank: Int | None = Field(
         None, ge=0, description="0: the full teacher space; r: project into the filtered teacher's top-r "
                                 "principal subspace; unset: 64 where it applies")
-    freqd_kd_rows: int = Field(0, ge=0, description="0: every unique batch row; R: a reweighted uniform sample of "
+    freqd_kd_rows: Int = Field(0, ge=0, description="0: every unique batch row; R: a reweighted uniform sample of "
                                                     "at most R rows per step")
-    projector_hidden: int | None = Field(
+    projector_hidden: Int | None = Field(
         None, ge=1, description="hidden width of the mlp/experts projectors; unset: (d_S + d_T) // 2 for mlp, d_T "
                                 "for experts")
     projector_per_entity: bool = Field(True, description="one projector for users and one for items instead of "

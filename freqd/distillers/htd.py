@@ -38,22 +38,23 @@ from torch.nn import functional as F
 
 from freqd.distillers.base import DistillerSettings, StepTables
 from freqd.distillers.feature_kd import ExpertPairDistiller, GumbelExperts, check_annealing
+from freqd.settings import Float, Int
 
 
 class HTDSettings(DistillerSettings):
     """HTD's config keys (Gowalla's reference values as defaults; CiteULike-t uses α 0.9)."""
 
-    htd_groups: int = Field(30, ge=1, description="number G of groups per side (users, items)")
-    htd_alpha: float = Field(0.5, ge=0, le=1, description="weight α of the topology term; 1 − α weighs the "
+    htd_groups: Int = Field(30, ge=1, description="number G of groups per side (users, items)")
+    htd_alpha: Float = Field(0.5, ge=0, le=1, description="weight α of the topology term; 1 − α weighs the "
                                                           "group assignment")
     htd_group_topology: Literal["entity", "prototype"] = Field(
         "entity", description="group-level term: prototype–entity or prototype–prototype similarities")
     htd_positive_pairs_only: bool = Field(
         True, description="within-group pairs only where the teacher's cosine is positive (the reference's mask)")
-    htd_hidden: int | None = Field(None, ge=1, description="the groups' MLP hidden width; unset: (d_S + d_T) // 2")
-    htd_tau_start: float = Field(1.0, gt=0, description="Gumbel-softmax temperature at epoch 0")
-    htd_tau_end: float = Field(1e-10, gt=0, description="Gumbel-softmax temperature after htd_anneal_epochs")
-    htd_anneal_epochs: int | None = Field(
+    htd_hidden: Int | None = Field(None, ge=1, description="the groups' MLP hidden width; unset: (d_S + d_T) // 2")
+    htd_tau_start: Float = Field(1.0, gt=0, description="Gumbel-softmax temperature at epoch 0")
+    htd_tau_end: Float = Field(1e-10, gt=0, description="Gumbel-softmax temperature after htd_anneal_epochs")
+    htd_anneal_epochs: Int | None = Field(
         None, ge=1, description="epochs of the geometric temperature schedule; unset: the run's epochs")
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from torch import Tensor
 from freqd.distillers.base import Distiller, DistillerSettings, StepTables
 from freqd.distillers.rankings import training_csr
 from freqd.distillers.sampling import fit_pool, pair_scores, student_pool, teacher_pool
+from freqd.settings import Float, Int
 
 
 class KDSettings(DistillerSettings):
@@ -32,8 +33,8 @@ class KDSettings(DistillerSettings):
 
     kd_guide: Literal["student", "teacher"] = Field(
         "student", description="whose top-K items are the candidates (student: recomputed each epoch)")
-    kd_topk: int = Field(50, ge=2, description="K candidate items per user")
-    kd_temperature: float = Field(1.0, gt=0, description="softmax temperature τ of both score distributions")
+    kd_topk: Int = Field(50, ge=2, description="K candidate items per user")
+    kd_temperature: Float = Field(1.0, gt=0, description="softmax temperature τ of both score distributions")
 
 
 class KD(Distiller):

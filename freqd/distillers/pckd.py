@@ -44,6 +44,7 @@ from freqd.distillers.de import DE
 from freqd.distillers.fitnet import FitNet
 from freqd.distillers.rankings import training_csr
 from freqd.distillers.sampling import fit_pool, teacher_pool
+from freqd.settings import Float, Int
 
 FEATURES: dict[str, type[DE] | type[FitNet]] = {"de": DE, "fitnet": FitNet}
 
@@ -53,13 +54,13 @@ class PCKDSettings(DistillerSettings):
 
     pckd_feature: Literal["de", "fitnet"] = Field(
         "de", description="the feature loss, configured by its own keys (de_* or fitnet_*/projector*)")
-    pckd_alpha: float = Field(0.5, ge=0, description="weight α of the preference-consistency term")
-    pckd_samples: int = Field(10, ge=2, description="Q teacher-ranked items per user for the listwise term")
-    pckd_topk: int = Field(100, ge=2, description="the teacher's top-K unobserved items the Q are drawn from")
-    pckd_rank_temperature: float = Field(10.0, gt=0, description="T of the rank-decay draw p(r) ∝ exp(−r/T)")
+    pckd_alpha: Float = Field(0.5, ge=0, description="weight α of the preference-consistency term")
+    pckd_samples: Int = Field(10, ge=2, description="Q teacher-ranked items per user for the listwise term")
+    pckd_topk: Int = Field(100, ge=2, description="the teacher's top-K unobserved items the Q are drawn from")
+    pckd_rank_temperature: Float = Field(10.0, gt=0, description="T of the rank-decay draw p(r) ∝ exp(−r/T)")
     pckd_loss: Literal["list", "pair"] = Field(
         "list", description="listwise cross-entropy over the Q items, or one log-sigmoid pair per user")
-    pckd_tau_ce: float = Field(0.01, gt=0, description="temperature of the listwise cross-entropy")
+    pckd_tau_ce: Float = Field(0.01, gt=0, description="temperature of the listwise cross-entropy")
     pckd_consistency: Literal["projector", "teacher"] = Field(
         "projector", description="projector: post- vs pre-projection student scores (reference code); teacher: "
                                  "student vs teacher scores")

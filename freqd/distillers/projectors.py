@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from freqd.distillers.base import DistillerSettings
 from freqd.resolver import Registry
+from freqd.settings import Float, Int
 
 Projector = Literal["linear", "mlp", "experts"]
 PROJECTORS = get_args(Projector)
@@ -23,10 +24,10 @@ class ProjectorSettings(DistillerSettings):
     projector: Projector = Field(
         "mlp", description="student → teacher map: mlp (Linear → ReLU → Linear), linear, or experts (mean of MLPs)")
     projector_bias: bool = Field(False, description="give the linear projector a bias")
-    projector_hidden: int | None = Field(
+    projector_hidden: Int | None = Field(
         None, ge=1, description="hidden width of the mlp/experts projectors; unset: the method's default")
-    projector_experts: int = Field(5, ge=1, description="number of MLPs the experts projector averages")
-    projector_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before each layer of the MLP projectors")
+    projector_experts: Int = Field(5, ge=1, description="number of MLPs the experts projector averages")
+    projector_dropout: Float = Field(0.0, ge=0, lt=1, description="dropout before each layer of the MLP projectors")
 
 
 @PROJECTOR_CLASSES.register("linear")

@@ -32,6 +32,7 @@ from freqd.distillers.sampling import (
     training_keys,
     uniform_unobserved,
 )
+from freqd.settings import Float, Int
 
 
 def relaxed_ranking_loss(above: Tensor, below: Tensor) -> Tensor:
@@ -58,10 +59,10 @@ def listwise_loss(batch: Tensor, tables: StepTables, above: Tensor, below: Tenso
 class RRDSettings(DistillerSettings):
     """RRD's config keys (CiteULike-t's reference values as defaults; Gowalla uses T 100)."""
 
-    rrd_interesting: int = Field(100, ge=1, description="K interesting items per user, from the teacher's pool")
-    rrd_uninteresting: int = Field(200, ge=0, description="L uninteresting items per user, uniform outside the pool")
-    rrd_temperature: float = Field(10.0, gt=0, description="T of the rank-decay draw p(r) ∝ exp(−(r+1)/T)")
-    rrd_pool: int = Field(500, ge=1, description="N of the teacher's top-N unobserved items per user")
+    rrd_interesting: Int = Field(100, ge=1, description="K interesting items per user, from the teacher's pool")
+    rrd_uninteresting: Int = Field(200, ge=0, description="L uninteresting items per user, uniform outside the pool")
+    rrd_temperature: Float = Field(10.0, gt=0, description="T of the rank-decay draw p(r) ∝ exp(−(r+1)/T)")
+    rrd_pool: Int = Field(500, ge=1, description="N of the teacher's top-N unobserved items per user")
 
     @model_validator(mode="after")
     def _interesting_fit(self) -> RRDSettings:

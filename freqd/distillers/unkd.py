@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from freqd.distillers.base import Distiller, DistillerSettings, StepTables
 from freqd.distillers.rankings import training_csr
 from freqd.distillers.sampling import CHUNK_SIZE, degrees, mask_training_, pair_scores, truncated_geometric
+from freqd.settings import Float, Int
 
 
 def popularity_groups(popularity: Tensor, n_groups: int) -> list[Tensor]:
@@ -93,11 +94,11 @@ def group_rankings(user_table: Tensor, item_table: Tensor, train: Tensor, groups
 class UnKDSettings(DistillerSettings):
     """UnKD's config keys (CiteULike-t's reference values as defaults; Gowalla: 4 groups, 30 pairs)."""
 
-    unkd_groups: int = Field(2, ge=1, description="popularity groups G of equal total interaction count")
-    unkd_pairs: int = Field(2, ge=1, description="ordered pairs per user each epoch, split over the groups")
-    unkd_lambda: float = Field(0.0, description="exponent of the groups' inverted-popularity weights (0: equal)")
-    unkd_decay: float = Field(20.0, gt=0, description="rank decay of the pair draws, p(r) ∝ exp(−(r+1)/decay)")
-    unkd_pool: int = Field(1000, ge=2, description="the teacher's top ranks kept per user and group")
+    unkd_groups: Int = Field(2, ge=1, description="popularity groups G of equal total interaction count")
+    unkd_pairs: Int = Field(2, ge=1, description="ordered pairs per user each epoch, split over the groups")
+    unkd_lambda: Float = Field(0.0, description="exponent of the groups' inverted-popularity weights (0: equal)")
+    unkd_decay: Float = Field(20.0, gt=0, description="rank decay of the pair draws, p(r) ∝ exp(−(r+1)/decay)")
+    unkd_pool: Int = Field(1000, ge=2, description="the teacher's top ranks kept per user and group")
 
 
 class UnKD(Distiller):
