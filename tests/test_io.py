@@ -119,3 +119,24 @@ class _Fixed:
 
     def parse_known_args(self, argv):
         return self.args, []
+
+
+def test_checkpoint_names_of_runs_started_together_never_collide(tmp_path, monkeypatch):
+    """Two runs in the same instant and folder get different files (RecBole's names collide per second)."""
+    from datetime import datetime
+
+    import freqd.trainers.trainer as trainer
+
+    class Frozen:
+        @staticmethod
+        def now():
+            return datetime(2026, 12, 2, 8, 57, 1, 123456)
+
+    monkeypatch.setattr(trainer, "datetime", Frozen)
+    first = trainer.unique_checkpoint_name(str(tmp_path), "BPR")
+    assert first == str(tmp_path / "BPR-Dec-02-2026_08-57-01-123456.pth")
+    open(first, "w").close()
+    second = trainer.unique_checkpoint_name(str(tmp_path), "BPR")
+    assert second == str(tmp_path / "BPR-Dec-02-2026_08-57-01-123456-2.pth")
+    open(tmp_path / "BPR-Dec-02-2026_08-57-01-123456-2-last.pth", "w").close()  # a -last alone also claims it
+    assert trainer.unique_checkpoint_name(str(tmp_path), "BPR").endswith("-123456-3.pth")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -18,6 +19,20 @@ from freqd.evaluation.fullsort import full_sort_evaluate
 from freqd.evaluation.protocol import rescale_to_all_users
 from freqd.io import atomic_torch_save, atomic_write_text
 from freqd.trainers.optim import OptimizerGroup, RowAdam
+
+
+def unique_checkpoint_name(folder: str, model: str) -> str:
+    """``<folder>/<model>-<local time to the microsecond>.pth``, with ``-2``, ``-3``, … if taken.
+
+    RecBole names checkpoints to the second, so two runs started in the same second in one folder
+    wrote the same file: the later run overwrote the earlier one's best model.
+    """
+    stem = Path(folder) / f"{model}-{datetime.now():%b-%d-%Y_%H-%M-%S-%f}"
+    path, n = stem.with_suffix(".pth"), 1
+    while path.exists() or Path(f"{path.with_suffix('')}-last.pth").exists():
+        n += 1
+        path = Path(f"{stem}-{n}.pth")
+    return str(path)
 
 
 class Trainer(RecBoleTrainer):
@@ -39,6 +54,7 @@ class Trainer(RecBoleTrainer):
 
     def __init__(self, config, model, metadata: dict[str, Any] | None = None, metrics_path: str | Path | None = None):
         super().__init__(config, model)
+        self.saved_model_file = unique_checkpoint_name(self.checkpoint_dir, config["model"])
         self.metadata = dict(metadata or {})
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self.history: list[dict[str, Any]] = []
