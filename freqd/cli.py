@@ -96,7 +96,7 @@ def cmd_train(args, overrides) -> int:
     from freqd.runs import train
 
     _thread_option(args, overrides)
-    _config_options(args, overrides, "seed")
+    _config_options(args, overrides, "seed", "hash_bits")
     result = train(
         args.model, args.dataset, config_file_list=args.config, config_dict=overrides, resume=args.resume
     )
@@ -109,7 +109,7 @@ def cmd_distill(args, overrides) -> int:
     from freqd.runs import distill
 
     _thread_option(args, overrides)
-    _config_options(args, overrides, "seed", "embedding_size")
+    _config_options(args, overrides, "seed", "embedding_size", "hash_bits")
     result = distill(args.teacher, args.student, args.kd, dataset=args.dataset, config_file_list=args.config,
                      config_dict=overrides, resume=args.resume)
     print(_table([summary_row(f"{result['model']} <- {result['kd']}", result)], SUMMARY_COLUMNS))
@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, model_default: str | None) -> None:
         p.add_argument("--model", default=model_default, required=model_default is None,
-                       help="backbone: BPR or LightGCN (or any RecBole general recommender)")
+                       help="backbone: BPR, LightGCN, Hash (binary codes) or any RecBole general recommender")
         p.add_argument("--dataset", default=None,
                        help="ml-100k (bundled), a named dataset (see 'freqd datasets list') or "
                             "atomic files under <data_path>/<dataset>/; default: the --config files' "
@@ -295,14 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     common(train, None)
     train.add_argument("--resume", metavar="PTH", help="continue from a checkpoint in saved/")
+    train.add_argument("--hash_bits", "--hash-bits", default=None, help="bits per code of a Hash model")
     train.set_defaults(func=cmd_train)
 
     distill = sub.add_parser("distill", help="distil a trained teacher checkpoint into a small student",
                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     distill.add_argument("--teacher", required=True, metavar="PTH", help="teacher checkpoint (freqd's or RecBole's)")
-    distill.add_argument("--student", default="BPR", help="student backbone: BPR or LightGCN")
+    distill.add_argument("--student", default="BPR", help="student backbone: BPR, LightGCN or Hash (binary codes)")
     distill.add_argument("--kd", default="FreqD", help="distiller (FreqD)")
     distill.add_argument("--embedding_size", "--embedding-size", default=None, help="student size")
+    distill.add_argument("--hash_bits", "--hash-bits", default=None, help="bits per code of a Hash student")
     distill.add_argument("--dataset", default=None, help="defaults to the teacher's dataset")
     distill.add_argument("--config", action="append", default=[], metavar="YAML",
                          help="YAML config file (e.g. configs/kd/freqd.yaml); repeatable")

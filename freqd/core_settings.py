@@ -90,6 +90,34 @@ class ModelSettings(Settings):
                                                                              "(None: RecBole's xavier init)")
     sparse_embeddings: bool = Field(False, description="BPR-MF only: sparse row gradients with a lazy row-wise "
                                                        "Adam")
+    hash_bits: PositiveInt | None = Field(None, description="Hash: bits per code b, a multiple of 8")
+    hash_mode: Literal["ste", "tanh", "identity"] | None = Field(
+        None, description="Hash: through the sign by straight-through estimation (ste), by tanh(beta z) "
+                          "(tanh), or not at all (identity: the float student)")
+    hash_beta: Annotated[Float, Field(gt=0)] | None = Field(None, description="Hash tanh mode: beta at epoch 0")
+    hash_beta_end: Annotated[Float, Field(gt=0)] | None = Field(None, description="Hash tanh mode: final beta")
+    hash_beta_schedule: Literal["const", "cos", "linear", "reverse"] | None = Field(
+        None, description="Hash tanh mode: beta over epochs (FreqD's alpha-schedule kinds)")
+    hash_beta_epochs: PositiveInt | None = Field(None, description="Hash tanh mode: epochs the beta schedule takes")
+    hash_score_scale: Annotated[Float, Field(gt=0)] | None = Field(
+        None, description="Hash: gamma of the training scores gamma <h_u, h_i> / b (ranking unchanged)")
+    hash_quantization_weight: Annotated[Float, Field(ge=0)] | None = Field(
+        None, description="Hash: weight of the mean (z - sign z)^2")
+    hash_balance_weight: Annotated[Float, Field(ge=0)] | None = Field(
+        None, description="Hash: weight of the squared mean of each bit over the batch rows")
+    hash_decorrelation_weight: Annotated[Float, Field(ge=0)] | None = Field(
+        None, description="Hash: weight of ||C^T C / n - I||^2 / b^2 over the batch rows")
+    hash_ties: Literal["random", "score"] | None = Field(
+        None, description="Hash: tie-break of the Hamming ranking, random (seeded, integers only) or score "
+                          "(the continuous scores: uses floats)")
+    hash_tie_seed: Seed | None = Field(None, description="Hash: seed of the random tie-break")
+
+    @field_validator("hash_bits")
+    @classmethod
+    def _whole_bytes(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError("must be a multiple of 8 (codes are packed into bytes)")
+        return value
 
 
 class TrainingSettings(Settings):

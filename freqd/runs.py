@@ -95,8 +95,14 @@ def build_model(config, train_data, model: str | type | None = None):
     return net
 
 
+def model_width(config) -> int | None:
+    """The width of the configured model's tables: ``embedding_size``, or a code student's bit count."""
+    table_width = getattr(get_model(config["model"]), "table_width", None)
+    return table_width(config) if table_width is not None else config["embedding_size"]
+
+
 def new_run_dir(config, tag: str = "") -> Path:
-    name = f"{config['model']}{tag}-{config['dataset']}-d{config['embedding_size']}-s{config['seed']}"
+    name = f"{config['model']}{tag}-{config['dataset']}-d{model_width(config)}-s{config['seed']}"
     return Path(config["results_dir"]) / f"{name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
 
 
@@ -107,7 +113,7 @@ def run_metadata(config, net, data, train_data) -> dict[str, Any]:
         "n_users": net.n_users,
         "n_items": net.n_items,
         "n_real_users": n_real_users(data),
-        "embedding_size": config["embedding_size"],
+        "embedding_size": model_width(config),
         "data_fingerprint": dataset_fingerprint(train_data._dataset),
         "protocol": config["protocol"],
     }
@@ -137,7 +143,7 @@ def _fit_and_report(config, trainer, net, loaders, run_dir: Path, saved: bool, r
         "dataset": config["dataset"],
         "protocol": config["protocol"],
         "seed": config["seed"],
-        "embedding_size": config["embedding_size"],
+        "embedding_size": model_width(config),
         "n_parameters": count_parameters(net),
         "threads": config["threads"],
         **(extra or {}),

@@ -54,11 +54,16 @@ class TeacherSpec:
 
 @dataclass(frozen=True)
 class ArmSpec:
-    """One arm: the student from scratch (``kd`` None) or distilled with a registered distiller."""
+    """One arm: the student from scratch (``kd`` None) or distilled with a registered distiller.
+
+    ``model`` replaces the comparison's student backbone for this arm only (a Hash code student
+    beside float students); None keeps it.
+    """
 
     name: str
     label: str
     kd: str | None = None
+    model: str | None = None
     config_files: tuple[Path, ...] = ()
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -173,6 +178,10 @@ class ComparisonConfig:
         return {**_defaults(self.teacher_files()), **self.overrides, **self._teacher_spec().overrides,
                 **self.cli_overrides, **self.cli_teacher_overrides, "seed": self.teacher.seed}
 
+    def arm_model(self, arm: ArmSpec) -> str:
+        """The arm's student backbone: its own ``model``, else the comparison's student."""
+        return arm.model or self.student.model
+
     def arm_files(self, arm: ArmSpec) -> list[Path]:
         return [*self.config_files, *self.student.config_files, *arm.config_files]
 
@@ -200,7 +209,7 @@ class ComparisonConfig:
 
     def arm_key(self, arm: ArmSpec, seed: int, teacher_key: str | None) -> tuple[str, dict[str, Any]]:
         """(hash, hashed content) of one (arm, seed): what makes a stored result reusable."""
-        content = {"dataset": self.dataset, "model": self.student.model, "kd": arm.kd,
+        content = {"dataset": self.dataset, "model": self.arm_model(arm), "kd": arm.kd,
                    "config_files": _file_digests(self.arm_files(arm)),
                    "overrides": _hashable(self.arm_overrides(arm, seed)),
                    "teacher": teacher_key if arm.kd else None,
@@ -222,7 +231,7 @@ class ComparisonConfig:
                         "overrides": self.student.overrides},
             "seeds": list(self.seeds), "control": self.control,
             "arms": [{"name": a.name, "label": a.label, "kd": a.kd, "config_files": [str(f) for f in a.config_files],
-                      "overrides": a.overrides} for a in self.arms],
+                      "overrides": a.overrides, **({"model": a.model} if a.model else {})} for a in self.arms],
             "evaluation": self.evaluation.__dict__, "latency": self.latency.__dict__,
         })
 
@@ -278,7 +287,9 @@ def _check_file_keys(config: ComparisonConfig) -> None:
     from freqd.models import get_model
 
     groups = [(config.teacher_files(), config.teacher.spec.model, "teacher")] if config.teacher.spec else []
-    groups += [(config.arm_files(arm), config.student.model, f"arm {arm.name!r}") for arm in config.arms]
+    # An arm with its own backbone is checked on its own files: the shared student files name the student's.
+    groups += [(list(arm.config_files) if arm.model else config.arm_files(arm), config.arm_model(arm),
+                f"arm {arm.name!r}") for arm in config.arms]
     for files, model, who in groups:
         for file in files:
             keys = file_settings([file])
@@ -482,7 +493,7 @@ def _arms(value: Any, base: Path, where: str) -> tuple[ArmSpec, ...]:
     for index, item in enumerate(value):
         key = f"arms[{index}]"
         mapping = _mapping(item, where, key)
-        _known(mapping, {"name", "label", "kd", "config_files", "overrides"}, where, f"{key}.")
+        _known(mapping, {"name", "label", "kd", "model", "config_files", "overrides"}, where, f"{key}.")
         name = mapping.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
             raise ComparisonConfigError(
@@ -500,7 +511,17 @@ def _arms(value: Any, base: Path, where: str) -> tuple[ArmSpec, ...]:
                 kd = get_distiller(kd).name
             except ValueError as exc:
                 raise ComparisonConfigError(f"{where}{key}.kd: {exc}") from exc
-        arms.append(ArmSpec(name=name, label=str(mapping.get("label") or name), kd=kd,
+        model = mapping.get("model")
+        if model is not None:
+            from freqd.models import get_model
+
+            if not isinstance(model, str):
+                raise ComparisonConfigError(f"{where}{key}.model: expected a model name, got {model!r}")
+            try:
+                model = get_model(model).__name__
+            except ValueError as exc:
+                raise ComparisonConfigError(f"{where}{key}.model: {exc}") from exc
+        arms.append(ArmSpec(name=name, label=str(mapping.get("label") or name), kd=kd, model=model,
                             config_files=_files(mapping.get("config_files"), base, where, f"{key}.config_files"),
                             overrides=_overrides(mapping.get("overrides"), where, f"{key}.overrides")))
     return tuple(arms)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from recbole.evaluator.metrics import NDCG, Recall
+from recbole.evaluator.metrics import MAP, NDCG, Recall
 
 from freqd.compare.config import ComparisonConfig
 from freqd.compare.summary import EvalData
@@ -85,7 +85,7 @@ def load_model(checkpoint: str | Path, ctx: EvalContext):
 
 @torch.no_grad()
 def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: int) -> dict[str, np.ndarray]:
-    """Per test user: recall@k, ndcg@k for k in ``topk`` and head/tail recall, ndcg @ ``group_k``.
+    """Per test user: recall@k, ndcg@k, map@k for k in ``topk`` and head/tail recall, ndcg @ ``group_k``.
 
     Head/tail metrics keep the full ranking and count only the user's test items of that item
     group as targets (NaN for users without any).
@@ -95,7 +95,7 @@ def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: in
     n_items = ctx.test_data._dataset.item_num
     max_k = max(max(topk), group_k)
     head = ctx.head_items.to(device)
-    recall, ndcg = Recall(ctx.config), NDCG(ctx.config)
+    recall, ndcg, mean_ap = Recall(ctx.config), NDCG(ctx.config), MAP(ctx.config)
     users: list[torch.Tensor] = []
     parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"all": [], "head": [], "tail": []}
     uid_field = ctx.train_dataset.uid_field
@@ -117,10 +117,11 @@ def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: in
         pos_index = torch.cat([c[0] for c in chunks]).to(torch.bool).numpy()
         pos_len = torch.cat([c[1] for c in chunks]).numpy()
         has = pos_len > 0
-        values = {"recall": np.full(pos_index.shape, np.nan), "ndcg": np.full(pos_index.shape, np.nan)}
+        metrics = {"recall": recall, "ndcg": ndcg, **({"map": mean_ap} if name == "all" else {})}
+        values = {metric: np.full(pos_index.shape, np.nan) for metric in metrics}
         if has.any():
-            values["recall"][has] = recall.metric_info(pos_index[has], pos_len[has])
-            values["ndcg"][has] = ndcg.metric_info(pos_index[has], pos_len[has])
+            for metric, computer in metrics.items():
+                values[metric][has] = computer.metric_info(pos_index[has], pos_len[has])
         ks = topk if name == "all" else (group_k,)
         prefix = "" if name == "all" else f"{name}_"
         for metric, per_rank in values.items():
@@ -139,11 +140,18 @@ def aggregate(per_user: dict[str, np.ndarray], ctx: EvalContext, keys) -> dict[s
 
 
 def model_size(model) -> dict[str, int]:
-    """Trainable parameters and the bytes of the serving state dict."""
-    return {
+    """Trainable parameters, the bytes of the state dict, and what serving stores per user and item:
+    ``bits_per_entity`` (32·d for float tables, b for a code student) and ``serving_bytes``."""
+    out = {
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
         "bytes": int(sum(t.numel() * t.element_size() for t in model.state_dict().values())),
     }
+    if hasattr(model, "cached_embeddings"):
+        users, items = model.cached_embeddings()
+        bits = int(model.bits) if getattr(model, "hamming_index", None) and model.mode != "identity" \
+            else 8 * users.element_size() * int(users.shape[1])
+        out.update(bits_per_entity=bits, serving_bytes=(int(users.shape[0]) + int(items.shape[0])) * bits // 8)
+    return out
 
 
 @torch.no_grad()
@@ -160,6 +168,8 @@ def measure_latency(model, users: np.ndarray, spec) -> dict[str, Any]:
         torch.set_num_threads(spec.threads)
     try:
         chosen = torch.from_numpy(np.asarray(users)[np.arange(spec.users) % len(users)])
+        if getattr(model, "hamming_index", None) is not None and model.mode != "identity":
+            return _hamming_latency(model, chosen.numpy(), spec)
         user_all, item_all = model.cached_embeddings()
         user_table, item_table = user_all.cpu()[chosen].contiguous(), item_all.cpu()[1:].contiguous()
         seconds = []
@@ -175,4 +185,19 @@ def measure_latency(model, users: np.ndarray, spec) -> dict[str, Any]:
         torch.set_num_threads(previous)
     return {"users_per_s": len(chosen) / min(seconds), "seconds": seconds, "users": len(chosen),
             "batch_size": spec.batch_size, "threads": threads, "k": spec.k, "repeats": spec.repeats,
-            "warmup": spec.warmup}
+            "warmup": spec.warmup, "ranking": "inner product (float32)"}
+
+
+def _hamming_latency(model, users: np.ndarray, spec) -> dict[str, Any]:
+    """As :func:`measure_latency`, for a code student: XOR + popcount over packed codes, the model's tie-break."""
+    index = model.hamming_index(first_item=1)  # the padding item is not ranked, as in the float path
+    k = min(spec.k, index.n_items)
+    seconds = []
+    for repeat in range(spec.warmup + spec.repeats):
+        start = perf_counter()
+        index.topk(users, k, chunk=spec.batch_size)
+        if repeat >= spec.warmup:
+            seconds.append(perf_counter() - start)
+    return {"users_per_s": len(users) / min(seconds), "seconds": seconds, "users": len(users),
+            "batch_size": spec.batch_size, "threads": 1, "k": spec.k, "repeats": spec.repeats, "warmup": spec.warmup,
+            "ranking": f"Hamming (XOR + popcount, {model.bits} bits, ties: {index.ties})"}

@@ -25,7 +25,7 @@ from freqd.io import atomic_write_json, atomic_write_text
 DEFINITIONS = """\
 - **Metrics**: full ranking over all items, RecBole's Recall@k and NDCG@k (binary gains), on the test split; protocol `{protocol}` ({protocol_text}). Each arm: mean ± sample std over seeds {seeds}; the teacher was trained once ({teacher_text}).
 - **% of teacher**: arm mean ÷ teacher. **Gap recovered**: (arm − {gap_ref}) ÷ (teacher − {gap_ref}) on the same metric, from the means ({gap_ref} = 0%, teacher = 100%).
-- **Size**: trainable parameters and bytes of the model's state dict (float32 tables). **Speed**: users per second of full-catalogue top-{k_lat} scoring (all {n_items} items scored, then top-{k_lat}) for {lat_users} user requests (the test users, cycled) in batches of {lat_batch}, {lat_threads} CPU thread(s), the fastest of {lat_repeats} timed repeats after {lat_warmup} warm-up, with the final tables precomputed (LightGCN's propagation is not timed). Size and speed are measured per model, right after its run, on the machine that ran it (the teacher once; each arm in every seed, its users/s the mean over the seeds); "—" marks results stored without these measurements. Speed depends on the machine and its load at that moment (with several jobs, the runs alongside): compare rows of one report, made on one machine, only.
+- **Size**: trainable parameters and bytes of the model's state dict (float32 tables); bits per user and item as served (32·d for float tables, b for a Hash code student) and the bytes of the served tables. A Hash student's speed is its Hamming ranking (XOR + popcount over packed codes, integers only with the random tie-break). **Speed**: users per second of full-catalogue top-{k_lat} scoring (all {n_items} items scored, then top-{k_lat}) for {lat_users} user requests (the test users, cycled) in batches of {lat_batch}, {lat_threads} CPU thread(s), the fastest of {lat_repeats} timed repeats after {lat_warmup} warm-up, with the final tables precomputed (LightGCN's propagation is not timed). Size and speed are measured per model, right after its run, on the machine that ran it (the teacher once; each arm in every seed, its users/s the mean over the seeds); "—" marks results stored without these measurements. Speed depends on the machine and its load at that moment (with several jobs, the runs alongside): compare rows of one report, made on one machine, only.
 - **Significance**: {metric} per test user, averaged over the {n_seeds} seeds, paired with the control `{control}` averaged the same way ({n_users} users = pairs; the teacher's single run stands for every seed). Averaging first keeps a user's runs under different seeds from counting as independent observations. Paired t-test and Wilcoxon signed-rank test (scipy, two-sided, zero differences dropped); the mean difference with its 95% t-interval and Cohen's d_z = mean ÷ sd of the differences; wins/ties/losses count users. **Δ per seed**: arm mean − control mean in each seed, so a sign that does not hold in every seed is visible next to the p-value. Not corrected for multiple comparisons.
 - **Epochs**: epochs run (mean best epoch); early stopping and the best checkpoint follow {stopping_rule}. A run that used all its epochs without early-stopping is counted as "not converged": its number is a lower bound.
 - **User activity groups**: the {n_users} test users sorted by their number of training interactions (ties by user id) and cut into {n_groups} groups of equal size, Q1 the least active; a group's value is the mean per-user {metric} over its users.
@@ -135,7 +135,7 @@ def _stopping_rule(report) -> str:
 # -- Markdown ------------------------------------------------------------------------------------
 def _name(key: str) -> str:
     metric, k = key.split("@")
-    return f"{'Recall' if metric == 'recall' else 'NDCG'}@{k}"
+    return f"{ {'recall': 'Recall', 'ndcg': 'NDCG', 'map': 'mAP'}.get(metric, metric)}@{k}"
 
 
 def _ms(stat: dict[str, Any] | None, digits: int = 4) -> str:
@@ -169,6 +169,8 @@ def _model(row: dict[str, Any]) -> str:
     """``BPR d=20``; empty when the stored result does not say (a checkpoint teacher stored without it)."""
     if not row["model"]:
         return ""
+    if row["model"] == "Hash" and row.get("bits_per_entity"):
+        return f"Hash {row['bits_per_entity']}-bit codes"
     return f"{row['model']} d={row['embedding_size']}" if row["embedding_size"] else row["model"]
 
 
@@ -200,18 +202,22 @@ def accuracy_table(report: dict[str, Any]) -> str:
 
 
 def size_table(report: dict[str, Any]) -> str:
-    header = ["arm", "model", "params", "size", "× smaller", "users/s (top-20)", "× teacher speed", "s/epoch"]
+    header = ["arm", "model", "params", "size", "× smaller", "bits/entity", "served", "users/s (top-20)",
+              "× teacher speed", "s/epoch"]
     lines = []
     for row in report["rows"]:
         latency = row.get("latency")
+        bits = row.get("bits_per_entity")
         lines.append([row["label"], _model(row) or "—",
                       "—" if row["n_parameters"] is None else f"{row['n_parameters']:,}",
                       _bytes(row["bytes"]), "—" if row["compression"] is None else f"{row['compression']:.1f}",
-                      f"{latency['users_per_s']:,.0f}" if latency else "—",
+                      "—" if bits is None else str(bits), _bytes(row.get("serving_bytes")),
+                      f"{latency['users_per_s']:,.0f}" + (" (Hamming)" if "Hamming" in latency["ranking"] else "")
+                      if latency else "—",
                       f"{row['speedup']:.1f}" if row.get("speedup") else "—",
                       _ms(row["train_seconds_per_epoch"], 2)])
     timed = _first_latency(report)
-    header[5] = f"users/s (top-{timed['k']})" if timed else "users/s"
+    header[7] = f"users/s (top-{timed['k']})" if timed else "users/s"
     return _table(header, lines)
 
 
@@ -322,7 +328,8 @@ def _results_table(report: dict[str, Any]) -> list[dict[str, Any]]:
                 row["gap_recovered"][key]
         latency = row.get("latency") or {}
         line.update(n_parameters=row["n_parameters"], bytes=row["bytes"], compression=row["compression"],
-                    users_per_s=latency.get("users_per_s"), speedup_vs_teacher=row.get("speedup"),
+                    bits_per_entity=row.get("bits_per_entity"), serving_bytes=row.get("serving_bytes"),
+                    ranking=latency.get("ranking"), users_per_s=latency.get("users_per_s"), speedup_vs_teacher=row.get("speedup"),
                     train_seconds_per_epoch=(row["train_seconds_per_epoch"] or {}).get("mean"),
                     epochs_run=(row["epochs_run"] or {}).get("mean"))
         test = row.get("significance") or {}

@@ -127,7 +127,7 @@ def _evaluate(checkpoint: Path, ctx: EvalContext, comparison: ComparisonConfig):
     """Per-user test metrics, their protocol means and the model's measurements, from one checkpoint."""
     model = load_model(checkpoint, ctx)
     per_user = per_user_metrics(model, ctx, comparison.evaluation.topk, comparison.evaluation.group_k)
-    keys = [f"{m}@{k}" for k in comparison.evaluation.topk for m in ("recall", "ndcg")]
+    keys = [f"{m}@{k}" for k in comparison.evaluation.topk for m in ("recall", "ndcg", "map")]
     return per_user, aggregate(per_user, ctx, keys), _measure(model, ctx, comparison)
 
 
@@ -232,12 +232,12 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
     config_dict = {**comparison.arm_overrides(arm, seed), "checkpoint_dir": str(work / "saved"),
                    "results_dir": str(work / "runs")}
     if arm.kd is None:
-        run = train(comparison.student.model, comparison.dataset, config_file_list=files, config_dict=config_dict)
+        run = train(comparison.arm_model(arm), comparison.dataset, config_file_list=files, config_dict=config_dict)
     else:
         teacher_checkpoint = Path(teacher["checkpoint"])
         if not teacher_checkpoint.is_absolute():
             teacher_checkpoint = out / teacher_checkpoint
-        run = distill(str(teacher_checkpoint), comparison.student.model, arm.kd, dataset=comparison.dataset,
+        run = distill(str(teacher_checkpoint), comparison.arm_model(arm), arm.kd, dataset=comparison.dataset,
                           config_file_list=files, config_dict=config_dict)
     _check_protocol(f"arm {arm.name!r}", run, ctx)
     history = _history(Path(run["run_dir"]))

@@ -30,6 +30,7 @@ class Latency(TypedDict):
     batch_size: int
     threads: int
     k: int
+    ranking: str  # inner product (float32), or Hamming over packed codes
 
 
 class ActivityGroup(TypedDict):
@@ -91,6 +92,8 @@ class Row:
     bytes: int | None
     latency: Latency | None
     source: str | None = None
+    bits_per_entity: int | None = None  # what serving stores per user and item: 32·d floats, or b code bits
+    serving_bytes: int | None = None
     relative_to_teacher: dict[str, float | None] = field(default_factory=dict)
     gap_recovered: dict[str, float | None] | None = None
     compression: float | None = None
@@ -122,6 +125,10 @@ def summarise(comparison: ComparisonConfig, stored: StoredResults, data: EvalDat
     """The report's rows and groups from the stored results (teacher first, then the arms in config order)."""
     ev = comparison.evaluation
     keys = [f"{m}@{k}" for k in ev.topk for m in ("recall", "ndcg")]
+    maps = [f"map@{k}" for k in ev.topk]
+    results = [stored.teacher, *(r for arm in comparison.arms for r in stored.arms[arm.name])]
+    if all(key in r["metrics"] for r in results for key in maps):  # results stored before mAP have none
+        keys += maps
     _check_users(stored, data)
     rows = [_teacher_row(stored.teacher, keys)]
     rows += [_arm_row(arm, stored.arms[arm.name], keys) for arm in comparison.arms]
@@ -175,7 +182,8 @@ def _teacher_row(result: dict[str, Any], keys: list[str]) -> Row:
         not_converged=int(run.get("converged") is False), stopping=None,
         train_seconds_per_epoch=mean_std([run["train_seconds_per_epoch"]]) if run else None,
         n_parameters=size.get("n_parameters"), bytes=size.get("bytes"), latency=_latency([result]),
-        source=result.get("source"),
+        source=result.get("source"), bits_per_entity=size.get("bits_per_entity"),
+        serving_bytes=size.get("serving_bytes"),
     )
 
 
@@ -192,6 +200,7 @@ def _arm_row(arm: ArmSpec, results: list[dict[str, Any]], keys: list[str]) -> Ro
         not_converged=sum(r.get("converged") is False for r in runs), stopping=runs[0].get("stopping"),
         train_seconds_per_epoch=mean_std([r["train_seconds_per_epoch"] for r in runs]),
         n_parameters=size.get("n_parameters"), bytes=size.get("bytes"), latency=_latency(results),
+        bits_per_entity=size.get("bits_per_entity"), serving_bytes=size.get("serving_bytes"),
     )
 
 
@@ -203,7 +212,8 @@ def _latency(results: list[dict[str, Any]]) -> Latency | None:
     values = [float(t["users_per_s"]) for t in timed]
     first = timed[0]
     return Latency(users_per_s=float(np.mean(values)), values=values, users=first["users"],
-                   batch_size=first["batch_size"], threads=first["threads"], k=first["k"])
+                   batch_size=first["batch_size"], threads=first["threads"], k=first["k"],
+                   ranking=first.get("ranking", "inner product (float32)"))
 
 
 def _relative(rows: list[Row], keys: list[str], gap_ref: str | None) -> None:

@@ -106,8 +106,9 @@ class FreqDSettings(ProjectorSettings):
     freqd_distance: Distance = Field(
         "cosine", description="cosine (the reference's; scale-free) or mse (squared L2: the spectral identity "
                               "holds exactly)")
-    freqd_student_signal: Literal["final", "raw"] = Field(
-        "final", description="the student's scoring tables (propagated for LightGCN) or its raw ID tables")
+    freqd_student_signal: Literal["auto", "final", "raw"] = Field(
+        "auto", description="the student's scoring tables (propagated for LightGCN), its raw ID tables, or auto: "
+                            "the student's own choice (raw for the Hash student's continuous z), else final")
     freqd_spectral_log_every: Int = Field(
         10, ge=0, description="log the residual's Rayleigh quotients tr(Rᵀ L^k R)/tr(Rᵀ R), k = 1..4, every n "
                               "epochs (0: never)")
@@ -193,7 +194,10 @@ class FreqD(Distiller):
     def __init__(self, config, teacher, student, train_dataset) -> None:
         super().__init__(config, teacher, student, train_dataset)
         s = self.settings
-        if s.freqd_student_signal == "raw" and id_tables(student) is None:
+        self.signal = s.freqd_student_signal
+        if self.signal == "auto":
+            self.signal = getattr(student, "distill_signal", "final")
+        if self.signal == "raw" and id_tables(student) is None:
             raise ValueError(f"freqd_student_signal='raw' needs the student's ID tables (user_embedding, "
                              f"item_embedding), which {type(student).__name__} has not; use 'final'")
         t_users, t_items = self.t_users, self.t_items
@@ -305,7 +309,7 @@ class FreqD(Distiller):
     # -- loss --------------------------------------------------------------------------------------
     def _student_tables(self, tables: StepTables) -> tuple[Tensor, Tensor]:
         """The distilled student tables: the final ones, or the ID tables (``freqd_student_signal: raw``)."""
-        if self.settings.freqd_student_signal == "raw":
+        if self.signal == "raw":
             assert tables.id_users is not None and tables.id_items is not None  # __init__ checked the student has them
             return tables.id_users, tables.id_items
         return tables.users, tables.items

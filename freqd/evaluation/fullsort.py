@@ -71,12 +71,13 @@ def per_user_csr(per_user, device) -> tuple[torch.Tensor, torch.Tensor, list[int
 
 @torch.no_grad()
 def rank_topk(user_all: torch.Tensor, item_all: torch.Tensor, users: torch.Tensor, history, positives,
-              k: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+              k: int, chunk: int, scorer=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` items of each of ``users`` by inner product, and RecBole's ``rec.topk`` tensor for them.
 
     Item 0 (RecBole's padding) and each user's ``history`` items are excluded from the ranking;
     ``history``/``positives`` hold one item tensor per user, in the order of ``users``. Users are
-    scored ``chunk`` at a time into one reused buffer.
+    scored ``chunk`` at a time into one reused buffer, or by ``scorer(users)`` where the model ranks
+    by its own scores (a code student's Hamming ranking with its tie-break).
     """
     n_items = item_all.shape[0]
     hist_rows, hist_items, hist_ptr = per_user_csr(history, user_all.device)
@@ -86,8 +87,11 @@ def rank_topk(user_all: torch.Tensor, item_all: torch.Tensor, users: torch.Tenso
     ranked, parts = [], []
     for start in range(0, len(users), chunk):
         stop = min(start + chunk, len(users))
-        scores = buffer[: stop - start]
-        torch.matmul(user_all[users[start:stop]], item_t, out=scores)
+        if scorer is None:
+            scores = buffer[: stop - start]
+            torch.matmul(user_all[users[start:stop]], item_t, out=scores)
+        else:
+            scores = scorer(users[start:stop])
         scores[:, 0] = -torch.inf
         h0, h1 = hist_ptr[start], hist_ptr[stop]
         scores[hist_rows[h0:h1] - start, hist_items[h0:h1]] = -torch.inf
@@ -116,7 +120,8 @@ def full_sort_evaluate(trainer, eval_data) -> OrderedDict | None:
     users = eval_data.uid_list
     chunk = chunk_users(config, item_all.shape[0], item_all.shape[1])
     _, rec_topk = rank_topk(user_all, item_all, users.to(user_all.device), eval_data.uid2history_item[users.numpy()],
-                            eval_data.uid2positive_item[users.numpy()], max(config["topk"]), chunk)
+                            eval_data.uid2positive_item[users.numpy()], max(config["topk"]), chunk,
+                            scorer=getattr(model, "rank_scores", None))
     struct = DataStruct()
     struct.set("rec.topk", rec_topk.cpu())
     result = trainer.evaluator.evaluate(struct)

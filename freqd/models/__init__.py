@@ -7,6 +7,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from freqd.models.adapter import adapt
 from freqd.models.base import EmbeddingRecommender
 from freqd.models.bpr import BPR
+from freqd.models.hash import Hash
 from freqd.models.lightgcn import LightGCN
 from freqd.resolver import Registry, normalise
 
@@ -29,6 +30,7 @@ MODELS: Registry[type[GeneralRecommender]] = Registry(
     "model", fallback=_recbole_general, note="RecBole general recommenders are accepted by their class name")
 MODELS.register("BPR", BPR)
 MODELS.register("LightGCN", LightGCN)
+MODELS.register("Hash", Hash)
 
 
 def get_model(name: str | type) -> type[GeneralRecommender]:
@@ -36,4 +38,4 @@ def get_model(name: str | type) -> type[GeneralRecommender]:
     return MODELS.resolve(name)
 
 
-__all__ = ["BPR", "LightGCN", "EmbeddingRecommender", "MODELS", "adapt", "get_model"]
+__all__ = ["BPR", "Hash", "LightGCN", "EmbeddingRecommender", "MODELS", "adapt", "get_model"]

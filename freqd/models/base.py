@@ -31,9 +31,10 @@ class EmbeddingRecommender(GeneralRecommender):
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self.embedding_size = int(config["embedding_size"])
-        if self.embedding_size <= 0:
-            raise ValueError(f"embedding_size must be positive, got {self.embedding_size}")
+        width = self.table_width(config)
+        if width is None or width <= 0:
+            raise ValueError(f"embedding_size must be positive, got {width}")
+        self.embedding_size = width
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         self.loss = BPRLoss()
@@ -45,6 +46,11 @@ class EmbeddingRecommender(GeneralRecommender):
                 "of the ID tables each step (graph propagation), so row-sparse updates cannot help; "
                 "set sparse_embeddings: False"
             )
+
+    @classmethod
+    def table_width(cls, config) -> int | None:
+        """Width of the ID tables: ``embedding_size`` (a code student's width is its bit count)."""
+        return None if config["embedding_size"] is None else int(config["embedding_size"])
 
     def reset_parameters(self, init_std: float | None) -> None:
         """RecBole's initialiser for this backbone, or N(0, init_std²) as in the reference code."""

@@ -313,6 +313,8 @@ class Trainer(RecBoleTrainer):
         start = perf_counter()
         if hasattr(train_data, "set_epoch"):  # a loader whose draw depends on the epoch (resumable)
             train_data.set_epoch(epoch_idx)
+        if hasattr(self.model, "on_epoch_start"):  # a model with a schedule over epochs (Hash's tanh β)
+            self.model.on_epoch_start(epoch_idx)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         record = {"epoch": epoch_idx, "train_seconds": perf_counter() - start}
         parts = loss if isinstance(loss, tuple) else (loss,)

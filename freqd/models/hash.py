@@ -1,0 +1,169 @@
+"""Hash: a binary-code student — b-bit codes h = sign(z) scored by ⟨h_u, h_i⟩ / b (docs/hashing.md).
+
+The parameters are continuous tables z ∈ ℝ^b (``user_embedding``/``item_embedding``, as BPR-MF's,
+so every distiller can read them). Training passes through the sign by a straight-through
+estimator (forward sign, backward the identity clipped to |z| ≤ 1) or by the continuation
+tanh(β z) with β following a schedule over epochs (the α-schedule kinds of FreqD's curriculum);
+``identity`` skips the sign (the float student, the reference of the acceptance check). Evaluation
+and serving use the exact codes, ranked by Hamming distance with a declared tie-break
+(:mod:`freqd.codes`). The final tables the recommendation loss and response distillers (RRD)
+read are the relaxed codes scaled by 1/√b; FreqD distils the continuous z (``distill_signal``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from freqd.codes import HammingIndex, check_bits, pack_codes, tie_tables
+from freqd.graph import alpha_schedule
+from freqd.models.base import EmbeddingRecommender
+
+
+class _SignSTE(torch.autograd.Function):
+    """sign(z) ∈ {−1, +1} (0 → +1) forward; the gradient passed where |z| ≤ 1, zero elsewhere."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        ctx.save_for_backward(z)
+        return torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (z,) = ctx.saved_tensors
+        return grad * (z.abs() <= 1).to(grad.dtype)
+
+
+def sign_codes(z: Tensor) -> Tensor:
+    """Exact ±1 codes of ``z`` (0 → +1), without gradient."""
+    return torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+
+def ste_sign(z: Tensor) -> Tensor:
+    """Straight-through sign: exact codes forward, clipped identity backward."""
+    return _SignSTE.apply(z)
+
+
+def quantization_loss(z: Tensor) -> Tensor:
+    """Mean over rows and bits of (z − sign(z))²: zero when z is already a code."""
+    return (z - sign_codes(z)).pow(2).mean()
+
+
+def bit_balance_loss(codes: Tensor) -> Tensor:
+    """Mean over bits of (mean over rows of the bit)²: zero when every bit is +1 on half the rows."""
+    return codes.mean(0).pow(2).mean()
+
+
+def bit_decorrelation_loss(codes: Tensor) -> Tensor:
+    """‖CᵀC/n − I‖²_F / b²: zero when the bits are pairwise uncorrelated with unit second moment."""
+    n, b = codes.shape
+    gram = codes.T @ codes / n
+    return (gram - torch.eye(b, dtype=codes.dtype, device=codes.device)).pow(2).sum() / b**2
+
+
+class Hash(EmbeddingRecommender):
+    """Binary-code student (module docstring); ``hash_bits`` sets b, ``embedding_size`` is ignored."""
+
+    #: FreqD distils the continuous z (the ID tables), not the codes.
+    distill_signal = "raw"
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        self.bits = check_bits(int(config["hash_bits"]))
+        self.mode = str(config["hash_mode"] or "ste")
+        if self.mode not in ("ste", "tanh", "identity"):
+            raise ValueError(f"hash_mode must be ste, tanh or identity, got {self.mode!r}")
+        self.beta_schedule = (str(config["hash_beta_schedule"] or "linear"), float(config["hash_beta"] or 1.0),
+                              float(config["hash_beta_end"] or 10.0), int(config["hash_beta_epochs"] or 100))
+        self.beta = self.beta_schedule[1]
+        self.weights = {name: float(config[f"hash_{name}_weight"] or 0.0)
+                        for name in ("quantization", "balance", "decorrelation")}
+        self.scale = float(config["hash_score_scale"] or 1.0)
+        self.ties = str(config["hash_ties"] or "random")
+        self.tie_seed = int(config["hash_tie_seed"] or 0)
+        self._tie_tables: tuple[Tensor, Tensor, int] | None = None
+        self.reset_parameters(config["init_std"])
+
+    @classmethod
+    def table_width(cls, config) -> int:
+        return check_bits(int(config["hash_bits"]))
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """β of the tanh continuation for this epoch (from the epoch alone: a resumed run agrees)."""
+        kind, start, end, length = self.beta_schedule
+        self.beta = alpha_schedule(kind, epoch, start, end, length)
+
+    def relaxed(self, z: Tensor) -> Tensor:
+        """The training-time codes of ``z``: straight-through sign, tanh(β z) or z itself."""
+        if self.mode == "ste":
+            return ste_sign(z)
+        if self.mode == "tanh":
+            return torch.tanh(self.beta * z)
+        return z
+
+    def codes(self, z: Tensor) -> Tensor:
+        """The codes served: sign(z) (z itself in ``identity`` mode)."""
+        return z if self.mode == "identity" else sign_codes(z)
+
+    def compute_embeddings(self) -> tuple[Tensor, Tensor]:
+        code = self.relaxed if self.training else self.codes
+        scale = math.sqrt(self.scale / self.bits)
+        return code(self.user_embedding.weight) * scale, code(self.item_embedding.weight) * scale
+
+    def calculate_loss(self, interaction) -> Tensor:
+        self._cache = None
+        user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        user_all, item_all = self.embeddings()
+        loss = self.bpr_loss(user, pos, neg, user_all, item_all)
+        if any(self.weights.values()):
+            users = torch.unique(user)
+            items = torch.unique(torch.cat([pos, neg.reshape(-1)]))
+            for table, rows in ((self.user_embedding.weight, users), (self.item_embedding.weight, items)):
+                z = table[rows]
+                codes = self.relaxed(z)
+                loss = loss + self.weights["quantization"] * quantization_loss(z) \
+                    + self.weights["balance"] * bit_balance_loss(codes) \
+                    + self.weights["decorrelation"] * bit_decorrelation_loss(codes)
+        return loss
+
+    # -- ranking with a declared tie-break ---------------------------------------------------------
+    def _ties(self, device) -> tuple[Tensor, Tensor, int]:
+        if self._tie_tables is None:
+            keys, masks, shift = tie_tables(self.n_users, self.n_items, self.tie_seed)
+            self._tie_tables = (torch.from_numpy(keys.astype(np.int64)).to(device),
+                                torch.from_numpy(masks.astype(np.int64)).to(device), shift)
+        return self._tie_tables
+
+    @torch.no_grad()
+    def rank_scores(self, users: Tensor) -> Tensor:
+        """``len(users) × n_items`` float64 scores whose order is the Hamming ranking with the tie-break.
+
+        ``random``: −(distance · 2^m + tie key), the integer key of :class:`freqd.codes.HammingIndex`
+        (exact in float64); ``score``: −(distance + (1 − cos(z_u, z_i))·(½ − 2⁻²⁰)). ``identity`` mode:
+        the float score ⟨z_u, z_i⟩ / b.
+        """
+        user_all, item_all = self.cached_embeddings()
+        scores = user_all[users] @ item_all.T  # γ⟨h_u, h_i⟩ / b
+        if self.mode == "identity":
+            return scores.double()
+        distance = torch.round((1.0 - scores.double() / self.scale) * (self.bits / 2))
+        if self.ties == "random":
+            keys, masks, shift = self._ties(scores.device)
+            return -(distance * 2.0**shift + (keys[None, :] ^ masks[users, None]).double())
+        z_users = torch.nn.functional.normalize(self.user_embedding.weight[users].double(), dim=1)
+        z_items = torch.nn.functional.normalize(self.item_embedding.weight.double(), dim=1)
+        return -(distance + (1.0 - z_users @ z_items.T) * (0.5 - 2.0**-20))
+
+    def full_sort_predict(self, interaction) -> Tensor:
+        return self.rank_scores(interaction[self.USER_ID]).view(-1)
+
+    def hamming_index(self, exclude: tuple[np.ndarray, np.ndarray] | None = None, first_item: int = 0) -> HammingIndex:
+        """The packed codes as a :class:`freqd.codes.HammingIndex` with this model's tie-break; items from
+        ``first_item`` on (1 leaves out RecBole's padding item; item indices then start at it)."""
+        z_users = self.user_embedding.weight.detach().cpu().numpy()
+        z_items = self.item_embedding.weight.detach().cpu().numpy()[first_item:]
+        return HammingIndex(pack_codes(z_users), pack_codes(z_items), ties=self.ties, seed=self.tie_seed,  # type: ignore[arg-type]
+                            exclude=exclude, user_z=z_users, item_z=z_items)
