@@ -213,7 +213,8 @@ def cmd_export(args, overrides) -> int:
     card = export_model(args.checkpoint, args.out, dataset=args.dataset, config_file_list=args.config,
                         config_dict=overrides)
     print(card_summary(card))
-    print(f"exported: {args.out}/model.safetensors, scorer.pt (TorchScript top-K), tokens.json, card.json")
+    scorer = ", scorer.pt (TorchScript top-K)" if card.get("scorer") else ""
+    print(f"exported: {args.out}/model.safetensors{scorer}, tokens.json, card.json")
     return 0
 
 

@@ -5,7 +5,8 @@ given dataset, split as the checkpoint's config says; freqd checkpoints' trainin
 must match) and its final tables written with ``safetensors``, with the items each user has seen
 in training and validation (what a full-sort test ranking excludes), the token maps and a card.
 ``scorer.pt`` is the same top-K as a TorchScript module (:class:`TopKScorer`), for a serving stack
-that runs TorchScript without Python packages beyond torch.
+that runs TorchScript without Python packages beyond torch. A code student (``Hash``) is exported
+as its bit-packed codes and served by Hamming ranking; it gets no ``scorer.pt``.
 """
 
 from __future__ import annotations
@@ -167,8 +168,9 @@ def export_model(checkpoint: str | Path, out: str | Path, dataset: str | None = 
     indptr, indices = _seen(train_data.user_num, train_data, valid._dataset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    payload = save({"user_embeddings": users, "item_embeddings": items, "seen_indptr": indptr,
-                    "seen_indices": indices})
+    codes = _code_tensors(model)
+    tables = codes or {"user_embeddings": users, "item_embeddings": items}
+    payload = save({**tables, "seen_indptr": indptr, "seen_indices": indices})
     atomic_write_bytes(out / "model.safetensors", payload)
     tokens = {"users": [str(t) for t in train_data.field2id_token[train_data.uid_field]],
               "items": [str(t) for t in train_data.field2id_token[train_data.iid_field]]}
@@ -189,6 +191,8 @@ def export_model(checkpoint: str | Path, out: str | Path, dataset: str | None = 
         "bytes": {"model.safetensors": len(payload), "tables_float32": int(users.nbytes + items.nbytes),
                   "source_checkpoint": path.stat().st_size},
     }
+    if codes:
+        return _finish_code_export(out, card, model, codes, latency_users)
     atomic_write_json(out / "card.json", to_jsonable(card))
     rec = Recommender.load(out)
     scorer = scorer_bytes(rec)
@@ -205,6 +209,46 @@ def export_model(checkpoint: str | Path, out: str | Path, dataset: str | None = 
     if latency_users:
         card["latency"] = _latency(rec.top_k, len(rec.users), latency_users)
         card["latency_torchscript"] = _latency(_scripted(out / "scorer.pt"), len(rec.users), latency_users)
+    atomic_write_json(out / "card.json", to_jsonable(card))
+    return card
+
+
+def _code_tensors(model) -> dict[str, np.ndarray] | None:
+    """A code student's packed codes (and, for ties by score, its continuous tables); None for float models."""
+    if getattr(model, "hamming_index", None) is None or model.mode == "identity":
+        return None
+    from freqd.codes import pack_codes
+
+    z_users, z_items = (t.detach().float().cpu().numpy().copy()
+                        for t in (model.user_embedding.weight, model.item_embedding.weight))
+    out = {"user_codes": pack_codes(z_users), "item_codes": pack_codes(z_items)}
+    if model.ties == "score":
+        out.update(user_z=z_users, item_z=z_items)
+    return out
+
+
+def _finish_code_export(out: Path, card: dict[str, Any], model, codes: dict[str, np.ndarray],
+                        latency_users: int) -> dict[str, Any]:
+    """The card of a code student's export (no ``scorer.pt``: TorchScript has no popcount), timed."""
+    from freqd.serving import Recommender
+
+    stale = out / "scorer.pt"
+    if stale.exists():  # a float model exported here before: its scorer would not serve these codes
+        stale.unlink()
+    card.update(
+        embedding_size=model.bits,
+        score="Hamming ranking of the packed codes (XOR + popcount), ties broken as 'codes.ties' says; the "
+              "reported score is <h_u, h_i> / b = 1 - 2 Hamming / b",
+        codes={"bits": model.bits, "ties": model.ties, "tie_seed": model.tie_seed,
+               "floats": "user_z/item_z (continuous tables) are stored and used for ties by score"
+               if model.ties == "score" else "none: ranking uses integers only"},
+        scorer=None)
+    card["bytes"]["codes"] = int(codes["user_codes"].nbytes + codes["item_codes"].nbytes)
+    card["bytes"].pop("tables_float32", None)
+    atomic_write_json(out / "card.json", to_jsonable(card))
+    rec = Recommender.load(out)
+    if latency_users:
+        card["latency"] = _latency(rec.top_k, len(rec.users), latency_users)
     atomic_write_json(out / "card.json", to_jsonable(card))
     return card
 
@@ -243,7 +287,8 @@ def _latency(top_k, n_users: int, n_timed: int, k: int = 20) -> dict[str, Any]:
 def card_summary(card: dict[str, Any]) -> str:
     """A few lines for the command line."""
     size = card["bytes"]
-    lines = [f"{card['model']} d={card['embedding_size']} on {card['dataset']}: {card['n_users']} users, "
+    width = f"{card['codes']['bits']}-bit codes" if card.get("codes") else f"d={card['embedding_size']}"
+    lines = [f"{card['model']} {width} on {card['dataset']}: {card['n_users']} users, "
              f"{card['n_items']} items",
              f"model.safetensors {size['model.safetensors'] / 1e6:.2f} MB "
              f"(checkpoint {size['source_checkpoint'] / 1e6:.2f} MB)"]

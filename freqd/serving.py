@@ -5,7 +5,10 @@ items each user has seen as CSR arrays), ``tokens.json`` (the dataset's user and
 index-aligned with the tables; index 0 is RecBole's padding), ``card.json`` (provenance,
 sizes, metrics, latency) and ``scorer.pt``, the same top-K as a TorchScript module for a stack
 that runs torch alone (:class:`freqd.export.TopKScorer`; ``torch.jit.load``, no freqd needed).
-Scores are inner products, as the exported model's own. :meth:`Recommender.load` reads only the
+Scores are inner products, as the exported model's own. A code student's export (``Hash``) holds
+packed codes instead of tables (``user_codes``/``item_codes``, and the continuous tables only when
+ties are broken by score); it is ranked by Hamming distance with the tie-break its card declares
+(:class:`freqd.codes.HammingIndex`) and has no ``scorer.pt``. :meth:`Recommender.load` reads only the
 safetensors and JSON files (no code can run from them) and never ``scorer.pt``.
 
     rec = Recommender.load("exports/student")
@@ -24,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from freqd.codes import TIES, HammingIndex, unpack_codes
+
 FILES = ("model.safetensors", "tokens.json", "card.json")
 
 
@@ -38,6 +43,7 @@ class Recommender:
     users: list[str]
     items: list[str]
     card: dict
+    codes: HammingIndex | None = None  # a code student's export: Hamming ranking over packed codes
 
     @classmethod
     def load(cls, folder: str | Path) -> Recommender:
@@ -51,12 +57,21 @@ class Recommender:
         tensors = load_file(str(folder / "model.safetensors"))
         tokens = json.loads((folder / "tokens.json").read_text(encoding="utf-8"))
         card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
-        needed = ("user_embeddings", "item_embeddings", "seen_indptr", "seen_indices")
-        missing = [key for key in needed if key not in tensors]
+        coded = "user_codes" in tensors
+        tables = ("user_codes", "item_codes") if coded else ("user_embeddings", "item_embeddings")
+        missing = [key for key in (*tables, "seen_indptr", "seen_indices") if key not in tensors]
+        if coded and (card.get("codes") or {}).get("ties") == "score":
+            missing += [key for key in ("user_z", "item_z") if key not in tensors]
         if missing:
             raise ValueError(f"{folder}/model.safetensors lacks {missing}")
-        rec = cls(tensors["user_embeddings"], tensors["item_embeddings"], tensors["seen_indptr"],
-                  tensors["seen_indices"], users=list(tokens["users"]), items=list(tokens["items"]), card=card)
+        index = None
+        if coded:
+            index = _code_index(folder, tensors, card)
+            users, items = (unpack_codes(tensors[key]) for key in tables)  # ±1 int8, for score()
+        else:
+            users, items = tensors["user_embeddings"], tensors["item_embeddings"]
+        rec = cls(users, items, tensors["seen_indptr"], tensors["seen_indices"], users=list(tokens["users"]),
+                  items=list(tokens["items"]), card=card, codes=index)
         n_users, n_items = rec.user_embeddings.shape[0], rec.item_embeddings.shape[0]
         if (len(rec.users), len(rec.items)) != (n_users, n_items) or len(rec.seen_indptr) != n_users + 1:
             raise ValueError(f"{folder}: tokens.json ({len(rec.users)} users, {len(rec.items)} items) does not match "
@@ -76,9 +91,10 @@ class Recommender:
         return _indices(items, self._item_index, "item")
 
     def score(self, user: str, items: list[str]) -> np.ndarray:
-        """Scores of ``items`` for one user (inner products of the final tables)."""
+        """Scores of ``items`` for one user: inner products of the final tables, or ⟨h_u, h_i⟩ / b of codes."""
         u = self.user_embeddings[self.user_ids([user])[0]]
-        return self.item_embeddings[self.item_ids(items)] @ u
+        scores = self.item_embeddings[self.item_ids(items)] @ u
+        return scores / u.shape[0] if self.codes is not None else scores
 
     def top_k(self, user_ids: np.ndarray, k: int = 20, exclude_seen: bool = True,
               batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +105,8 @@ class Recommender:
         (default :func:`default_batch_size`); rows whose k-th score is tied beyond k (the
         (k+1)-th score equals it) are resolved exactly.
         """
+        if self.codes is not None:
+            return self._code_top_k(user_ids, k, exclude_seen, batch_size)
         import torch
 
         items_t = torch.from_numpy(self.item_embeddings)
@@ -124,11 +142,36 @@ class Recommender:
             out_scores[start:start + len(batch)] = np.take_along_axis(part_scores, order, axis=1)
         return out_items, out_scores
 
+    def _code_top_k(self, user_ids: np.ndarray, k: int, exclude_seen: bool,
+                    batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Hamming top-k with the export's tie-break; the padding item never ranked (the k + 1 nearest, then dropped)."""
+        assert self.codes is not None
+        index = self.codes
+        index.exclude = (self.seen_indptr, self.seen_indices) if exclude_seen else None
+        k = max(1, min(int(k), index.n_items - 1))
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        ranked = index.topk(user_ids, k + 1, chunk=batch_size or 16)
+        keep = ranked != 0
+        keep[keep.sum(1) > k, -1] = False  # item 0 not among the k + 1: the last one goes
+        items = ranked[keep].reshape(len(user_ids), k)
+        distances = np.take_along_axis(index.distances(user_ids), items, axis=1).astype(np.int64)
+        return items, ((index.bits - 2 * distances) / index.bits).astype(np.float32)
+
     def recommend(self, users: list[str], k: int = 20, exclude_seen: bool = True) -> list[list[tuple[str, float]]]:
         """Top-``k`` (item token, score) pairs per user token, seen items excluded unless asked."""
         items, scores = self.top_k(self.user_ids(users), k, exclude_seen)
         return [[(self.items[i], float(s)) for i, s in zip(row_items, row_scores) if np.isfinite(s)]
                 for row_items, row_scores in zip(items, scores)]
+
+
+def _code_index(folder: Path, tensors: dict[str, np.ndarray], card: dict) -> HammingIndex:
+    """The :class:`freqd.codes.HammingIndex` of a code export, with the tie-break its card declares."""
+    codes = card.get("codes") or {}
+    if codes.get("ties") not in TIES or not isinstance(codes.get("tie_seed"), int):
+        raise ValueError(f"{folder}/card.json: 'codes' must give ties (one of {TIES}) and an integer tie_seed, "
+                         f"got {codes!r}")
+    return HammingIndex(tensors["user_codes"], tensors["item_codes"], ties=codes["ties"], seed=codes["tie_seed"],
+                        user_z=tensors.get("user_z"), item_z=tensors.get("item_z"))
 
 
 def default_batch_size(embedding_size: int) -> int:

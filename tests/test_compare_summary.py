@@ -307,8 +307,8 @@ def test_build_report_reads_the_store_only(tmp_path, no_models):
     stored = json.loads((out / "results.json").read_text())
     assert stored["rows"][2]["significance"]["per_seed_delta"] == pytest.approx([0.05, 0.04, 0.06], abs=1e-12)
     markdown = (out / "report.md").read_text()
-    assert "| scratch | BPR d=4 | 100 | 400 B | 10.0 | 3,300 | 3.3 |" in markdown
-    assert "| plain FD | BPR d=4 | — | — | — | — | — |" in markdown
+    assert "| scratch | BPR d=4 | 100 | 400 B | 10.0 | — | — | 3,300 | 3.3 |" in markdown
+    assert "| plain FD | BPR d=4 | — | — | — | — | — | — | — |" in markdown
     assert "users/s (top-20)" in markdown and "measured per model, right after its run" in markdown
 
 
@@ -320,8 +320,8 @@ def test_a_folder_stored_without_measurements_renders_dashes(tmp_path, no_models
     report = build_report(comparison_config(), write_store(stored, tmp_path / "out"), eval_data())
     table = size_table(report)
     assert "| users/s | × teacher speed |" in table
-    assert "| teacher | — | — | — | — | — | — |" in table
-    assert "| FreqD | BPR d=4 | — | — | — | — | — | 1.50 ± 1.00 |" in table
+    assert "| teacher | — | — | — | — | — | — | — | — |" in table
+    assert "| FreqD | BPR d=4 | — | — | — | — | — | — | — | 1.50 ± 1.00 |" in table
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "teacher (seed 0) → student BPR d=4" in markdown
 

@@ -193,3 +193,33 @@ def test_cli_export_and_recommend(trained, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == f"user {user}:" and len(lines) == 5
     assert main(["recommend", str(tmp_path / "exp"), "--user", "nobody"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ties", ["random", "score"])
+def test_a_code_student_exports_packed_codes_served_by_hamming_ranking(tmp_path, ties, monkeypatch):
+    from freqd.codes import tie_tables
+
+    monkeypatch.chdir(tmp_path)
+    result = train("Hash", "ml-100k", config_dict={**RUN, "epochs": 1, "hash_bits": 16, "hash_ties": ties,
+                                                     "hash_tie_seed": 3})
+    checkpoint = tmp_path / result["checkpoint"]
+    card = export_model(checkpoint, tmp_path / "exp", latency_users=32)
+    assert not (tmp_path / "exp" / "scorer.pt").exists() and card["scorer"] is None
+    assert card["codes"] == {**card["codes"], "bits": 16, "ties": ties, "tie_seed": 3}
+    assert card["bytes"]["codes"] == (944 + 1683) * 16 // 8
+    rec = Recommender.load(tmp_path / "exp")
+    state = load_checkpoint(checkpoint)["state_dict"]
+    z_u, z_i = state["user_embedding.weight"].double().numpy(), state["item_embedding.weight"].double().numpy()
+    h_u, h_i = np.where(z_u >= 0, 1, -1), np.where(z_i >= 0, 1, -1)
+    keys, masks, _ = tie_tables(944, 1683, 3)
+    cosine = (z_u / np.linalg.norm(z_u, axis=1, keepdims=True)) @ (z_i / np.linalg.norm(z_i, axis=1, keepdims=True)).T
+    for u in (1, 2, 500):
+        seen = set(rec.seen_indices[rec.seen_indptr[u]:rec.seen_indptr[u + 1]].tolist()) | {0}
+        distance = (16 - h_i @ h_u[u]) // 2
+        tie = [int(keys[i]) ^ int(masks[u]) if ties == "random" else -cosine[u, i] for i in range(1683)]
+        expected = sorted((i for i in range(1683) if i not in seen), key=lambda i: (distance[i], tie[i]))[:20]
+        items, scores = rec.top_k(np.array([u]), 20)
+        assert items[0].tolist() == expected
+        np.testing.assert_allclose(scores[0], (16 - 2 * distance[expected]) / 16)
+    np.testing.assert_allclose(rec.score(rec.users[1], [rec.items[5]]), [h_u[1] @ h_i[5] / 16])

@@ -144,12 +144,38 @@ def test_identity_sign_with_b_equal_d_is_the_float_student_scaled_by_one_over_b(
 
 
 @pytest.mark.parametrize("ties", ["random", "score"])
-def test_evaluation_ranking_equals_the_packed_hamming_index(ties):
-    student, _, _ = _pair("ste", bits=16, hash_ties=ties, hash_tie_seed=5)
+def test_evaluation_ranking_is_the_hamming_ranking_with_its_tie_break(ties):
+    student, _, data = _pair("ste", bits=16, hash_ties=ties, hash_tie_seed=5)
     student.eval()
-    users = torch.arange(1, 7)
-    evaluated = torch.topk(student.rank_scores(users), 12, dim=1).indices.numpy()
-    assert np.array_equal(evaluated, student.hamming_index().topk(users.numpy(), 12))
+    z_users, z_items = (t.detach().double().numpy() for t in (student.user_embedding.weight,
+                                                                student.item_embedding.weight))
+    if ties == "random":
+        keys, masks, _ = tie_tables(data.user_num, data.item_num, 5)
+
+        def key_of(u, i):
+            return int(keys[i]) ^ int(masks[u])
+    else:
+        cosine = (z_users / np.linalg.norm(z_users, axis=1, keepdims=True)) @ (
+            z_items / np.linalg.norm(z_items, axis=1, keepdims=True)).T
+
+        def key_of(u, i):
+            return -cosine[u, i]
+    expected = _brute_force_topk(np.where(z_users >= 0, 1, -1), np.where(z_items >= 0, 1, -1), range(1, 7), 12, key_of)
+    evaluated = torch.topk(student.rank_scores(torch.arange(1, 7)), 12, dim=1).indices.numpy()
+    assert np.array_equal(evaluated, expected)
+
+
+def test_training_loss_gathers_rows_as_the_full_relaxed_tables_would():
+    student, _, data = _pair("ste", bits=16, hash_score_scale=5.0)
+    batch = fake_batch(data, n=20)
+    student.train()
+    loss = student.calculate_loss(batch)
+    users, items = student.embeddings()  # the full relaxed tables, scaled by √(γ/b)
+    reference = student.bpr_loss(batch["user_id"], batch["item_id"], batch["neg_item_id"], users, items)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    grads = torch.autograd.grad(loss, student.user_embedding.weight)[0]
+    reference_grads = torch.autograd.grad(reference, student.user_embedding.weight)[0]
+    assert torch.allclose(grads, reference_grads, atol=1e-7)
 
 
 def test_training_codes_are_relaxed_and_evaluation_codes_exact():

@@ -84,7 +84,7 @@ def test_models_resolve_their_names(name):
     from freqd.models import BPR, MODELS, LightGCN, get_model
 
     assert get_model(name) is {"bpr": BPR, "lightgcn": LightGCN}[normalise(name)]
-    assert MODELS.names() == ["BPR", "LightGCN"]
+    assert MODELS.names() == ["BPR", "Hash", "LightGCN"]
     assert get_model(BPR) is BPR
 
 
@@ -94,7 +94,7 @@ def test_models_fall_back_to_recbole_and_suggest_close_names():
     from freqd.models import get_model
 
     assert get_model("item-knn") is ItemKNN
-    with pytest.raises(ValueError, match=r"unknown model 'LightGNC'; available: \['BPR', 'LightGCN'\]; did you mean 'LightGCN'\?; RecBole"):
+    with pytest.raises(ValueError, match=r"unknown model 'LightGNC'; available: \['BPR', 'Hash', 'LightGCN'\]; did you mean 'LightGCN'\?; RecBole"):
         get_model("LightGNC")
 
 

@@ -17,8 +17,9 @@ import math
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
-from freqd.codes import HammingIndex, check_bits, pack_codes, tie_tables
+from freqd.codes import HammingIndex, check_bits, pack_codes
 from freqd.graph import alpha_schedule
 from freqd.models.base import EmbeddingRecommender
 
@@ -84,7 +85,7 @@ class Hash(EmbeddingRecommender):
         self.scale = float(config["hash_score_scale"] or 1.0)
         self.ties = str(config["hash_ties"] or "random")
         self.tie_seed = int(config["hash_tie_seed"] or 0)
-        self._tie_tables: tuple[Tensor, Tensor, int] | None = None
+        self._index: HammingIndex | None = None
         self.reset_parameters(config["init_std"])
 
     @classmethod
@@ -113,11 +114,17 @@ class Hash(EmbeddingRecommender):
         scale = math.sqrt(self.scale / self.bits)
         return code(self.user_embedding.weight) * scale, code(self.item_embedding.weight) * scale
 
+    def _rows(self, table: Tensor, ids: Tensor) -> Tensor:
+        """Relaxed, scaled codes of ``ids`` only: the relaxation is elementwise, so relaxing the gathered
+        rows equals gathering from relaxed tables, without a full-table pass per step."""
+        return self.relaxed(F.embedding(ids, table)) * math.sqrt(self.scale / self.bits)
+
     def calculate_loss(self, interaction) -> Tensor:
         self._cache = None
         user, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        user_all, item_all = self.embeddings()
-        loss = self.bpr_loss(user, pos, neg, user_all, item_all)
+        u = self._rows(self.user_embedding.weight, user)
+        pos_emb, neg_emb = self._rows(self.item_embedding.weight, torch.cat([pos, neg])).split(len(pos))
+        loss = self.loss((u * pos_emb).sum(1), (u * neg_emb).sum(1))
         if any(self.weights.values()):
             users = torch.unique(user)
             items = torch.unique(torch.cat([pos, neg.reshape(-1)]))
@@ -130,32 +137,26 @@ class Hash(EmbeddingRecommender):
         return loss
 
     # -- ranking with a declared tie-break ---------------------------------------------------------
-    def _ties(self, device) -> tuple[Tensor, Tensor, int]:
-        if self._tie_tables is None:
-            keys, masks, shift = tie_tables(self.n_users, self.n_items, self.tie_seed)
-            self._tie_tables = (torch.from_numpy(keys.astype(np.int64)).to(device),
-                                torch.from_numpy(masks.astype(np.int64)).to(device), shift)
-        return self._tie_tables
+    def train(self, mode: bool = True):
+        self._index = None
+        return super().train(mode)
 
     @torch.no_grad()
     def rank_scores(self, users: Tensor) -> Tensor:
-        """``len(users) × n_items`` float64 scores whose order is the Hamming ranking with the tie-break.
+        """``len(users) × n_items`` scores whose order is the Hamming ranking with the declared tie-break.
 
-        ``random``: −(distance · 2^m + tie key), the integer key of :class:`freqd.codes.HammingIndex`
-        (exact in float64); ``score``: −(distance + (1 − cos(z_u, z_i))·(½ − 2⁻²⁰)). ``identity`` mode:
-        the float score ⟨z_u, z_i⟩ / b.
+        The negated ranking keys of :class:`freqd.codes.HammingIndex` (distance · 2^m + tie key, or
+        distance + the cosine term for ``score`` ties), float32 where they are exact in it, else float64;
+        the index is built once per evaluation. ``identity`` mode: the float score γ⟨z_u, z_i⟩ / b.
         """
-        user_all, item_all = self.cached_embeddings()
-        scores = user_all[users] @ item_all.T  # γ⟨h_u, h_i⟩ / b
         if self.mode == "identity":
-            return scores.double()
-        distance = torch.round((1.0 - scores.double() / self.scale) * (self.bits / 2))
-        if self.ties == "random":
-            keys, masks, shift = self._ties(scores.device)
-            return -(distance * 2.0**shift + (keys[None, :] ^ masks[users, None]).double())
-        z_users = torch.nn.functional.normalize(self.user_embedding.weight[users].double(), dim=1)
-        z_items = torch.nn.functional.normalize(self.item_embedding.weight.double(), dim=1)
-        return -(distance + (1.0 - z_users @ z_items.T) * (0.5 - 2.0**-20))
+            user_all, item_all = self.cached_embeddings()
+            return (user_all[users] @ item_all.T).double()
+        if self._index is None:
+            self._index = self.hamming_index()
+        keys = torch.from_numpy(self._index.keys(users.cpu().numpy())).to(users.device)
+        exact32 = keys.dtype == torch.int32 and self.bits.bit_length() + self._index.shift <= 24
+        return -keys.to(torch.float32 if exact32 else torch.float64)
 
     def full_sort_predict(self, interaction) -> Tensor:
         return self.rank_scores(interaction[self.USER_ID]).view(-1)
