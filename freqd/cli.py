@@ -31,6 +31,9 @@ examples:
   freqd export saved/BPR-X.pth --out exports/bpr     # safetensors + token maps + card
   freqd recommend exports/bpr --user 196 --k 10      # top-10 without RecBole
   freqd distill --teacher saved/BPR-X.pth --student BPR --embedding_size 20 --kd FreqD
+  freqd distill --teacher saved/BPR-X.pth --student Hash --hash_bits 64 --kd FreqD   # 64-bit codes
+  freqd coreset --teacher saved/BPR-X.pth --budget 0.3 --out keep.json            # users to keep
+  freqd train --model BPR --coreset keep.json                                       # train on them
   freqd train --model BPR --dataset ml-100k --embedding_size=300
   freqd train --model LightGCN --dataset gowalla --config configs/dataset/gowalla.yaml
   freqd datasets list
@@ -96,7 +99,7 @@ def cmd_train(args, overrides) -> int:
     from freqd.runs import train
 
     _thread_option(args, overrides)
-    _config_options(args, overrides, "seed", "hash_bits")
+    _config_options(args, overrides, "seed", "hash_bits", "coreset")
     result = train(
         args.model, args.dataset, config_file_list=args.config, config_dict=overrides, resume=args.resume
     )
@@ -109,7 +112,7 @@ def cmd_distill(args, overrides) -> int:
     from freqd.runs import distill
 
     _thread_option(args, overrides)
-    _config_options(args, overrides, "seed", "embedding_size", "hash_bits")
+    _config_options(args, overrides, "seed", "embedding_size", "hash_bits", "coreset", "kd_coreset")
     result = distill(args.teacher, args.student, args.kd, dataset=args.dataset, config_file_list=args.config,
                      config_dict=overrides, resume=args.resume)
     print(_table([summary_row(f"{result['model']} <- {result['kd']}", result)], SUMMARY_COLUMNS))
@@ -206,6 +209,21 @@ def cmd_tune(args, overrides) -> int:
     return 0
 
 
+def cmd_coreset(args, overrides) -> int:
+    """The users to keep, chosen with a trained teacher, as a selection file."""
+    from freqd.runs import select_coreset
+
+    _thread_option(args, overrides)
+    budget = float(args.budget) if "." in args.budget else int(args.budget)
+    record = select_coreset(args.teacher, args.out, budget, dataset=args.dataset, config_file_list=args.config,
+                            config_dict=overrides, solver=args.solver, alpha=args.alpha, importance=args.importance,
+                            similarity=args.similarity, knn=args.knn, student=args.student, method=args.method,
+                            iters=args.iters, partitions=args.partitions, seed=args.seed)
+    print(f"kept {record['budget']} of {record['n_units']} users ({record['solver']}, objective "
+          f"{record['objective']:.4f}, {record['seconds']:.1f} s): {args.out}")
+    return 0
+
+
 def cmd_export(args, overrides) -> int:
     """A checkpoint as a folder that serves top-K without RecBole (``freqd recommend``)."""
     from freqd.export import card_summary, export_model
@@ -297,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(train, None)
     train.add_argument("--resume", metavar="PTH", help="continue from a checkpoint in saved/")
     train.add_argument("--hash_bits", "--hash-bits", default=None, help="bits per code of a Hash model")
+    train.add_argument("--coreset", default=None, metavar="JSON",
+                       help="train on the users of this selection file (freqd coreset) only")
     train.set_defaults(func=cmd_train)
 
     distill = sub.add_parser("distill", help="distil a trained teacher checkpoint into a small student",
@@ -306,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--kd", default="FreqD", help="distiller (FreqD)")
     distill.add_argument("--embedding_size", "--embedding-size", default=None, help="student size")
     distill.add_argument("--hash_bits", "--hash-bits", default=None, help="bits per code of a Hash student")
+    distill.add_argument("--kd_coreset", "--kd-coreset", default=None, metavar="JSON",
+                         help="the distillation term on the users of this selection file only")
+    distill.add_argument("--coreset", default=None, metavar="JSON",
+                         help="train the student on the users of this selection file only")
     distill.add_argument("--dataset", default=None, help="defaults to the teacher's dataset")
     distill.add_argument("--config", action="append", default=[], metavar="YAML",
                          help="YAML config file (e.g. configs/kd/freqd.yaml); repeatable")
@@ -356,6 +380,30 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     threads_option(tune)
     tune.set_defaults(func=cmd_tune)
+
+    from freqd.coreset import METHODS, SOLVERS
+    from freqd.coreset.signals import IMPORTANCES, SIMILARITIES
+
+    coreset = sub.add_parser("coreset", allow_abbrev=False, help="choose the users to keep (InfoMax and baselines) "
+                             "with a trained teacher; write a selection file", epilog=EPILOG,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    coreset.add_argument("--teacher", required=True, metavar="PTH", help="trained teacher checkpoint")
+    coreset.add_argument("--budget", required=True, help="users to keep: a count (300) or a fraction (0.3)")
+    coreset.add_argument("--out", required=True, metavar="JSON", help="selection file to write")
+    coreset.add_argument("--solver", default="infomax", choices=SOLVERS)
+    coreset.add_argument("--method", default="frank_wolfe", choices=METHODS, help="infomax's relaxation solver")
+    coreset.add_argument("--alpha", type=float, default=1.0, help="weight of the redundancy term")
+    coreset.add_argument("--importance", default="difficulty", choices=IMPORTANCES)
+    coreset.add_argument("--student", default=None, metavar="PTH", help="early student (importance: disagreement)")
+    coreset.add_argument("--similarity", default="cosine", choices=SIMILARITIES)
+    coreset.add_argument("--knn", type=int, default=10, help="neighbours per user in the similarity")
+    coreset.add_argument("--iters", type=int, default=50)
+    coreset.add_argument("--partitions", type=int, default=1)
+    coreset.add_argument("--seed", type=int, default=0)
+    coreset.add_argument("--dataset", default=None, help="default: the teacher's dataset")
+    coreset.add_argument("--config", action="append", default=[], metavar="YAML", help="YAML config of the data")
+    threads_option(coreset)
+    coreset.set_defaults(func=cmd_coreset)
 
     export = sub.add_parser("export", allow_abbrev=False, help="write a checkpoint's model as safetensors + token "
                             "maps + card, servable without RecBole", epilog=EPILOG,

@@ -140,6 +140,10 @@ class TrainingSettings(Settings):
     kd_weight: Annotated[Float, Field(ge=0)] | None = Field(
         None, description="distillation: loss = rec loss + kd_weight * distiller loss (None: the distiller's "
                           "reference value, properties/kd/<Name>.yaml)")
+    coreset: str | None = Field(None, min_length=1, description="a selection file (freqd coreset): train on the "
+                                                                "selected users' interactions only")
+    kd_coreset: str | None = Field(None, min_length=1, description="a selection file (freqd coreset): the "
+                                                                   "distillation term on the selected users only")
 
     @field_validator("learner")
     @classmethod

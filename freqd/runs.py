@@ -187,12 +187,30 @@ def train(
     is called after every validation (:attr:`Trainer.on_evaluation`).
     """
     config, data, loaders = setup(model, dataset, config_file_list, config_dict)
+    full_train, (loaders, coreset) = loaders[0], _with_coreset(config, loaders)
     net = build_model(config, loaders[0], model)
     run_dir = new_run_dir(config)
-    trainer = Trainer(config, net, metadata=run_metadata(config, net, data, loaders[0]),
-                      metrics_path=run_dir / "metrics.csv")
-    return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, evaluate_test=evaluate_test,
+    metadata = {**run_metadata(config, net, data, full_train), **coreset}
+    trainer = Trainer(config, net, metadata=metadata, metrics_path=run_dir / "metrics.csv")
+    return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, coreset, evaluate_test=evaluate_test,
                            on_evaluation=on_evaluation)
+
+
+def _with_coreset(config, loaders) -> tuple[tuple, dict[str, Any]]:
+    """The loaders with the training split restricted to ``coreset``'s users (if set), and what the run records.
+
+    The model's recorded data fingerprint stays the full split's: a teacher trained on a coreset of
+    a split distils on that split.
+    """
+    if not config["coreset"]:
+        return loaders, {}
+    from freqd.coreset.files import coreset_note, restrict_training
+
+    train_data, record = restrict_training(loaders[0], config, config["coreset"])
+    n_interactions = len(train_data._dataset.inter_feat)
+    logger.info(f"coreset {config['coreset']}: {record['budget']} of {record['n_units']} users, "
+                f"{n_interactions} training interactions")
+    return (train_data, *loaders[1:]), {"coreset": coreset_note(config["coreset"], record, n_interactions)}
 
 
 def distill(
@@ -233,6 +251,13 @@ def distill(
         dataset = checkpoint["config"]["dataset"]
     config, data, loaders = setup(student, dataset, config_file_list, config_dict, kd=kd)
     teacher_model = load_teacher(teacher, config, loaders[0]._dataset, checkpoint=checkpoint)
+    full_train, (loaders, coreset) = loaders[0], _with_coreset(config, loaders)
+    kd_users = None
+    if config["kd_coreset"]:
+        from freqd.coreset.files import coreset_note, read_selection
+
+        kd_users, record = read_selection(config["kd_coreset"], full_train._dataset, key="kd_coreset")
+        coreset["kd_coreset"] = coreset_note(config["kd_coreset"], record)
     from freqd.models import adapt
 
     net = adapt(build_model(config, loaders[0], student), student_tables)
@@ -244,9 +269,74 @@ def distill(
                     "teacher_embedding_size": teacher_model.embedding_size,
                     "teacher_split_verified": teacher_model.split_verified,
                     "teacher_split_note": teacher_model.split_note}
-    metadata = {**run_metadata(config, net, data, loaders[0]), "kd": distiller_cls.name, **teacher_info}
-    trainer = DistillTrainer(config, net, distiller, metadata=metadata, metrics_path=run_dir / "metrics.csv")
+    metadata = {**run_metadata(config, net, data, full_train), "kd": distiller_cls.name, **teacher_info, **coreset}
+    trainer = DistillTrainer(config, net, distiller, metadata=metadata, metrics_path=run_dir / "metrics.csv",
+                             kd_users=kd_users)
     extra = {"kd": distiller_cls.name, "kd_weight": config["kd_weight"], "kd_setup_seconds": setup_seconds,
-             **teacher_info}
+             **teacher_info, **coreset}
     return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, extra, evaluate_test=evaluate_test,
                            on_evaluation=on_evaluation)
+
+
+def select_coreset(
+    teacher: str,
+    out: str | Path,
+    budget: int | float,
+    dataset: str | None = None,
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    solver: str = "infomax",
+    alpha: float = 1.0,
+    importance: str = "difficulty",
+    similarity: str = "cosine",
+    knn: int = 10,
+    student: str | None = None,
+    topk: int = 20,
+    method: str = "frank_wolfe",
+    iters: int = 50,
+    partitions: int = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Choose the users to keep with a trained ``teacher`` and write the selection file ``out``.
+
+    Importance: the teacher's per-user BPR difficulty, or (with a ``student`` checkpoint, e.g. an
+    early student) the teacher–student top-``topk`` disagreement, rank-normalised; similarity: kNN
+    cosine of the teacher's user tables or Jaccard of histories, ``knn`` neighbours; then
+    :func:`freqd.coreset.select`. The file records the dataset, the split fingerprint, the teacher's
+    sha256 and every setting; ``freqd train --coreset`` / ``freqd distill --kd_coreset`` read it.
+    """
+    from freqd.checkpoints import load_checkpoint, load_teacher
+    from freqd.coreset import objective, rank_normalise, select
+    from freqd.coreset import signals as sig
+    from freqd.coreset.files import write_selection
+    from freqd.io import file_sha256
+
+    start = time.perf_counter()
+    checkpoint = load_checkpoint(teacher, map_location="cpu")
+    stored = checkpoint["config"]
+    dataset = dataset or stored["dataset"]
+    settings = {**{k: stored[k] for k in ("split_seed", "seed") if stored[k] is not None}, **(config_dict or {})}
+    config, _, (train_data, _, _) = setup(stored["model"], dataset, config_file_list, settings)
+    train = train_data._dataset
+    model = load_teacher(teacher, config, train, checkpoint=checkpoint)
+    users, items = model.cached_embeddings()
+    if importance == "difficulty":
+        scores = sig.difficulty(users, items, train, seed=seed)
+    elif importance == "disagreement":
+        if student is None:
+            raise ValueError("importance='disagreement' needs a student checkpoint (--student)")
+        early = load_teacher(student, config, train)
+        scores = sig.disagreement((users, items), early.cached_embeddings(), train, k=topk)
+    else:
+        raise ValueError(f"importance must be one of {sig.IMPORTANCES}, got {importance!r}")
+    sims = sig.similarity(similarity, users, train, knn)  # type: ignore[arg-type]
+    features = users[1:].double().cpu().numpy() if solver == "kcenter" else None
+    keep = select(rank_normalise(scores), sims, budget, alpha=alpha, solver=solver, method=method,  # type: ignore[arg-type]
+                  iters=iters, partitions=partitions, features=features, seed=seed)
+    meta = {"solver": solver, "method": method, "alpha": alpha, "importance": importance, "similarity": similarity,
+            "knn": knn, "iters": iters, "partitions": partitions, "seed": seed,
+            "objective": objective(keep, rank_normalise(scores), sims, alpha),
+            "teacher": str(teacher), "teacher_sha256": file_sha256(Path(teacher)),
+            "student_sha256": file_sha256(Path(student)) if student else None,
+            "seconds": time.perf_counter() - start, "freqd_version": __version__}
+    return write_selection(out, train, keep + 1, meta)

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from freqd.coreset import SOLVERS, jaccard_similarity, knn_similarity, objective, rank_normalise, select
 
@@ -133,3 +134,97 @@ def test_similarity_builders_against_dense_definitions():
 def test_rank_normalise():
     assert rank_normalise(np.array([3.0, 1.0, 2.0])).tolist() == [1.0, 0.0, 0.5]
     assert rank_normalise(np.array([2.0, 2.0])).tolist() == [0.5, 0.5]
+
+
+# -- the pipeline on ml-100k ----------------------------------------------------------------------
+QUIET = {"show_progress": False, "state": "ERROR", "use_gpu": False, "epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def selection(bpr_teacher_32, tmp_path_factory):
+    from freqd.runs import select_coreset
+
+    path = tmp_path_factory.mktemp("coreset") / "keep.json"
+    record = select_coreset(bpr_teacher_32, path, 0.2, config_dict={"state": "ERROR"})
+    return path, record
+
+
+@pytest.mark.slow
+def test_selection_file_records_its_inputs(selection, bpr_teacher_32):
+    from freqd.io import file_sha256
+
+    path, record = selection
+    assert record["budget"] == round(0.2 * 943) == len(set(record["keep"])) and record["n_units"] == 943
+    assert record["teacher_sha256"] == file_sha256(bpr_teacher_32) and len(record["data_fingerprint"]) == 40
+    assert record["solver"] == "infomax" and record["importance"] == "difficulty"
+
+
+@pytest.mark.slow
+def test_train_on_a_coreset_sees_only_the_selected_users(selection, monkeypatch, one_thread):
+    from freqd import runs
+    from freqd.coreset.files import read_selection
+
+    path, record = selection
+    seen = {}
+    original = runs._with_coreset
+
+    def spy(config, loaders):
+        out, note = original(config, loaders)
+        seen["users"] = set(out[0]._dataset.inter_feat["user_id"].tolist())
+        seen["full"] = len(loaders[0]._dataset.inter_feat)
+        seen["valid"] = (loaders[1] is out[1], loaders[2] is out[2])
+        keep, _ = read_selection(path, loaders[0]._dataset)
+        seen["keep"] = set(keep.tolist())
+        return out, note
+
+    monkeypatch.setattr(runs, "_with_coreset", spy)
+    result = runs.train("BPR", "ml-100k", config_dict={**QUIET, "embedding_size": 8, "coreset": str(path)})
+    assert seen["users"] == seen["keep"] and seen["valid"] == (True, True)
+    assert result["coreset"]["users"] == record["budget"] and result["coreset"]["interactions"] < seen["full"]
+
+
+@pytest.mark.slow
+def test_kd_coreset_distils_the_selected_users_triples_only(selection, bpr_teacher_32, monkeypatch, one_thread):
+    from freqd.coreset.files import read_selection
+    from freqd.distillers import FreqD
+    from freqd.runs import distill
+
+    path, _ = selection
+    batches = []
+    forward = FreqD.forward
+
+    def spy(self, interaction, tables):
+        batches.append(interaction["user_id"].clone())
+        return forward(self, interaction, tables)
+
+    monkeypatch.setattr(FreqD, "forward", spy)
+    result = distill(bpr_teacher_32, "BPR", "FreqD", config_dict={**QUIET, "embedding_size": 8,
+                                                                  "kd_coreset": str(path)})
+    from freqd.runs import setup
+
+    _, _, (train, _, _) = setup("BPR", "ml-100k", [], {"state": "ERROR"})
+    keep, _ = read_selection(path, train._dataset)
+    users = torch.cat(batches)
+    assert len(users) and bool(torch.isin(users, keep).all())
+    assert result["kd_coreset"]["users"] == len(keep)
+
+
+def test_selection_files_are_checked_against_the_data(tmp_path):
+    from freqd.coreset.files import read_selection
+    from freqd.testing import FakeDataset
+
+    class Data(FakeDataset):
+        dataset_name = "toy"
+        field2token_id = {"user_id": {"[PAD]": 0, "a": 1, "b": 2}}
+
+    data = Data([1, 2], [1, 2], 3, 3)
+    path = tmp_path / "keep.json"
+    for content, message in ((b"{", "not JSON"), (b'{"format": "x"}', "not a freqd selection file")):
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=message):
+            read_selection(path, data)
+    with pytest.raises(FileNotFoundError, match="coreset: selection file not found"):
+        read_selection(tmp_path / "missing.json", data)
+    path.write_text('{"format": "freqd-coreset/1", "keep": ["a"], "dataset": "other"}')
+    with pytest.raises(ValueError, match="dataset 'other'"):
+        read_selection(path, data)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+import torch
+
 from freqd.distillers.base import StepTables
 from freqd.trainers.trainer import Trainer
 
@@ -22,13 +24,15 @@ class DistillTrainer(Trainer):
       BPR/LightGCN checkpoint) and the distiller's modules in ``distiller_state`` for resuming.
     """
 
-    def __init__(self, config, student, distiller, metadata=None, metrics_path=None):
+    def __init__(self, config, student, distiller, metadata=None, metrics_path=None, kd_users=None):
         self.distiller = distiller.to(config["device"])
         self.kd_weight = distiller.kd_weight
         if config["kd_weight"] is None:  # a config built without ``kd``: record the reference value used
             config["kd_weight"] = self.kd_weight
         super().__init__(config, student, metadata=metadata, metrics_path=metrics_path)
         self.loss_names = ["rec_loss", "kd_loss"]
+        # ``kd_coreset``: the users whose triples the distillation term sees (None: every user).
+        self.kd_users = None if kd_users is None else kd_users.to(self.device)
 
     def _build_optimizer(self, **kwargs):
         kwargs.setdefault("params", [*self.model.parameters(), *self.distiller.parameters()])
@@ -40,7 +44,15 @@ class DistillTrainer(Trainer):
             # Inside ``one_step`` the recommendation loss reads these same tables (no second propagation).
             tables = StepTables.of(self.model)
             rec = self.model.calculate_loss(interaction)
-            return rec, self.kd_weight * self.distiller(interaction, tables)
+            if self.kd_users is None:
+                return rec, self.kd_weight * self.distiller(interaction, tables)
+            # The selected users' triples only, scaled by their share: each weighs what it weighs in a full batch.
+            chosen = torch.isin(interaction[self.model.USER_ID], self.kd_users)
+            n_chosen = int(chosen.sum())
+            if n_chosen == 0:
+                return rec, rec.new_zeros(())
+            share = n_chosen / len(chosen)
+            return rec, self.kd_weight * share * self.distiller(interaction[chosen], tables)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.distiller.train()

@@ -1,4 +1,4 @@
-"""InfoMax coresets: the users (units) to KEEP for training a teacher or distilling (docs/coreset.md).
+"""Coreset solvers: the units to KEEP for training a teacher or distilling (docs/coreset.md).
 
 A selection maximises f(S) = Σ_{z∈S} I(z) − α Σ_{z,s∈S} K(z, s) over sets of exactly p units:
 importance I rewards informative units, the similarity K (sparse, symmetric, zero diagonal)
