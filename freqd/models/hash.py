@@ -13,6 +13,8 @@ read are the relaxed codes scaled by 1/√b; FreqD distils the continuous z (``d
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +24,20 @@ from torch.nn import functional as F
 from freqd.codes import HammingIndex, check_bits, pack_codes
 from freqd.graph import alpha_schedule
 from freqd.models.base import EmbeddingRecommender
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> dict:
+    import yaml
+
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "properties" / "model" / "Hash.yaml").read_text())
+
+
+def _setting(config, key: str):
+    """``config[key]``, or its default in ``properties/model/Hash.yaml`` (the one home of the defaults;
+    freqd.Config layers that file, a bare mapping may not have)."""
+    value = config[key]
+    return _defaults()[key] if value is None else value
 
 
 class _SignSTE(torch.autograd.Function):
@@ -73,24 +89,24 @@ class Hash(EmbeddingRecommender):
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        self.bits = check_bits(int(config["hash_bits"]))
-        self.mode = str(config["hash_mode"] or "ste")
+        self.bits = check_bits(int(_setting(config, "hash_bits")))
+        self.mode = str(_setting(config, "hash_mode"))
         if self.mode not in ("ste", "tanh", "identity"):
             raise ValueError(f"hash_mode must be ste, tanh or identity, got {self.mode!r}")
-        self.beta_schedule = (str(config["hash_beta_schedule"] or "linear"), float(config["hash_beta"] or 1.0),
-                              float(config["hash_beta_end"] or 10.0), int(config["hash_beta_epochs"] or 100))
+        self.beta_schedule = (str(_setting(config, "hash_beta_schedule")), float(_setting(config, "hash_beta")),
+                              float(_setting(config, "hash_beta_end")), int(_setting(config, "hash_beta_epochs")))
         self.beta = self.beta_schedule[1]
-        self.weights = {name: float(config[f"hash_{name}_weight"] or 0.0)
+        self.weights = {name: float(_setting(config, f"hash_{name}_weight"))
                         for name in ("quantization", "balance", "decorrelation")}
-        self.scale = float(config["hash_score_scale"] or 1.0)
-        self.ties = str(config["hash_ties"] or "random")
-        self.tie_seed = int(config["hash_tie_seed"] or 0)
+        self.scale = float(_setting(config, "hash_score_scale"))
+        self.ties = str(_setting(config, "hash_ties"))
+        self.tie_seed = int(_setting(config, "hash_tie_seed"))
         self._index: HammingIndex | None = None
         self.reset_parameters(config["init_std"])
 
     @classmethod
     def table_width(cls, config) -> int:
-        return check_bits(int(config["hash_bits"]))
+        return check_bits(int(_setting(config, "hash_bits")))
 
     def on_epoch_start(self, epoch: int) -> None:
         """β of the tanh continuation for this epoch (from the epoch alone: a resumed run agrees)."""

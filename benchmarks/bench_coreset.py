@@ -1,0 +1,139 @@
+"""Teachers trained on user coresets (ml-100k), and selection time at Gowalla's size.
+
+1. A selection teacher (BPR, ``--select-dim``, ``--select-epochs``, seed 0) supplies importance
+   (per-user BPR difficulty) and similarity (10-NN cosine of its user tables).
+2. For each solver and budget, ``freqd coreset``'s function writes a selection file (timed), and a
+   BPR teacher (``--dim``) is trained on the kept users' interactions with each seed, early
+   stopping on validation as any run. Full-data teachers are the reference.
+3. Per-user test NDCG@20 (RecBole's metric on the trainer's own ranking, all test users) is
+   compared between InfoMax and random selection, paired over users (mean over seeds; Wilcoxon).
+4. Selection time of each solver on random tables of Gowalla's size (29,858 users, d = 300,
+   importance uniform): the solver's cost, not a quality figure.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --out benchmarks/results/coreset/ml-100k-2026-12-02.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def per_user_ndcg(checkpoint: str, config, loaders) -> np.ndarray:
+    """NDCG@20 of every test user (loader order) from the checkpoint's model."""
+    from recbole.evaluator.metrics import NDCG
+
+    from freqd.checkpoints import load_teacher
+    from freqd.evaluation.fullsort import rank_topk
+
+    train, _, test = loaders
+    model = load_teacher(checkpoint, config, train._dataset)
+    users, items = model.cached_embeddings()
+    uids = test.uid_list
+    _, rec = rank_topk(users, items, uids, test.uid2history_item[uids.numpy()], test.uid2positive_item[uids.numpy()],
+                       20, 256)
+    hits, n_pos = rec[:, :-1].numpy().astype(bool), rec[:, -1].numpy()
+    return NDCG(config).metric_info(hits, n_pos)[:, 19]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--select-dim", dest="select_dim", type=int, default=64)
+    parser.add_argument("--select-epochs", dest="select_epochs", type=int, default=20)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.3, 0.5])
+    parser.add_argument("--solvers", nargs="+", default=["infomax", "random"])
+    parser.add_argument("--extra-solvers", dest="extra_solvers", nargs="+", default=["greedy", "topk", "kcenter"],
+                        help="also run at the middle budget")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--work", type=Path, default=Path("bench-coreset"))
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    from scipy.stats import wilcoxon
+
+    from freqd.coreset import select
+    from freqd.runs import select_coreset, setup, train
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    base = {"show_progress": False, "state": "ERROR", "train_sampler": "fast", "split_seed": 2020, "epochs": 500,
+            "eval_step": 1, "stopping_step": 10, "valid_smoothing": 3,
+            "checkpoint_dir": str(args.work / "saved"), "results_dir": str(args.work / "runs")}
+    selector = train("BPR", args.dataset, config_dict={**base, "embedding_size": args.select_dim, "seed": 0,
+                                                         "epochs": args.select_epochs})
+    config, _, loaders = setup("BPR", args.dataset, [], {**base, "embedding_size": args.dim})
+    jobs = [("full", 1.0)] + [(s, b) for s in args.solvers for b in args.budgets]
+    middle = sorted(args.budgets)[len(args.budgets) // 2]
+    jobs += [(s, middle) for s in args.extra_solvers]
+    rows = []
+    for solver, budget in jobs:
+        selection = None
+        select_seconds = None
+        if solver != "full":
+            selection = args.work / f"{solver}-{budget}.json"
+            record = select_coreset(selector["checkpoint"], selection, budget, config_dict={"state": "ERROR"},
+                                    solver=solver, seed=0)
+            select_seconds = record["seconds"]
+        for seed in args.seeds:
+            extra = {"coreset": str(selection)} if selection else {}
+            run = train("BPR", args.dataset, config_dict={**base, "embedding_size": args.dim, "seed": seed, **extra})
+            ndcg = per_user_ndcg(run["checkpoint"], config, loaders)
+            rows.append({"solver": solver, "budget": budget, "seed": seed, "ndcg@20": float(ndcg.mean()),
+                         "test_ndcg@20": run["test_result"]["ndcg@20"], "epochs": run["epochs_run"],
+                         "best_epoch": run.get("best_epoch"), "converged": run.get("converged"),
+                         "train_seconds": float(run["train_seconds_per_epoch"]) * run["epochs_run"],
+                         "select_seconds": select_seconds, "per_user": ndcg.tolist()})
+            print(f"{solver:>8} {budget:4.2f} seed {seed}: NDCG@20 {ndcg.mean():.4f} "
+                  f"({run['epochs_run']} epochs, best {run.get('best_epoch')})", flush=True)
+    summary = []
+    full = np.mean([r["ndcg@20"] for r in rows if r["solver"] == "full"])
+    for solver, budget in jobs:
+        mine = [r for r in rows if r["solver"] == solver and r["budget"] == budget]
+        entry = {"solver": solver, "budget": budget, "ndcg@20_mean": float(np.mean([r["ndcg@20"] for r in mine])),
+                 "ndcg@20_std": float(np.std([r["ndcg@20"] for r in mine], ddof=1)) if len(mine) > 1 else None,
+                 "share_of_full": float(np.mean([r["ndcg@20"] for r in mine]) / full),
+                 "not_converged": sum(r["converged"] is False for r in mine),
+                 "train_seconds_mean": float(np.mean([r["train_seconds"] for r in mine])),
+                 "select_seconds": mine[0]["select_seconds"]}
+        if solver == "infomax":
+            other = [r for r in rows if r["solver"] == "random" and r["budget"] == budget]
+            if other:
+                a = np.mean([r["per_user"] for r in mine], axis=0)
+                b = np.mean([r["per_user"] for r in other], axis=0)
+                entry["vs_random_mean_delta"] = float((a - b).mean())
+                entry["vs_random_wilcoxon_p"] = float(wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0
+        summary.append(entry)
+        print(json.dumps({k: v for k, v in entry.items()}), flush=True)
+    timing = []
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(29858, 300))
+    from freqd.coreset import knn_similarity
+
+    start = time.perf_counter()
+    sims = knn_similarity(features, 10)
+    knn_seconds = time.perf_counter() - start
+    importance = rng.random(29858)
+    for solver in ("infomax", "greedy", "random", "topk", "kcenter"):
+        start = time.perf_counter()
+        select(importance, sims, 0.3, solver=solver, features=features)
+        timing.append({"solver": solver, "seconds": time.perf_counter() - start})
+        print(f"gowalla-sized selection, {solver}: {timing[-1]['seconds']:.1f} s", flush=True)
+    for row in rows:
+        row.pop("per_user")
+    result = {"command": "python benchmarks/bench_coreset.py", "args": {k: str(v) for k, v in vars(args).items()},
+              "dataset": args.dataset, "rows": rows, "summary": summary,
+              "gowalla_sized_timing": {"knn_seconds": knn_seconds, "solvers": timing},
+              "machine": platform.platform(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
