@@ -84,7 +84,9 @@ def main() -> None:
 
 def _ranker(model, k: int, batch: int):
     """A function ranking a user array top-``k`` over the real items, ``batch`` users per call."""
-    if getattr(model, "hamming_index", None) is not None and model.mode != "identity":
+    from freqd.models.hash import is_code_student
+
+    if is_code_student(model):
         index = model.hamming_index(first_item=1)
         return lambda users: index.topk(users, k, chunk=batch)
     user_all, item_all = (t.detach().cpu() for t in model.cached_embeddings())

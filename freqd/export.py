@@ -215,9 +215,11 @@ def export_model(checkpoint: str | Path, out: str | Path, dataset: str | None = 
 
 def _code_tensors(model) -> dict[str, np.ndarray] | None:
     """A code student's packed codes (and, for ties by score, its continuous tables); None for float models."""
-    if getattr(model, "hamming_index", None) is None or model.mode == "identity":
-        return None
     from freqd.codes import pack_codes
+    from freqd.models.hash import is_code_student
+
+    if not is_code_student(model):
+        return None
 
     z_users, z_items = (t.detach().float().cpu().numpy().copy()
                         for t in (model.user_embedding.weight, model.item_embedding.weight))

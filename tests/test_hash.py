@@ -267,3 +267,17 @@ def test_compare_reports_a_hash_arm_with_bits_map_and_hamming_speed(tmp_path, on
     stored = json.loads(next((tmp_path / "out" / "arms" / "hash").glob("s0.json")).read_text())
     assert stored["recbole_max_abs_diff"] < 1e-6  # the report's per-user ranking is the trainer's
     assert "Hash 32-bit codes" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("model, message", [("Hsah", r"arms\[1\].model: unknown model 'Hsah'.*did you mean 'Hash'"),
+                                            (3, r"arms\[1\].model: expected a model name, got 3")])
+def test_an_arms_own_model_is_resolved_or_named(tmp_path, model, message):
+    from freqd.compare.config import ComparisonConfigError, parse_comparison_config
+
+    spec = {"title": "t", "dataset": "ml-100k", "teacher": {"model": "BPR", "embedding_size": 8},
+            "student": {"model": "BPR", "embedding_size": 4}, "seeds": [0, 1, 2], "control": "scratch",
+            "arms": [{"name": "scratch"}, {"name": "codes", "model": model}]}
+    with pytest.raises(ComparisonConfigError, match=message):
+        parse_comparison_config(spec, source=tmp_path / "c.yaml")
+    spec["arms"][1]["model"] = "hash"
+    assert parse_comparison_config(spec, source=tmp_path / "c.yaml").arms[1].model == "Hash"

@@ -503,28 +503,26 @@ def _arms(value: Any, base: Path, where: str) -> tuple[ArmSpec, ...]:
         if name in seen:
             raise ComparisonConfigError(f"{where}{key}.name: arm name {name!r} is used twice")
         seen.add(name)
-        kd = mapping.get("kd")
-        if kd is not None:
-            if not isinstance(kd, str):
-                raise ComparisonConfigError(f"{where}{key}.kd: expected a distiller name, got {kd!r}")
-            try:
-                kd = get_distiller(kd).name
-            except ValueError as exc:
-                raise ComparisonConfigError(f"{where}{key}.kd: {exc}") from exc
-        model = mapping.get("model")
-        if model is not None:
-            from freqd.models import get_model
+        from freqd.models import get_model
 
-            if not isinstance(model, str):
-                raise ComparisonConfigError(f"{where}{key}.model: expected a model name, got {model!r}")
-            try:
-                model = get_model(model).__name__
-            except ValueError as exc:
-                raise ComparisonConfigError(f"{where}{key}.model: {exc}") from exc
+        kd = _resolve(mapping.get("kd"), lambda name: get_distiller(name).name, "distiller", f"{where}{key}.kd")
+        model = _resolve(mapping.get("model"), lambda name: get_model(name).__name__, "model", f"{where}{key}.model")
         arms.append(ArmSpec(name=name, label=str(mapping.get("label") or name), kd=kd, model=model,
                             config_files=_files(mapping.get("config_files"), base, where, f"{key}.config_files"),
                             overrides=_overrides(mapping.get("overrides"), where, f"{key}.overrides")))
     return tuple(arms)
+
+
+def _resolve(value: Any, resolve, what: str, where: str) -> str | None:
+    """A registered name's canonical spelling (None stays None); errors name ``where``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ComparisonConfigError(f"{where}: expected a {what} name, got {value!r}")
+    try:
+        return resolve(value)
+    except ValueError as exc:
+        raise ComparisonConfigError(f"{where}: {exc}") from exc
 
 
 def _seeds(value: Any, source: Path | None) -> tuple[int, ...]:

@@ -21,6 +21,7 @@ from recbole.evaluator.metrics import MAP, NDCG, Recall
 
 from freqd.compare.config import ComparisonConfig
 from freqd.compare.summary import EvalData
+from freqd.models.hash import is_code_student
 
 
 @dataclass
@@ -148,8 +149,7 @@ def model_size(model) -> dict[str, int]:
     }
     if hasattr(model, "cached_embeddings"):
         users, items = model.cached_embeddings()
-        bits = int(model.bits) if getattr(model, "hamming_index", None) and model.mode != "identity" \
-            else 8 * users.element_size() * int(users.shape[1])
+        bits = int(model.bits) if is_code_student(model) else 8 * users.element_size() * int(users.shape[1])
         out.update(bits_per_entity=bits, serving_bytes=(int(users.shape[0]) + int(items.shape[0])) * bits // 8)
     return out
 
@@ -168,7 +168,7 @@ def measure_latency(model, users: np.ndarray, spec) -> dict[str, Any]:
         torch.set_num_threads(spec.threads)
     try:
         chosen = torch.from_numpy(np.asarray(users)[np.arange(spec.users) % len(users)])
-        if getattr(model, "hamming_index", None) is not None and model.mode != "identity":
+        if is_code_student(model):
             return _hamming_latency(model, chosen.numpy(), spec)
         user_all, item_all = model.cached_embeddings()
         user_table, item_table = user_all.cpu()[chosen].contiguous(), item_all.cpu()[1:].contiguous()

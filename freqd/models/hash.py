@@ -184,3 +184,8 @@ class Hash(EmbeddingRecommender):
         z_items = self.item_embedding.weight.detach().cpu().numpy()[first_item:]
         return HammingIndex(pack_codes(z_users), pack_codes(z_items), ties=self.ties, seed=self.tie_seed,  # type: ignore[arg-type]
                             exclude=exclude, user_z=z_users, item_z=z_items)
+
+
+def is_code_student(model) -> bool:
+    """Whether ``model`` serves binary codes (a :class:`Hash` model outside ``identity`` mode)."""
+    return isinstance(model, Hash) and model.mode != "identity"
