@@ -11,6 +11,8 @@
    importance uniform): the solver's cost, not a quality figure.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --out benchmarks/results/coreset/ml-100k-2026-12-02.json
+
+writes that JSON and a plot beside it (``.png``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,30 @@ def per_user_ndcg(checkpoint: str, config, loaders) -> np.ndarray:
     return NDCG(config).metric_info(hits, n_pos)[:, 19]
 
 
+def plot(result: dict, path: Path) -> None:
+    """NDCG@20 (mean ± std over seeds, all test users) against the share of users kept, one line per solver."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    full = next(e for e in result["summary"] if e["solver"] == "full")
+    for solver in dict.fromkeys(e["solver"] for e in result["summary"] if e["solver"] != "full"):
+        points = sorted(((e["budget"], e["ndcg@20_mean"], e["ndcg@20_std"] or 0.0)
+                         for e in result["summary"] if e["solver"] == solver), key=lambda t: t[0])
+        budgets, means, stds = zip(*points)
+        ax.errorbar([100 * b for b in budgets], means, yerr=stds, marker="o", capsize=3, label=solver,
+                    linestyle="-" if len(points) > 1 else "none")
+    ax.axhline(full["ndcg@20_mean"], color="grey", linestyle="--", label="all users")
+    ax.set_xlabel("users kept for training (%)")
+    ax.set_ylabel("test NDCG@20 (all test users)")
+    ax.set_title(f"BPR teacher on a user coreset, {result['dataset']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")
@@ -55,7 +81,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path("bench-coreset"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--plot-only", dest="plot_only", action="store_true",
+                        help="only redraw <out>.png from an existing --out file")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return
     torch.set_num_threads(1)
     from scipy.stats import wilcoxon
 
@@ -133,6 +164,7 @@ def main() -> None:
               "machine": platform.platform(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    plot(result, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
