@@ -12,7 +12,7 @@ Repeats are interleaved across arms in a fresh random order; the median is repor
 also gives the bits and bytes served per entity, and its throughput over the float reference arm's.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_hash.py <compare folder> --config configs/compare/citeulike-t-hash.yaml \\
-        --arms scratch hash32 hash64 hash128 \\
+        --arms scratch hash32 hash64 hash128@<another folder> \\
         --out benchmarks/results/hash/throughput-citeulike-t-2026-12-02.json
 """
 
@@ -34,7 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a freqd compare output folder")
     parser.add_argument("--config", required=True, help="the comparison YAML of that folder")
-    parser.add_argument("--arms", nargs="+", required=True, help="arms to time; the first is the reference")
+    parser.add_argument("--arms", nargs="+", required=True,
+                        help="arms to time, the first is the reference; ARM@FOLDER takes the arm from another "
+                             "comparison folder of the same config")
     parser.add_argument("--seed", type=int, default=0, help="which seed's checkpoint of each arm")
     parser.add_argument("--users", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=16, help="users per call")
@@ -52,8 +54,10 @@ def main() -> None:
     users = np.asarray(ctx.users)[np.arange(args.users) % len(ctx.users)]
     rankers, sizes = {}, {}
     for arm in args.arms:
-        stored = json.loads((args.folder / "arms" / arm / f"s{args.seed}.json").read_text())
-        model = load_model(args.folder / stored["checkpoint"], ctx)
+        name, _, other = arm.partition("@")
+        folder = Path(other) if other else args.folder
+        stored = json.loads((folder / "arms" / name / f"s{args.seed}.json").read_text())
+        model = load_model(folder / stored["checkpoint"], ctx)
         sizes[arm] = {**model_size(model), "model": type(model).__name__}
         rankers[arm] = _ranker(model, args.k, args.batch)
         rankers[arm](users[: args.batch])  # warm-up
