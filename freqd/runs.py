@@ -95,9 +95,15 @@ def build_model(config, train_data, model: str | type | None = None):
     return net
 
 
-def model_width(config) -> int | None:
-    """The width of the configured model's tables: ``embedding_size``, or a code student's bit count."""
-    table_width = getattr(get_model(config["model"]), "table_width", None)
+def model_width(config, net=None) -> int | None:
+    """The width of the model's tables: ``embedding_size``, or a code student's bit count; from the
+    built ``net`` when given, else from the configured class (a class freqd cannot name: the key)."""
+    if net is not None:
+        return getattr(net, "embedding_size", config["embedding_size"])
+    try:
+        table_width = getattr(get_model(config["model"]), "table_width", None)
+    except ValueError:  # your own model class, passed as a class: not in freqd's registry
+        table_width = None
     return table_width(config) if table_width is not None else config["embedding_size"]
 
 
@@ -113,7 +119,7 @@ def run_metadata(config, net, data, train_data) -> dict[str, Any]:
         "n_users": net.n_users,
         "n_items": net.n_items,
         "n_real_users": n_real_users(data),
-        "embedding_size": model_width(config),
+        "embedding_size": model_width(config, net),
         "data_fingerprint": dataset_fingerprint(train_data._dataset),
         "protocol": config["protocol"],
     }
@@ -143,7 +149,7 @@ def _fit_and_report(config, trainer, net, loaders, run_dir: Path, saved: bool, r
         "dataset": config["dataset"],
         "protocol": config["protocol"],
         "seed": config["seed"],
-        "embedding_size": model_width(config),
+        "embedding_size": model_width(config, net),
         "n_parameters": count_parameters(net),
         "threads": config["threads"],
         **(extra or {}),

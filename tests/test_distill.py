@@ -306,3 +306,15 @@ def test_adapter_needs_tables():
         adapt(torch.nn.Linear(2, 2))
     module = adapt(torch.nn.Linear(3, 2), tables=lambda m: (m.weight, m.weight))
     assert module.embedding_size == 3 and module.embeddings()[0].shape == (2, 3)
+
+
+
+def test_run_width_of_models_freqd_cannot_name_and_of_code_students():
+    """A run names its width from the built model, else from the configured class; a class outside
+    freqd's registry (your own, passed as a class) falls back to embedding_size instead of failing."""
+    from freqd.runs import model_width
+    from freqd.testing import fake_config
+
+    assert model_width(fake_config(model="MyOwnRecommender", embedding_size=8)) == 8
+    assert model_width(fake_config(model="Hash", embedding_size=20, hash_bits=64)) == 64
+    assert model_width(fake_config(model="BPR", embedding_size=20)) == 20
