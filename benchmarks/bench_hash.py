@@ -73,7 +73,7 @@ def main() -> None:
     rows = []
     for arm in args.arms:
         rate = len(users) / statistics.median(seconds[arm])
-        rows.append({"arm": arm, **sizes[arm], "users_per_s": rate, "vs_reference": rate / reference,
+        rows.append({"arm": arm.partition("@")[0], **sizes[arm], "users_per_s": rate, "vs_reference": rate / reference,
                      "seconds": seconds[arm]})
         print(f"{arm:>12} {sizes[arm]['model']:>5} {sizes[arm]['bits_per_entity']:>4} bits/entity "
               f"{sizes[arm]['serving_bytes'] / 1e6:7.2f} MB served  {rate:9,.0f} users/s  {rate / reference:5.2f}×")

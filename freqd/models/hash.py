@@ -125,15 +125,19 @@ class Hash(EmbeddingRecommender):
         """The codes served: sign(z) (z itself in ``identity`` mode)."""
         return z if self.mode == "identity" else sign_codes(z)
 
+    @property
+    def table_scale(self) -> float:
+        """√(γ/b): each table's factor, so that the inner product of two rows is γ⟨h_u, h_i⟩ / b."""
+        return math.sqrt(self.scale / self.bits)
+
     def compute_embeddings(self) -> tuple[Tensor, Tensor]:
         code = self.relaxed if self.training else self.codes
-        scale = math.sqrt(self.scale / self.bits)
-        return code(self.user_embedding.weight) * scale, code(self.item_embedding.weight) * scale
+        return code(self.user_embedding.weight) * self.table_scale, code(self.item_embedding.weight) * self.table_scale
 
     def _rows(self, table: Tensor, ids: Tensor) -> Tensor:
         """Relaxed, scaled codes of ``ids`` only: the relaxation is elementwise, so relaxing the gathered
         rows equals gathering from relaxed tables, without a full-table pass per step."""
-        return self.relaxed(F.embedding(ids, table)) * math.sqrt(self.scale / self.bits)
+        return self.relaxed(F.embedding(ids, table)) * self.table_scale
 
     def calculate_loss(self, interaction) -> Tensor:
         self._cache = None
