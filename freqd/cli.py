@@ -136,6 +136,10 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     return shared, teacher, student
 
 
+def _tuple(values: list | None) -> tuple | None:
+    return None if values is None else tuple(values)
+
+
 def parse_arms(text: str | None) -> list[str] | None:
     return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
 
@@ -221,6 +225,28 @@ def cmd_coreset(args, overrides) -> int:
                             iters=args.iters, partitions=args.partitions, seed=args.seed)
     print(f"kept {record['budget']} of {record['n_units']} users ({record['solver']}, objective "
           f"{record['objective']:.4f}, {record['seconds']:.1f} s): {args.out}")
+    return 0
+
+
+def cmd_trust(args, overrides) -> int:
+    """The trust report of a comparison folder's models: membership inference, robustness, fairness."""
+    from pathlib import Path
+
+    from freqd.threads import apply_threads
+    from freqd.trust.runner import TrustOptions, trust_report
+
+    apply_threads(args.threads if args.threads is not None else "auto")
+    if overrides:
+        raise ValueError(f"freqd trust takes no config overrides, got {sorted(overrides)}")
+    options = TrustOptions(parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
+                           epsilons=tuple(float(e) for e in args.epsilons.split(",") if e.strip()), k=args.k,
+                           seed=args.seed, arms=_tuple(parse_arms(args.arms)), seeds=_tuple(parse_seeds(args.seeds)),
+                           plots=not args.no_plots, progress=not args.no_progress, shadows=args.shadows,
+                           shadow_arms=_tuple(parse_arms(args.shadow_arms)), jobs=args.jobs)
+    out = args.out or f"{args.folder.rstrip('/')}/trust"
+    report = trust_report(args.folder, config=args.config, out=out, options=options)
+    print((Path(out) / "trust.md").read_text(encoding="utf-8"))
+    print(f"written: {', '.join(f'{out}/{name}' for name in report['files'])}")
     return 0
 
 
@@ -404,6 +430,32 @@ def build_parser() -> argparse.ArgumentParser:
     coreset.add_argument("--config", action="append", default=[], metavar="YAML", help="YAML config of the data")
     threads_option(coreset)
     coreset.set_defaults(func=cmd_coreset)
+
+    trust = sub.add_parser(
+        "trust", allow_abbrev=False, help="trust report of a comparison's models: membership inference, "
+        "adversarial robustness, fairness", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Audit the teacher and every (arm, seed) model of a finished 'freqd compare' folder and write "
+                    "trust.md, trust.csv, trust.json and plots (docs/trust.md).")
+    trust.add_argument("folder", metavar="DIR", help="a 'freqd compare' output folder")
+    trust.add_argument("--config", default=None, metavar="YAML",
+                       help="the comparison's YAML (default: the one the folder's results.json names)")
+    trust.add_argument("--out", default=None, metavar="DIR", help="report folder (default: DIR/trust)")
+    trust.add_argument("--parts", default="privacy,robustness,fairness", help="comma-separated parts to compute")
+    trust.add_argument("--epsilons", default="0.1,0.5,1.0", help="APR budgets, multiples of the mean row norm")
+    trust.add_argument("--k", type=int, default=20, help="list length of the metrics (default 20)")
+    trust.add_argument("--seed", type=int, default=0, help="seed of the membership sample and APR's negatives")
+    trust.add_argument("--arms", default=None, metavar="A,B", help="only these arms (the teacher is always audited)")
+    trust.add_argument("--seeds", default=None, metavar="0,1,2", help="only these seeds of the arms")
+    trust.add_argument("--shadows", type=int, default=0, metavar="M",
+                       help="also the shadow-model likelihood-ratio attack with M shadows (even; 8-16), each "
+                            "training the teacher and the arms on a random half of the pairs (default 0: off)")
+    trust.add_argument("--shadow-arms", dest="shadow_arms", default=None, metavar="A,B",
+                       help="arms that get shadows (default: every audited arm; the teacher always)")
+    trust.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel processes of the shadow training")
+    trust.add_argument("--no-plots", dest="no_plots", action="store_true", help="no PNG plots")
+    trust.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+    threads_option(trust)
+    trust.set_defaults(func=cmd_trust)
 
     export = sub.add_parser("export", allow_abbrev=False, help="write a checkpoint's model as safetensors + token "
                             "maps + card, servable without RecBole", epilog=EPILOG,

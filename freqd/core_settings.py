@@ -144,6 +144,8 @@ class TrainingSettings(Settings):
                                                                 "selected users' interactions only")
     kd_coreset: str | None = Field(None, min_length=1, description="a selection file (freqd coreset): the "
                                                                    "distillation term on the selected users only")
+    train_pairs: str | None = Field(None, min_length=1, description="a pairs file (freqd-pairs/1): train on its "
+                                                                    "(user, item) pairs instead of the split's")
 
     @field_validator("learner")
     @classmethod

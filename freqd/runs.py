@@ -203,11 +203,23 @@ def train(
 
 
 def _with_coreset(config, loaders) -> tuple[tuple, dict[str, Any]]:
-    """The loaders with the training split restricted to ``coreset``'s users (if set), and what the run records.
+    """The loaders with the training split restricted to ``coreset``'s users or replaced by ``train_pairs``
+    (if set), and what the run records.
 
     The model's recorded data fingerprint stays the full split's: a teacher trained on a coreset of
-    a split distils on that split.
+    a split (or on pairs made from it) distils on that split.
     """
+    if config["train_pairs"]:
+        if config["coreset"]:
+            raise ValueError("coreset and train_pairs both replace the training split: set one of them")
+        from freqd.datasets.train_pairs import replace_training
+        from freqd.io import file_sha256
+
+        train_data, record = replace_training(loaders[0], config, config["train_pairs"])
+        logger.info(f"train_pairs {config['train_pairs']}: {record['n_pairs']} training interactions")
+        note = {"file": str(config["train_pairs"]), "sha256": file_sha256(Path(config["train_pairs"])),
+                "interactions": record["n_pairs"], **({"note": record["note"]} if "note" in record else {})}
+        return (train_data, *loaders[1:]), {"train_pairs": note}
     if not config["coreset"]:
         return loaders, {}
     from freqd.coreset.files import coreset_note, restrict_training

@@ -1,0 +1,187 @@
+"""The trust report's files: ``trust.md`` (one row per model, mean ± std over seeds), ``trust.csv``
+(one row per run, with its sweep coordinates), ``trust.json`` and the plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from freqd.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from freqd.plots import pyplot
+
+COORDINATES = ("model", "label", "kd", "seed", "dataset", "d", "kd_weight")
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model (in first-seen order): n runs and mean / std (population, over seeds) of every numeric column."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["model"], []).append(row)
+    out = []
+    for name, members in groups.items():
+        entry: dict[str, Any] = {"model": name, "label": members[0]["label"], "kd": members[0]["kd"],
+                                 "d": members[0]["d"], "runs": len(members)}
+        for column in members[0]:
+            if column in COORDINATES:
+                continue
+            values = [m.get(column) for m in members]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                array = np.asarray(values, dtype=np.float64)
+                entry[column] = {"mean": float(np.mean(array)), "std": float(np.std(array))}
+        out.append(entry)
+    return out
+
+
+def _cell(entry: dict[str, Any], column: str, digits: int = 4, percent: bool = False) -> str:
+    stat = entry.get(column)
+    if not isinstance(stat, dict) or not math.isfinite(stat["mean"]):
+        return "—"
+    scale = 100.0 if percent else 1.0
+    mean, std = stat["mean"] * scale, stat["std"] * scale
+    unit = "%" if percent else ""
+    text = f"{mean:.{digits}f}{unit}"
+    return text if entry["runs"] == 1 else f"{text} ± {std:.{digits}f}{unit}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: the main table, the other attack signals, definitions and costs."""
+    summary = report["summary"]
+    k = report["options"]["k"]
+    eps = report["options"]["epsilons"]
+    lines = [f"# Trust report: {report['title']}", "",
+             f"Dataset {report['dataset']}; mean ± std over each model's seeds; from `freqd trust` on the "
+             f"comparison folder `{report['folder']}`.", ""]
+    header = ["model", "runs", f"NDCG@{k}", "MIA AUC", "TPR@1% FPR", "TPR@0.1% FPR", "advantage",
+              *[f"APR drop ε={e:g}" for e in eps], "user NDCG gap", "quintile std", "head recall", "tail recall",
+              f"APLT@{k}", f"Coverage@{k}", "Gini"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in summary:
+        name = e["model"] if e["label"] in (None, e["model"]) else f"{e['model']} ({e['label']})"
+        cells = [name, str(e["runs"]),
+                 _cell(e, f"ndcg@{k}"), _cell(e, "mia_score_auc"), _cell(e, "mia_score_tpr@0.01"),
+                 _cell(e, "mia_score_tpr@0.001"), _cell(e, "mia_score_advantage"),
+                 *[_cell(e, f"apr_drop_eps{x:g}", 1, percent=True) for x in eps],
+                 _cell(e, "user_gap"), _cell(e, "quintile_std"), _cell(e, "head_recall"), _cell(e, "tail_recall"),
+                 _cell(e, "aplt"), _cell(e, "coverage"), _cell(e, "gini")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lira = any(isinstance(e.get("lira_auc"), dict) for e in summary)
+    lines += ["", "Membership inference with the other signals (AUC / TPR@1% FPR / TPR@0.1% FPR):", "",
+              "| model | rank | calibrated score |" + (" shadow likelihood ratio |" if lira else ""),
+              "|---|---|---|" + ("---|" if lira else "")]
+    for e in summary:
+        cells = [" / ".join(_cell(e, f"mia_{signal}_{m}") for m in ("auc", "tpr@0.01", "tpr@0.001"))
+                 for signal in ("rank", "calibrated")]
+        if lira:
+            cells.append(" / ".join(_cell(e, f"lira_{m}") for m in ("auc", "tpr@0.01", "tpr@0.001")))
+        lines.append(f"| {e['model']} | " + " | ".join(cells) + " |")
+    if lira:
+        lines += ["", f"Shadow attack: {report['options']['shadows']} shadows, each a random half of the training and "
+                  "test pairs through the whole pipeline (shadow teacher, then each arm's shadow student); "
+                  f"{report['options']['shadow_seconds']:.0f} s including training."]
+    costs = "; ".join(f"{e['model']} " + ", ".join(f"{part} {_cell(e, 'seconds_' + part, 2)}"
+                                                   for part in report["options"]["parts"]
+                                                   if isinstance(e.get("seconds_" + part), dict)) for e in summary)
+    lines += ["", f"Seconds per model (mean): {costs}; shared set-up {report['setup_seconds']:.1f} s.", "",
+              "Definitions (docs/trust.md):",
+              f"- MIA: threshold attack on the model score; members are training pairs, non-members test "
+              f"positives of the same users, balanced per user ({report['sample']['pairs']} pairs, "
+              f"{report['sample']['users']} users). AUC 0.5 = no membership signal.",
+              f"- APR drop: relative loss of test NDCG@{k} when every final user and item row moves by ε × the "
+              "mean row norm along its own normalised BPR-loss gradient.",
+              f"- user NDCG gap: NDCG@{k} of the {report['options']['active_fraction']:.0%} most active users "
+              "minus the rest; quintile std: std of mean NDCG over activity quintiles.",
+              f"- head/tail recall: share of the group's test interactions retrieved in the top-{k}; head = the "
+              f"{report['options']['head_fraction']:.0%} most popular items in training. APLT: mean share of tail "
+              f"items per list; Coverage: share of items recommended to anyone; Gini of item exposure.", ""]
+    return "\n".join(lines)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """One line per run; the sweep coordinates first, then every metric."""
+    columns = list(COORDINATES) + sorted({c for row in rows for c in row} - set(COORDINATES))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c) for c in columns})
+    return buffer.getvalue()
+
+
+def _save(fig, path: Path) -> Path:
+    plt = pyplot()
+    buffer = BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def plot_roc(plots: dict[str, dict[str, Any]], path: Path) -> Path:
+    """ROC curves of the score attack on log-scale FPR (first seed of each model)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, plot in plots.items():
+        if "roc" in plot:
+            fpr, tpr = plot["roc"]
+            keep = fpr > 0
+            ax.plot(fpr[keep], tpr[keep], label=name)
+    grid = np.logspace(-4, 0, 50)
+    ax.plot(grid, grid, "k--", linewidth=0.8, label="chance")
+    ax.set(xscale="log", yscale="log", xlabel="false positive rate", ylabel="true positive rate",
+           title="membership inference (score threshold)", xlim=(1e-4, 1), ylim=(1e-4, 1))
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_apr(report: dict[str, Any], path: Path) -> Path:
+    """Mean relative NDCG drop against ε (× mean row norm), one line per model."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    eps = report["options"]["epsilons"]
+    for entry in report["summary"]:
+        values = [entry.get(f"apr_drop_eps{e:g}") for e in eps]
+        if all(isinstance(v, dict) for v in values):
+            ax.plot([0, *eps], [0.0, *[100 * v["mean"] for v in values]], marker="o", label=entry["model"])
+    ax.set(xlabel="ε (× mean embedding norm)", ylabel=f"relative NDCG@{report['options']['k']} drop (%)",
+           title="adversarial perturbation of the final tables")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_lorenz(plots: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Lorenz curves of item exposure in the top-k lists (first seed of each model)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for name, plot in plots.items():
+        if "lorenz" in plot:
+            ax.plot(*plot["lorenz"], label=name)
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="equal exposure")
+    ax.set(xlabel="share of items (least exposed first)", ylabel="share of exposure", title="item exposure")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def write_report(report: dict[str, Any], plots: dict[str, dict[str, Any]], out: Path, plots_enabled: bool = True
+                 ) -> None:
+    """``trust.json``, ``trust.csv``, ``trust.md`` and (optionally) ``roc.png``, ``apr.png``, ``lorenz.png`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    report["summary"] = summarise(report["rows"])
+    files = ["trust.json", "trust.csv", "trust.md"]
+    if plots_enabled:
+        if "privacy" in report["options"]["parts"]:
+            files.append(plot_roc(plots, out / "roc.png").name)
+        if "robustness" in report["options"]["parts"]:
+            files.append(plot_apr(report, out / "apr.png").name)
+        if "fairness" in report["options"]["parts"]:
+            files.append(plot_lorenz(plots, out / "lorenz.png").name)
+    report["files"] = files
+    atomic_write_text(out / "trust.csv", to_csv(report["rows"]))
+    atomic_write_text(out / "trust.md", markdown(report))
+    atomic_write_json(out / "trust.json", report)

@@ -1,0 +1,358 @@
+"""``freqd trust``: the trust report of every model of a comparison folder (docs/trust.md).
+
+Each model (the teacher and every (arm, seed) run) is loaded once from its checkpoint and
+attacked, perturbed and audited on the comparison's own data and protocol; accuracy and per-user
+NDCG are read from the comparison's stored results instead of being recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from freqd.compare.config import ComparisonConfig, load_comparison_config
+from freqd.compare.evaluate import EvalContext, aggregate, build_eval_context, load_model, per_user_metrics
+from freqd.compare.store import read_results
+from freqd.datasets.train_loader import draw_negatives, epoch_generator, pair_keys
+from freqd.models.hash import is_code_student
+from freqd.trust import fairness, privacy, robustness, shadows
+
+logger = logging.getLogger(__name__)
+
+PARTS = ("privacy", "robustness", "fairness")
+
+
+class TrustError(ValueError):
+    """A trust report cannot be made from these inputs (the message names the file or setting)."""
+
+
+@dataclass(frozen=True)
+class TrustOptions:
+    """What the report computes: ``parts`` of :data:`PARTS`, APR budgets ``epsilons`` (× mean row norm),
+    list length ``k``, the active-user share, and ``seed`` for the membership sample and APR negatives."""
+
+    parts: tuple[str, ...] = PARTS
+    epsilons: tuple[float, ...] = robustness.EPSILONS
+    k: int = 20
+    active_fraction: float = 0.2
+    seed: int = 0
+    arms: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    plots: bool = True
+    progress: bool = True
+    shadows: int = 0
+    shadow_arms: tuple[str, ...] | None = None
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.shadows and (self.shadows < 2 or self.shadows % 2):
+            raise TrustError(f"shadows must be 0 (no shadow attack) or an even number >= 2, got {self.shadows}")
+        unknown = [p for p in self.parts if p not in PARTS]
+        if unknown or not self.parts:
+            raise TrustError(f"parts: unknown or empty {unknown or list(self.parts)}; choose from {', '.join(PARTS)}")
+        if any(not math.isfinite(e) or e < 0 for e in self.epsilons):
+            raise TrustError(f"epsilons must be finite and non-negative, got {list(self.epsilons)}")
+        if self.k < 1:
+            raise TrustError(f"k must be a positive integer, got {self.k}")
+        if not 0 < self.active_fraction < 1:
+            raise TrustError(f"active_fraction must lie in (0, 1), got {self.active_fraction}")
+
+
+@dataclass
+class TrustData:
+    """The comparison's pairs, built once: training pairs, test pairs and the attack's balanced sample."""
+
+    ctx: EvalContext
+    train_users: np.ndarray
+    train_items: np.ndarray
+    test_users: np.ndarray
+    test_items: np.ndarray
+    item_train_counts: np.ndarray
+    sample: privacy.MembershipSample
+    triples: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def comparison_of(folder: Path, config: str | Path | None = None) -> ComparisonConfig:
+    """The comparison that made ``folder``: ``config`` when given, else the YAML its ``results.json`` names."""
+    return _comparison_and_record(folder, config)[0]
+
+
+def _comparison_and_record(folder: Path, config: str | Path | None) -> tuple[ComparisonConfig, dict[str, Any]]:
+    if config is None:
+        results = folder / "results.json"
+        if not results.is_file():
+            raise TrustError(f"{folder} has no results.json: not a finished `freqd compare` folder "
+                             "(run the comparison, or pass its YAML with --config)")
+        stored = json.loads(results.read_text(encoding="utf-8")).get("config") or {}
+        source = stored.get("source")
+        if not source or not Path(source).is_file():
+            raise TrustError(f"{results}: the comparison's YAML ({source!r}) is not here; pass it with --config")
+        overrides = stored.get("command_line_overrides") or {}
+        comparison = load_comparison_config(source).with_overrides(
+            seeds=stored.get("seeds"), overrides=overrides.get("all") or None,
+            teacher_overrides=overrides.get("teacher") or None, student_overrides=overrides.get("student") or None,
+            arms=[a["name"] for a in stored.get("arms", [])] or None,
+            teacher_checkpoint=(stored.get("teacher") or {}).get("checkpoint"))
+        return comparison, stored
+    return load_comparison_config(config), {}
+
+
+def build_data(ctx: EvalContext, seed: int) -> TrustData:
+    """Training and test pairs of the comparison's split, the balanced membership sample and APR's triples."""
+    train = ctx.train_dataset
+    train_users = train.inter_feat[train.uid_field].numpy().astype(np.int64)
+    train_items = train.inter_feat[train.iid_field].numpy().astype(np.int64)
+    users, items = [], []
+    for interaction, _, positive_u, positive_i in ctx.test_data:
+        batch_users = interaction[train.uid_field]
+        users.append(batch_users[positive_u].numpy())
+        items.append(positive_i.numpy())
+    test_users, test_items = np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64)
+    n_items = train.item_num
+    sample = privacy.membership_sample(train_users, train_items, test_users, test_items, seed=seed)
+    forbidden = torch.sort(pair_keys(torch.from_numpy(train_users), torch.from_numpy(train_items), n_items)).values
+    negatives = draw_negatives(torch.from_numpy(train_users), forbidden, n_items, 1, epoch_generator(seed, 0))[0]
+    return TrustData(ctx=ctx, train_users=train_users, train_items=train_items, test_users=test_users,
+                     test_items=test_items, item_train_counts=np.bincount(train_items, minlength=n_items),
+                     sample=sample, triples=(torch.from_numpy(train_users), torch.from_numpy(train_items), negatives))
+
+
+@torch.no_grad()
+def score_rows(user_table: torch.Tensor, item_table: torch.Tensor, users: np.ndarray) -> np.ndarray:
+    """Full score rows (users × items) of the inner-product tables."""
+    return (user_table[torch.from_numpy(np.asarray(users))] @ item_table.T).numpy()
+
+
+def privacy_part(scorer, data: TrustData, chunk: int = 1024) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Threshold-attack metrics for each signal, and each signal's values (for the ROC plot)."""
+    sample = data.sample
+    values: dict[str, list[np.ndarray]] = {name: [] for name in privacy.SIGNALS}
+    unique, inverse = np.unique(sample.users, return_inverse=True)
+    for begin in range(0, len(unique), chunk):
+        block = unique[begin: begin + chunk]
+        rows = np.flatnonzero((inverse >= begin) & (inverse < begin + len(block)))
+        scores = scorer(block)[inverse[rows] - begin]
+        for name, signal in privacy.signals_from_scores(scores, sample.items[rows]).items():
+            values[name].append(signal)
+    signals = {name: np.concatenate(parts) for name, parts in values.items()}
+    metrics = {}
+    for name, signal in signals.items():
+        for metric, value in privacy.attack_metrics(signal, sample.member).items():
+            metrics[f"mia_{name}_{metric}"] = value
+    return metrics, signals
+
+
+def robustness_part(users: torch.Tensor, items: torch.Tensor, data: TrustData, epsilons: tuple[float, ...],
+                    k: int) -> dict[str, float]:
+    """NDCG@k on the clean test set with the final tables moved by ε × the mean row norm, and its relative drop."""
+    ctx = data.ctx
+    grad_users, grad_items = robustness.bpr_table_gradients(users, items, data.triples)
+    directions = robustness.unit_rows(grad_users), robustness.unit_rows(grad_items)
+    scale = robustness.mean_row_norm(users, items)
+    key = f"ndcg@{k}"
+    out: dict[str, float] = {"apr_row_norm": scale}
+    clean = None
+    for factor in (0.0, *epsilons):
+        perturbed = robustness.perturb(users, items, directions, factor * scale)
+        scorer = robustness.TableScorer(*perturbed, ctx.train_dataset.uid_field)
+        value = aggregate(per_user_metrics(scorer, ctx, (k,), k), ctx, [key])[key]
+        if clean is None:
+            clean = value
+            out[f"apr_ndcg@{k}_clean"] = value
+            continue
+        out[f"apr_ndcg@{k}_eps{factor:g}"] = value
+        out[f"apr_drop_eps{factor:g}"] = (clean - value) / clean if clean else math.nan
+    return out
+
+
+@torch.no_grad()
+def topk_lists(scorer, ctx: EvalContext, k: int) -> np.ndarray:
+    """Each test user's top-k items (the protocol's masking; padding item never listed), in ``ctx.users`` order."""
+    n_items = ctx.test_data._dataset.item_num
+    lists, order = [], []
+    for interaction, history_index, _, _ in ctx.test_data:
+        scores = scorer.full_sort_predict(interaction).view(-1, n_items)
+        scores[:, 0] = -np.inf
+        if history_index is not None:
+            scores[history_index] = -np.inf
+        lists.append(torch.topk(scores, k, dim=1).indices.numpy())
+        order.append(interaction[ctx.train_dataset.uid_field].numpy())
+    if not np.array_equal(np.concatenate(order), ctx.users):
+        raise RuntimeError("the test loader's users changed between passes")
+    return np.concatenate(lists)
+
+
+def fairness_part(scorer, ndcg: np.ndarray, data: TrustData, head_fraction: float, active_fraction: float,
+                  k: int) -> tuple[dict[str, float], np.ndarray]:
+    """User-side gaps from the stored per-user NDCG, item-side metrics from fresh top-k lists; and the exposure."""
+    ctx = data.ctx
+    topk = topk_lists(scorer, ctx, k)
+    row_of = {int(u): r for r, u in enumerate(ctx.users)}
+    rows = np.array([row_of[int(u)] for u in data.test_users])
+    counts = data.item_train_counts[1:]
+    items = fairness.item_fairness(topk - 1, rows, data.test_items - 1, counts, head_fraction=head_fraction)
+    users = fairness.user_fairness(ndcg, ctx.user_train_counts, active_fraction=active_fraction)
+    return {**users, **items}, np.bincount(topk.ravel() - 1, minlength=len(counts))
+
+
+def _scorer_rows(model, ctx: EvalContext):
+    """A function from user ids to full score rows: the final tables' inner products, or the model's own
+    ``full_sort_predict`` for a model without float tables (a code student)."""
+    if hasattr(model, "cached_embeddings") and not is_code_student(model):
+        users, items = model.cached_embeddings()
+        return lambda block: score_rows(users.cpu(), items.cpu(), block)
+    from recbole.data.interaction import Interaction
+
+    n_items = ctx.train_dataset.item_num
+
+    @torch.no_grad()
+    def rows(block: np.ndarray) -> np.ndarray:
+        interaction = Interaction({ctx.train_dataset.uid_field: torch.from_numpy(np.asarray(block))})
+        return model.full_sort_predict(interaction).view(len(block), n_items).cpu().numpy()
+    return rows
+
+
+def _checkpoint(folder: Path, result: dict[str, Any]) -> Path:
+    path = Path(result["checkpoint"])
+    return path if path.is_absolute() else folder / path
+
+
+def _kd_weight(folder: Path, result: dict[str, Any]) -> Any:
+    run = result.get("run") or {}
+    path = folder / run["run_dir"] / "results.json" if run.get("run_dir") else None
+    if path is None or not path.is_file():
+        return None
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    return stored.get("kd_weight", (stored.get("config") or {}).get("kd_weight"))
+
+
+def audit_model(model, data: TrustData, ndcg: np.ndarray, options: TrustOptions, head_fraction: float
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every requested part for one loaded model: its row of metrics (with seconds per part) and plot data."""
+    row: dict[str, Any] = {}
+    plot: dict[str, Any] = {}
+    ctx = data.ctx
+    model.eval()
+    if "privacy" in options.parts:
+        start = perf_counter()
+        metrics, signals = privacy_part(_scorer_rows(model, ctx), data)
+        row.update(metrics, seconds_privacy=perf_counter() - start)
+        plot["roc"] = privacy.roc_points(signals["score"], data.sample.member)
+    if "robustness" in options.parts:
+        start = perf_counter()
+        if hasattr(model, "cached_embeddings") and not is_code_student(model):
+            users, items = model.cached_embeddings()
+            row.update(robustness_part(users.cpu(), items.cpu(), data, options.epsilons, options.k))
+        else:
+            logger.warning("%s has no float tables: APR is not defined for it", type(model).__name__)
+        row["seconds_robustness"] = perf_counter() - start
+    if "fairness" in options.parts:
+        start = perf_counter()
+        metrics, exposure = fairness_part(model, ndcg, data, head_fraction, options.active_fraction, options.k)
+        row.update(metrics, seconds_fairness=perf_counter() - start)
+        plot["lorenz"] = fairness.lorenz(exposure)
+    return row, plot
+
+
+def _shadow_scores(comparison: ComparisonConfig, record: dict[str, Any], data: TrustData, out: Path,
+                   options: TrustOptions) -> dict[str, Any]:
+    """Train (or reuse) the shadows; each audited model's (shadows × sample pairs) scores and the IN flags."""
+    start = perf_counter()
+    arms = list(options.shadow_arms) if options.shadow_arms is not None else [a.name for a in comparison.arms]
+    unknown = sorted(set(arms) - {a.name for a in comparison.arms})
+    if unknown:
+        raise TrustError(f"--shadow-arms: {', '.join(unknown)} not in the report's arms")
+    arms = [a.name for a in comparison.arms if a.name in {*arms, comparison.control}]  # the control always runs
+    folders = shadows.run_shadows(comparison, record, data, out / "shadows", options.shadows, options.seed, arms,
+                                  jobs=options.jobs, progress=options.progress)
+    scores: dict[str, list[np.ndarray]] = {}
+    for m, shadow_folder in enumerate(folders):
+        found = [("teacher", shadow_folder / "teacher.json")]
+        found += [(arm, shadow_folder / "arms" / arm / f"s{m}.json") for arm in arms]
+        for name, path in found:
+            result = json.loads(path.read_text(encoding="utf-8"))
+            model = load_model(_checkpoint(shadow_folder, result), data.ctx)
+            scores.setdefault(name, []).append(shadows.pair_scores(model, data.sample.users, data.sample.items))
+    return {"scores": {name: np.stack(rows) for name, rows in scores.items()},
+            "flags": shadows.in_flags(data, options.shadows, options.seed), "seconds": perf_counter() - start}
+
+
+def trust_report(folder: str | Path, config: str | Path | None = None, out: str | Path | None = None,
+                 options: TrustOptions | None = None) -> dict[str, Any]:
+    """Audit the teacher and every (arm, seed) model of a finished comparison folder; write the report.
+
+    ``config`` is the comparison's YAML (default: the one its ``results.json`` names); ``out`` the
+    report folder (default ``<folder>/trust``). Returns what ``trust.json`` holds.
+    """
+    from freqd.trust.report import write_report
+
+    options = options or TrustOptions()
+    folder = Path(folder)
+    comparison, record = _comparison_and_record(folder, config)
+    if options.arms is not None or options.seeds is not None:
+        missing = sorted(set(options.arms or ()) - {a.name for a in comparison.arms})
+        if missing:
+            raise TrustError(f"--arms: {', '.join(missing)} not in the comparison (arms: "
+                             f"{', '.join(a.name for a in comparison.arms)})")
+        comparison = comparison.with_overrides(seeds=list(options.seeds) if options.seeds else None,
+                                               arms=list(options.arms) if options.arms else None)
+    try:
+        stored = read_results(comparison, folder)
+    except FileNotFoundError as exc:
+        raise TrustError(str(exc)) from exc
+    out = Path(out) if out is not None else folder / "trust"
+    start = perf_counter()
+    ctx = build_eval_context(comparison)
+    data = build_data(ctx, options.seed)
+    setup_seconds = perf_counter() - start
+    shadow = _shadow_scores(comparison, record, data, out, options) if options.shadows else None
+    key = f"ndcg@{options.k}"
+    jobs: list[tuple[str, str, str | None, int | None, dict[str, Any], np.ndarray]] = [
+        ("teacher", "teacher", None, comparison.teacher.seed, stored.teacher, stored.teacher_users[key])]
+    for arm in comparison.arms:
+        for index, seed in enumerate(comparison.seeds):
+            jobs.append((arm.name, arm.label, arm.kd, seed, stored.arms[arm.name][index], stored.users[arm.name][seed][key]))
+    rows: list[dict[str, Any]] = []
+    plots: dict[str, dict[str, Any]] = {}
+    from tqdm import tqdm
+
+    for name, label, kd, seed, result, ndcg in tqdm(jobs, desc="trust", disable=not options.progress, unit="model"):
+        model = load_model(_checkpoint(folder, result), ctx)
+        row: dict[str, Any] = {"model": name, "label": label, "kd": kd, "seed": seed, "dataset": comparison.dataset,
+                               "d": result.get("embedding_size"), "kd_weight": _kd_weight(folder, result) if kd else None,
+                               key: float(result["metrics"][key])}
+        metrics, plot = audit_model(model, data, ndcg, options, comparison.evaluation.head_fraction)
+        row.update(metrics)
+        if shadow is not None and name in shadow["scores"]:
+            start = perf_counter()
+            ratio = shadows.likelihood_ratio(shadows.pair_scores(model, data.sample.users, data.sample.items),
+                                             shadow["scores"][name], shadow["flags"])
+            row.update({f"lira_{k}": v for k, v in privacy.attack_metrics(ratio, data.sample.member).items()},
+                       seconds_lira=perf_counter() - start)
+        rows.append(row)
+        plots.setdefault(name, plot)
+    report = {
+        "title": comparison.title, "dataset": comparison.dataset, "folder": folder.name,
+        "options": {"parts": list(options.parts), "epsilons": list(options.epsilons), "k": options.k,
+                    "active_fraction": options.active_fraction, "head_fraction": comparison.evaluation.head_fraction,
+                    "seed": options.seed, "shadows": options.shadows,
+                    "shadow_seconds": shadow["seconds"] if shadow else None},
+        "sample": {"pairs": len(data.sample), "members": int(data.sample.member.sum()),
+                   "users": int(len(np.unique(data.sample.users)))},
+        "setup_seconds": setup_seconds, "rows": rows,
+    }
+    write_report(report, plots, out, plots_enabled=options.plots)
+    return report
+
+
+__all__ = ["PARTS", "TrustData", "TrustError", "TrustOptions", "audit_model", "build_data", "comparison_of",
+           "trust_report"]
