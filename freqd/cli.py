@@ -233,6 +233,7 @@ def cmd_trust(args, overrides) -> int:
     from pathlib import Path
 
     from freqd.threads import apply_threads
+    from freqd.trust.edges import parse_edges
     from freqd.trust.runner import TrustOptions, trust_report
 
     apply_threads(args.threads if args.threads is not None else "auto")
@@ -242,7 +243,8 @@ def cmd_trust(args, overrides) -> int:
                            epsilons=tuple(float(e) for e in args.epsilons.split(",") if e.strip()), k=args.k,
                            seed=args.seed, arms=_tuple(parse_arms(args.arms)), seeds=_tuple(parse_seeds(args.seeds)),
                            plots=not args.no_plots, progress=not args.no_progress, shadows=args.shadows,
-                           shadow_arms=_tuple(parse_arms(args.shadow_arms)), jobs=args.jobs)
+                           shadow_arms=_tuple(parse_arms(args.shadow_arms)), jobs=args.jobs,
+                           edges=parse_edges(args.edges), edge_seeds=_tuple(parse_seeds(args.edge_seeds)))
     out = args.out or f"{args.folder.rstrip('/')}/trust"
     report = trust_report(args.folder, config=args.config, out=out, options=options)
     print((Path(out) / "trust.md").read_text(encoding="utf-8"))
@@ -451,7 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "training the teacher and the arms on a random half of the pairs (default 0: off)")
     trust.add_argument("--shadow-arms", dest="shadow_arms", default=None, metavar="A,B",
                        help="arms that get shadows (default: every audited arm; the teacher always)")
-    trust.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel processes of the shadow training")
+    trust.add_argument("--edges", default=None, metavar="KIND:RHO,...",
+                       help="also retrain the comparison with a share RHO of the training edges dropped or random "
+                            "edges added, e.g. drop:0.1,add:0.1 (default: off)")
+    trust.add_argument("--edge-seeds", dest="edge_seeds", default=None, metavar="0,1",
+                       help="seeds of the retrained arms (default: the comparison's first seed)")
+    trust.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="parallel processes of the shadow and perturbed-edge training")
     trust.add_argument("--no-plots", dest="no_plots", action="store_true", help="no PNG plots")
     trust.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     threads_option(trust)

@@ -486,3 +486,53 @@ def test_shadow_attack_of_a_comparison_folder(compared, tmp_path):
     again = trust_report(compared / "out", out=out, options=options)     # reuses the trained shadows
     assert again["options"]["shadow_seconds"] < report["options"]["shadow_seconds"]
     assert again["rows"][0]["lira_auc"] == rows["teacher"]["lira_auc"]
+
+
+# -- perturbed edges -----------------------------------------------------------------------------
+def test_parse_edges_and_its_errors():
+    from freqd.trust.edges import parse_edges
+
+    assert parse_edges("drop:0.1, add:0.05") == (("drop", 0.1), ("add", 0.05))
+    assert parse_edges(None) == ()
+    for bad in ("drop", "swap:0.1", "add:1.5", "drop:x"):
+        with pytest.raises(ValueError, match="KIND:RHO"):
+            parse_edges(bad)
+
+
+def test_dropped_edges_are_a_subset_of_the_right_size_and_added_edges_are_new_and_distinct():
+    from freqd.trust.edges import perturbed_pairs
+
+    rng = np.random.default_rng(8)
+    n_items = 40
+    pairs = {(int(u), int(i)) for u, i in zip(rng.integers(1, 30, 400), rng.integers(1, n_items, 400))}
+    users, items = map(np.array, zip(*sorted(pairs)))
+    held_out = np.array([7 * n_items + 3, 9 * n_items + 5])         # e.g. validation/test pairs
+    taken = np.concatenate([users * n_items + items, held_out])
+    du, di = perturbed_pairs(users, items, taken, n_items, "drop", 0.2, seed=0)
+    assert len(du) == len(users) - round(0.2 * len(users))
+    assert set(zip(du.tolist(), di.tolist())) <= pairs
+    au, ai = perturbed_pairs(users, items, taken, n_items, "add", 0.25, seed=0)
+    added = list(zip(au.tolist(), ai.tolist()))[len(users):]
+    assert len(added) == round(0.25 * len(users)) == len(set(added))
+    assert not set(added) & pairs and not {u * n_items + i for u, i in added} & set(held_out.tolist())
+    assert {u for u, _ in added} <= set(users.tolist()) and all(1 <= i < n_items for _, i in added)
+    again = perturbed_pairs(users, items, taken, n_items, "add", 0.25, seed=0)
+    assert np.array_equal(again[1], ai)
+
+
+@pytest.mark.slow
+def test_edge_perturbation_of_a_comparison_folder(compared, tmp_path):
+    from freqd.trust import TrustOptions, trust_report
+
+    out = tmp_path / "trust"
+    options = TrustOptions(parts=("fairness",), edges=(("drop", 0.5),), progress=False, plots=False)
+    report = trust_report(compared / "out", out=out, options=options)
+    pairs = json.loads((out / "edges" / "drop-0.5" / "pairs.json").read_text())
+    assert pairs["n_pairs"] == 80808 - round(0.5 * 80808)     # ml-100k's training split holds 80,808 pairs
+    for row in report["rows"]:
+        stored = json.loads((out / "edges" / "drop-0.5" / ("teacher.json" if row["model"] == "teacher" else
+                                                          f"arms/{row['model']}/s0.json")).read_text())
+        perturbed = stored["metrics"]["ndcg@20"]
+        assert row["edge_drop-0.5_ndcg@20"] == perturbed
+        assert row["edge_drop-0.5_drop"] == pytest.approx((row["ndcg@20"] - perturbed) / row["ndcg@20"])
+    assert "drop-0.5" in (out / "trust.md").read_text()

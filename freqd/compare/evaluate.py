@@ -38,13 +38,14 @@ class EvalContext:
     head_items: torch.Tensor     # bool, (n_items,): the head_fraction most popular items in training
     head_share: float            # share of training interactions on head items
     activity_groups: list[np.ndarray]  # positions into ``users``, least to most active
+    valid_data: Any = None       # the validation loader (its pairs are never training pairs of an altered split)
 
 
 def build_eval_context(comparison: ComparisonConfig) -> EvalContext:
     """Load the dataset once with the student's settings and derive the groups."""
     from freqd.runs import setup
 
-    config, data, (train_data, _, test_data) = setup(
+    config, data, (train_data, valid_data, test_data) = setup(
         comparison.student.model, comparison.dataset, [str(f) for f in comparison.eval_files()],
         comparison.eval_overrides())
     train = train_data._dataset
@@ -64,6 +65,7 @@ def build_eval_context(comparison: ComparisonConfig) -> EvalContext:
         config=config, train_dataset=train, test_data=test_data, protocol=config["protocol"],
         n_real_users=train.user_num - 1, users=users, user_train_counts=counts, head_items=head,
         head_share=float(item_counts[head.numpy()].sum() / max(1, item_counts.sum())), activity_groups=groups,
+        valid_data=valid_data,
     )
 
 

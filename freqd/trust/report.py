@@ -84,6 +84,15 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"Shadow attack: {report['options']['shadows']} shadows, each a random half of the training and "
                   "test pairs through the whole pipeline (shadow teacher, then each arm's shadow student); "
                   f"{report['options']['shadow_seconds']:.0f} s including training."]
+    if report["options"].get("edges"):
+        tags = report["options"]["edges"]
+        lines += ["", f"Retrained on perturbed training edges (every run of the comparison, seeds "
+                  f"{report['options']['edge_seeds']}): relative test NDCG@{k} drop against the clean run "
+                  f"({report['options']['edge_seconds']:.0f} s including training):", "",
+                  "| model | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
+        for e in summary:
+            lines.append(f"| {e['model']} | " + " | ".join(_cell(e, f"edge_{t}_drop", 1, percent=True)
+                                                          for t in tags) + " |")
     costs = "; ".join(f"{e['model']} " + ", ".join(f"{part} {_cell(e, 'seconds_' + part, 2)}"
                                                    for part in report["options"]["parts"]
                                                    if isinstance(e.get("seconds_" + part), dict)) for e in summary)

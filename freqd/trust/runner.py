@@ -23,7 +23,7 @@ from freqd.compare.evaluate import EvalContext, aggregate, build_eval_context, l
 from freqd.compare.store import read_results
 from freqd.datasets.train_loader import draw_negatives, epoch_generator, pair_keys
 from freqd.models.hash import is_code_student
-from freqd.trust import fairness, privacy, robustness, shadows
+from freqd.trust import edges, fairness, privacy, robustness, shadows
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class TrustOptions:
     progress: bool = True
     shadows: int = 0
     shadow_arms: tuple[str, ...] | None = None
+    edges: tuple[tuple[str, float], ...] = ()
+    edge_seeds: tuple[int, ...] | None = None
     jobs: int = 1
 
     def __post_init__(self) -> None:
@@ -286,6 +288,28 @@ def _shadow_scores(comparison: ComparisonConfig, record: dict[str, Any], data: T
             "flags": shadows.in_flags(data, options.shadows, options.seed), "seconds": perf_counter() - start}
 
 
+def _edge_results(comparison: ComparisonConfig, record: dict[str, Any], data: TrustData, out: Path,
+                  options: TrustOptions) -> dict[str, Any]:
+    """Train (or reuse) the perturbed comparisons; each one's test NDCG@k by (model, seed)."""
+    start = perf_counter()
+    seeds = list(options.edge_seeds) if options.edge_seeds else list(comparison.seeds[:1])
+    arms = [a.name for a in comparison.arms]
+    folders = edges.run_edges(comparison, record, data, out / "edges", options.edges, seeds, arms, options.seed,
+                              jobs=options.jobs, progress=options.progress)
+    key = f"ndcg@{options.k}"
+    found: dict[str, dict[tuple[str, int | None], float]] = {}
+    for tag, folder in folders.items():
+        teacher = json.loads((folder / "teacher.json").read_text(encoding="utf-8"))
+        values: dict[tuple[str, int | None], float] = {("teacher", comparison.teacher.seed):
+                                                       float(teacher["metrics"][key])}
+        for arm in arms:
+            for seed in seeds:
+                result = json.loads((folder / "arms" / arm / f"s{seed}.json").read_text(encoding="utf-8"))
+                values[(arm, seed)] = float(result["metrics"][key])
+        found[tag] = values
+    return {"ndcg": found, "seeds": seeds, "seconds": perf_counter() - start}
+
+
 def trust_report(folder: str | Path, config: str | Path | None = None, out: str | Path | None = None,
                  options: TrustOptions | None = None) -> dict[str, Any]:
     """Audit the teacher and every (arm, seed) model of a finished comparison folder; write the report.
@@ -315,6 +339,7 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
     data = build_data(ctx, options.seed)
     setup_seconds = perf_counter() - start
     shadow = _shadow_scores(comparison, record, data, out, options) if options.shadows else None
+    edge = _edge_results(comparison, record, data, out, options) if options.edges else None
     key = f"ndcg@{options.k}"
     jobs: list[tuple[str, str, str | None, int | None, dict[str, Any], np.ndarray]] = [
         ("teacher", "teacher", None, comparison.teacher.seed, stored.teacher, stored.teacher_users[key])]
@@ -332,6 +357,10 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
                                key: float(result["metrics"][key])}
         metrics, plot = audit_model(model, data, ndcg, options, comparison.evaluation.head_fraction)
         row.update(metrics)
+        for tag, found in (edge or {}).get("ndcg", {}).items():
+            if (name, seed) in found:
+                row[f"edge_{tag}_ndcg@{options.k}"] = found[(name, seed)]
+                row[f"edge_{tag}_drop"] = (row[key] - found[(name, seed)]) / row[key] if row[key] else math.nan
         if shadow is not None and name in shadow["scores"]:
             start = perf_counter()
             ratio = shadows.likelihood_ratio(shadows.pair_scores(model, data.sample.users, data.sample.items),
@@ -345,7 +374,9 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
         "options": {"parts": list(options.parts), "epsilons": list(options.epsilons), "k": options.k,
                     "active_fraction": options.active_fraction, "head_fraction": comparison.evaluation.head_fraction,
                     "seed": options.seed, "shadows": options.shadows,
-                    "shadow_seconds": shadow["seconds"] if shadow else None},
+                    "shadow_seconds": shadow["seconds"] if shadow else None,
+                    "edges": [edges.label(*spec) for spec in options.edges],
+                    "edge_seeds": edge["seeds"] if edge else None, "edge_seconds": edge["seconds"] if edge else None},
         "sample": {"pairs": len(data.sample), "members": int(data.sample.member.sum()),
                    "users": int(len(np.unique(data.sample.users)))},
         "setup_seconds": setup_seconds, "rows": rows,

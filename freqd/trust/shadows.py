@@ -108,8 +108,14 @@ def in_flags(data, n_shadows: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def pair_scores(model, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """The model's score of each (user, item) pair from its final tables."""
-    user_table, item_table = (t.cpu() for t in model.cached_embeddings())
-    u, i = torch.from_numpy(users), torch.from_numpy(items)
-    return (user_table[u] * item_table[i]).sum(dim=1).double().numpy()
+def pair_scores(model, users: np.ndarray, items: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """The model's own score (RecBole's ``predict``) of each (user, item) pair."""
+    from recbole.data.interaction import Interaction
+
+    model.eval()
+    out = []
+    for begin in range(0, len(users), chunk):
+        interaction = Interaction({model.USER_ID: torch.from_numpy(np.asarray(users[begin: begin + chunk])),
+                                   model.ITEM_ID: torch.from_numpy(np.asarray(items[begin: begin + chunk]))})
+        out.append(model.predict(interaction).double().cpu().numpy())
+    return np.concatenate(out)

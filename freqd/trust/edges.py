@@ -1,0 +1,107 @@
+"""Interaction perturbation: retrain the whole comparison on training pairs with a share ρ of the edges
+dropped or random edges added, and measure the loss of clean test accuracy (docs/trust.md).
+
+Every run of the perturbed comparison (the teacher and each arm's students) trains on the same
+perturbed pairs, a ``train_pairs`` file; validation and test stay the split's. Added edges are
+drawn with the users of random training edges (the activity distribution is kept) and uniform
+items, never a pair of any split. Each perturbation is an ordinary comparison folder
+(``<report>/edges/<kind>-<ρ>/``), so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+KINDS = ("drop", "add")
+
+
+def parse_edges(text: str | None) -> tuple[tuple[str, float], ...]:
+    """``drop:0.1,add:0.05`` → ((drop, 0.1), (add, 0.05)); ValueError naming a bad item."""
+    if not text:
+        return ()
+    out = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        kind, _, value = item.partition(":")
+        try:
+            rho = float(value)
+        except ValueError:
+            rho = math.nan
+        if kind not in KINDS or not 0 < rho < 1:
+            raise ValueError(f"edges: {item!r} is not KIND:RHO with KIND in {', '.join(KINDS)} and 0 < RHO < 1")
+        out.append((kind, rho))
+    return tuple(out)
+
+
+def label(kind: str, rho: float) -> str:
+    return f"{kind}-{rho:g}"
+
+
+def perturbed_pairs(train_users: np.ndarray, train_items: np.ndarray, taken: np.ndarray, n_items: int, kind: str,
+                    rho: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training pairs with round(ρ·n) edges dropped at random, or as many random new edges added.
+
+    ``taken`` holds the keys ``user * n_items + item`` of every pair of any split (never added).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(train_users)
+    count = int(round(rho * n))
+    if kind == "drop":
+        keep = np.sort(rng.permutation(n)[: n - count])
+        return train_users[keep], train_items[keep]
+    if kind != "add":
+        raise ValueError(f"edges: unknown kind {kind!r}")
+    taken_set = np.unique(taken)
+    users, items = np.empty(0, np.int64), np.empty(0, np.int64)
+    while len(users) < count:
+        u = train_users[rng.integers(0, n, 2 * (count - len(users)) + 16)]
+        i = rng.integers(1, n_items, len(u))
+        keys = u * n_items + i
+        fresh = ~np.isin(keys, taken_set)
+        u, i, keys = u[fresh], i[fresh], keys[fresh]
+        _, first = np.unique(keys, return_index=True)
+        first = np.sort(first)
+        u, i = u[first], i[first]
+        known = np.isin(u * n_items + i, users * n_items + items)
+        users, items = np.concatenate([users, u[~known]]), np.concatenate([items, i[~known]])
+    return np.concatenate([train_users, users[:count]]), np.concatenate([train_items, items[:count]])
+
+
+def run_edges(comparison, record, data, folder: Path, specs, seeds: list[int], arms: list[str] | None, seed: int,
+              jobs: int = 1, progress: bool = True) -> dict[str, Path]:
+    """Train (or reuse) one perturbed comparison per (kind, ρ); return their folders by label."""
+    from freqd.compare.runner import run_comparison
+    from freqd.datasets.train_pairs import write_pairs
+    from freqd.trust.shadows import shadow_comparison
+
+    base = shadow_comparison(comparison, record)
+    n_items = int(data.ctx.train_dataset.item_num)
+    taken = np.concatenate([data.train_users * n_items + data.train_items, data.test_users * n_items + data.test_items,
+                            valid_keys(data)])
+    folders = {}
+    for index, (kind, rho) in enumerate(specs):
+        out = folder / label(kind, rho)
+        out.mkdir(parents=True, exist_ok=True)
+        pairs = out / "pairs.json"
+        if not pairs.is_file():
+            users, items = perturbed_pairs(data.train_users, data.train_items, taken, n_items, kind, rho, seed + index)
+            write_pairs(pairs, data.ctx.train_dataset, users, items,
+                        note={"note": f"{kind} {rho:g} of the training edges (seed {seed + index})"})
+        config = base.with_overrides(seeds=seeds, arms=arms,
+                                     overrides={"train_pairs": str(pairs.resolve()), "train_sampler": "fast"})
+        run_comparison(config, out=out, progress=progress, jobs=jobs)
+        folders[label(kind, rho)] = out
+    return folders
+
+
+def valid_keys(data) -> np.ndarray:
+    """Keys ``user * n_items + item`` of the validation pairs of the comparison's split."""
+    ctx = data.ctx
+    n_items = int(ctx.train_dataset.item_num)
+    keys = []
+    for interaction, _, positive_u, positive_i in ctx.valid_data:
+        users = interaction[ctx.train_dataset.uid_field][positive_u].numpy().astype(np.int64)
+        keys.append(users * n_items + positive_i.numpy().astype(np.int64))
+    return np.concatenate(keys) if keys else np.empty(0, np.int64)
