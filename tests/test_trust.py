@@ -246,16 +246,17 @@ def test_bpr_table_gradients_equal_the_closed_form():
 def test_apr_moves_each_row_by_epsilon_raises_the_loss_and_is_the_identity_at_zero():
     rng = np.random.default_rng(6)
     users, items = torch.tensor(rng.normal(size=(7, 4))), torch.tensor(rng.normal(size=(9, 4)))
-    triples = tuple(torch.tensor(rng.integers(0, n, 40)) for n in (7, 9, 9))
+    triples = tuple(torch.tensor(rng.integers(1, n, 40)) for n in (7, 9, 9))
     grads = robustness.bpr_table_gradients(users, items, triples)
     directions = robustness.unit_rows(grads[0]), robustness.unit_rows(grads[1])
     same = robustness.perturb(users, items, directions, 0.0)
     assert torch.equal(same[0], users) and torch.equal(same[1], items)
     moved = robustness.perturb(users, items, directions, 0.01)
-    shifts = (moved[0] - users).norm(dim=1)
-    touched = grads[0].norm(dim=1) > 0
-    np.testing.assert_allclose(shifts[touched].numpy(), 0.01, rtol=1e-9)
-    assert (shifts[~touched] == 0).all()
+    for table, new, grad in ((users, moved[0], grads[0]), (items, moved[1], grads[1])):
+        shifts = (new - table).norm(dim=1)
+        touched = grad.norm(dim=1) > 0
+        np.testing.assert_allclose(shifts[touched].numpy(), 0.01 * table[1:].norm(dim=1).mean().item(), rtol=1e-9)
+        assert (shifts[~touched] == 0).all()
 
     def loss(tables):
         u, i, j = triples
@@ -265,10 +266,20 @@ def test_apr_moves_each_row_by_epsilon_raises_the_loss_and_is_the_identity_at_ze
         robustness.perturb(users, items, directions, -1.0)
 
 
-def test_mean_row_norm_skips_the_padding_rows():
-    users = torch.tensor([[100.0, 0.0], [3.0, 4.0]])
-    items = torch.tensor([[100.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
-    assert robustness.mean_row_norm(users, items) == pytest.approx((5 + 1 + 2) / 3)
+def test_apr_is_blind_to_the_scale_split_between_the_tables():
+    rng = np.random.default_rng(9)
+    users, items = torch.tensor(rng.normal(size=(7, 4))), torch.tensor(rng.normal(size=(9, 4)))
+    triples = tuple(torch.tensor(rng.integers(1, n, 40)) for n in (7, 9, 9))
+
+    def attacked_scores(u, i):
+        grads = robustness.bpr_table_gradients(u, i, triples)
+        moved = robustness.perturb(u, i, (robustness.unit_rows(grads[0]), robustness.unit_rows(grads[1])), 0.5)
+        return moved[0] @ moved[1].T
+    torch.testing.assert_close(attacked_scores(users * 4.0, items / 4.0), attacked_scores(users, items))
+
+
+def test_mean_row_norm_skips_the_padding_row():
+    assert robustness.mean_row_norm(torch.tensor([[100.0, 0.0], [0.0, 1.0], [0.0, 2.0]])) == pytest.approx(1.5)
 
 
 # -- the report of a comparison folder -----------------------------------------------------------

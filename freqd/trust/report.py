@@ -101,8 +101,8 @@ def markdown(report: dict[str, Any]) -> str:
               f"- MIA: threshold attack on the model score; members are training pairs, non-members test "
               f"positives of the same users, balanced per user ({report['sample']['pairs']} pairs, "
               f"{report['sample']['users']} users). AUC 0.5 = no membership signal.",
-              f"- APR drop: relative loss of test NDCG@{k} when every final user and item row moves by ε × the "
-              "mean row norm along its own normalised BPR-loss gradient.",
+              f"- APR drop: relative loss of test NDCG@{k} when every final user and item row moves by ε × its "
+              "table's mean row norm along its own normalised BPR-loss gradient.",
               f"- user NDCG gap: NDCG@{k} of the {report['options']['active_fraction']:.0%} most active users "
               "minus the rest; quintile std: std of mean NDCG over activity quintiles.",
               f"- head/tail recall: share of the group's test interactions retrieved in the top-{k}; head = the "
@@ -158,7 +158,7 @@ def plot_apr(report: dict[str, Any], path: Path) -> Path:
         values = [entry.get(f"apr_drop_eps{e:g}") for e in eps]
         if all(isinstance(v, dict) for v in values):
             ax.plot([0, *eps], [0.0, *[100 * v["mean"] for v in values]], marker="o", label=entry["model"])
-    ax.set(xlabel="ε (× mean embedding norm)", ylabel=f"relative NDCG@{report['options']['k']} drop (%)",
+    ax.set(xlabel="ε (× each table's mean row norm)", ylabel=f"relative NDCG@{report['options']['k']} drop (%)",
            title="adversarial perturbation of the final tables")
     ax.legend(fontsize=7)
     return _save(fig, path)

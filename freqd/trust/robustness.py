@@ -2,7 +2,7 @@
 
 One gradient of the BPR loss over the training triples with respect to the final user and item
 tables (what serving scores with) gives, per row, the direction that hurts ranking most to first
-order; each row moves by ε along its normalised gradient, with ε a multiple of the mean row norm.
+order; each row moves by ε along its normalised gradient, with ε a multiple of its table's mean row norm.
 The perturbed tables are ranked exactly as the clean ones, so ε = 0 reproduces the clean metrics.
 """
 
@@ -38,17 +38,21 @@ def unit_rows(gradient: Tensor) -> Tensor:
     return torch.where(norms > 0, gradient / norms.clamp_min(torch.finfo(gradient.dtype).tiny), torch.zeros_like(gradient))
 
 
-def mean_row_norm(users: Tensor, items: Tensor, first_item: int = 1) -> float:
-    """The mean norm of the real rows of both tables (items from ``first_item``, past RecBole's padding item)."""
-    rows = torch.cat([users[1:], items[first_item:]]) if first_item else torch.cat([users, items])
-    return float(rows.norm(dim=1).mean())
+def mean_row_norm(table: Tensor, first: int = 1) -> float:
+    """The mean norm of a table's real rows (from ``first``, past RecBole's padding row)."""
+    return float(table[first:].norm(dim=1).mean())
 
 
-def perturb(users: Tensor, items: Tensor, directions: tuple[Tensor, Tensor], epsilon: float) -> tuple[Tensor, Tensor]:
-    """Tables moved by ``epsilon`` along the (unit-row) ``directions``: the adversarial tables at that budget."""
-    if epsilon < 0:
-        raise ValueError(f"epsilon must be non-negative, got {epsilon}")
-    return users + epsilon * directions[0], items + epsilon * directions[1]
+def perturb(users: Tensor, items: Tensor, directions: tuple[Tensor, Tensor], factor: float) -> tuple[Tensor, Tensor]:
+    """Tables moved along the (unit-row) ``directions`` by ``factor`` × each table's mean row norm.
+
+    One budget per table keeps the attack invariant to the scale a factorisation can shift between
+    its tables (u·c, i/c give the same scores): the perturbed scores are then the same too.
+    """
+    if factor < 0:
+        raise ValueError(f"epsilon must be non-negative, got {factor}")
+    return (users + factor * mean_row_norm(users) * directions[0],
+            items + factor * mean_row_norm(items) * directions[1])
 
 
 class TableScorer:

@@ -155,16 +155,16 @@ def privacy_part(scorer, data: TrustData, chunk: int = 1024) -> tuple[dict[str, 
 
 def robustness_part(users: torch.Tensor, items: torch.Tensor, data: TrustData, epsilons: tuple[float, ...],
                     k: int) -> dict[str, float]:
-    """NDCG@k on the clean test set with the final tables moved by ε × the mean row norm, and its relative drop."""
+    """NDCG@k on the clean test set with the final tables moved by ε × their mean row norms, and its relative drop."""
     ctx = data.ctx
     grad_users, grad_items = robustness.bpr_table_gradients(users, items, data.triples)
     directions = robustness.unit_rows(grad_users), robustness.unit_rows(grad_items)
-    scale = robustness.mean_row_norm(users, items)
     key = f"ndcg@{k}"
-    out: dict[str, float] = {"apr_row_norm": scale}
+    out: dict[str, float] = {"apr_user_norm": robustness.mean_row_norm(users),
+                             "apr_item_norm": robustness.mean_row_norm(items)}
     clean = None
     for factor in (0.0, *epsilons):
-        perturbed = robustness.perturb(users, items, directions, factor * scale)
+        perturbed = robustness.perturb(users, items, directions, factor)
         scorer = robustness.TableScorer(*perturbed, ctx.train_dataset.uid_field)
         value = aggregate(per_user_metrics(scorer, ctx, (k,), k), ctx, [key])[key]
         if clean is None:
