@@ -101,6 +101,17 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
+def read_json_file(path: str | os.PathLike[str], key: str, what: str = "file") -> Any:
+    """A JSON file's content; errors name the setting ``key``, the kind of file and its path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: {what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{key}: {path} is not JSON ({exc})") from None
+
+
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     """``data`` (made JSON-safe by :func:`to_jsonable`) written atomically, indented, with a final newline."""
     atomic_write_text(path, json.dumps(to_jsonable(data), indent=2) + "\n")

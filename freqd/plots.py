@@ -17,6 +17,20 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically (a reader never sees a half-written image) and close it."""
+    from io import BytesIO
+
+    from freqd.io import atomic_write_bytes
+
+    buffer = BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write ``curves.png`` (losses, validation NDCG@20) and, for FreqD runs, ``spectral.png``.
 

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from freqd.io import atomic_write_bytes
-from freqd.plots import pyplot
-
-
-def _save(fig, path: Path) -> Path:
-    plt = pyplot()
-    buffer = BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+from freqd.plots import pyplot, save_figure
 
 
 def _label(key: str) -> str:
@@ -54,7 +42,7 @@ def plot_bars(report: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel(f"test {_label(metric)}")
         ax.legend(fontsize="small", loc="lower right")
     fig.suptitle(f"{report['title']}: mean ± std over seeds {report['seeds']}", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curves(report: dict[str, Any], teacher: dict[str, Any], per_seed: dict[str, list], path: Path) -> Path:
@@ -75,7 +63,7 @@ def plot_curves(report: dict[str, Any], teacher: dict[str, Any], per_seed: dict[
     ax.set_xlabel("epoch")
     ax.set_ylabel(column.replace("valid_ndcg", "validation NDCG"))
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_spectral(report: dict[str, Any], per_seed: dict[str, list], path: Path) -> Path | None:
@@ -101,7 +89,7 @@ def plot_spectral(report: dict[str, Any], per_seed: dict[str, list], path: Path)
         ax.legend(fontsize="x-small")
     axes[0][0].set_ylabel("tr(Rᵀ L^k R) / tr(Rᵀ R)")
     fig.suptitle("spectral energy of the residual P(S) − T (mean over seeds)", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _series(history: list[dict[str, Any]], column: str) -> tuple[np.ndarray, np.ndarray]:

@@ -14,15 +14,14 @@ data: the same dataset and training split, every token known.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from freqd.datasets.loading import dataset_fingerprint
-from freqd.io import atomic_write_json, to_jsonable
+from freqd.datasets.loading import check_same_split, dataset_fingerprint
+from freqd.io import atomic_write_json, read_json_file, to_jsonable
 
 FORMAT = "freqd-coreset/1"
 
@@ -40,20 +39,10 @@ def write_selection(path: str | Path, train_dataset, keep_ids: np.ndarray, meta:
 def read_selection(path: str | Path, train_dataset, key: str = "coreset") -> tuple[torch.Tensor, dict[str, Any]]:
     """(sorted internal ids of the kept users, the record) of a selection file checked against the data."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{key}: selection file not found: {path}")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{key}: {path} is not JSON ({exc})") from None
+    record = read_json_file(path, key, "selection file")
     if not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("keep"), list):
         raise ValueError(f"{key}: {path} is not a freqd selection file (format {FORMAT!r} with a 'keep' list)")
-    if record.get("dataset") != train_dataset.dataset_name:
-        raise ValueError(f"{key}: {path} selects users of dataset {record.get('dataset')!r}, the run's is "
-                         f"{train_dataset.dataset_name!r}")
-    if record.get("data_fingerprint") != dataset_fingerprint(train_dataset):
-        raise ValueError(f"{key}: {path} was made on another training split (data_fingerprint "
-                         f"{record.get('data_fingerprint')!r}); make the selection with the run's split settings")
+    check_same_split(record, train_dataset, key, path)
     index = train_dataset.field2token_id[train_dataset.uid_field]
     unknown = [token for token in record["keep"] if str(token) not in index]
     if unknown:

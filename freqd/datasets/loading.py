@@ -16,6 +16,16 @@ def dataset_fingerprint(train_dataset) -> str:
     return hashlib.sha1(repr(pairs).encode()).hexdigest()
 
 
+def check_same_split(record: dict, train_dataset, key: str, path) -> None:
+    """Refuse a file (``record``, read from ``path`` for setting ``key``) made on another dataset or split."""
+    if record.get("dataset") != train_dataset.dataset_name:
+        raise ValueError(f"{key}: {path} was made on dataset {record.get('dataset')!r}, the run's is "
+                         f"{train_dataset.dataset_name!r}")
+    if record.get("data_fingerprint") != dataset_fingerprint(train_dataset):
+        raise ValueError(f"{key}: {path} was made on another training split (data_fingerprint "
+                         f"{record.get('data_fingerprint')!r}); make it with the run's split settings")
+
+
 def dataset_config(dataset: str, config_dict: dict[str, Any]) -> dict[str, Any]:
     """Config entries that load ``dataset``: a named freqd dataset is prepared as atomic files; your own
     (or imported) atomic files are checked and, if needed, cleaned (:mod:`freqd.datasets.user_files`)."""

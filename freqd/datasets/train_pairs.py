@@ -13,15 +13,14 @@ negatives exclude the pairs of the file, where RecBole's sampler would exclude t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from freqd.datasets.loading import dataset_fingerprint
-from freqd.io import atomic_write_json, to_jsonable
+from freqd.datasets.loading import check_same_split, dataset_fingerprint
+from freqd.io import atomic_write_json, read_json_file, to_jsonable
 
 FORMAT = "freqd-pairs/1"
 
@@ -44,22 +43,12 @@ def write_pairs(path: str | Path, train_dataset, users: np.ndarray, items: np.nd
 def read_pairs(path: str | Path, train_dataset) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """(user ids, item ids, record) of a pairs file checked against the run's data."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"train_pairs: file not found: {path}")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"train_pairs: {path} is not JSON ({exc})") from None
+    record = read_json_file(path, "train_pairs", "pairs file")
     if (not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("users"), list)
             or not isinstance(record.get("items"), list) or len(record["users"]) != len(record["items"])):
         raise ValueError(f"train_pairs: {path} is not a freqd pairs file (format {FORMAT!r} with 'users' and "
                          "'items' lists of one length)")
-    if record.get("dataset") != train_dataset.dataset_name:
-        raise ValueError(f"train_pairs: {path} holds pairs of dataset {record.get('dataset')!r}, the run's is "
-                         f"{train_dataset.dataset_name!r}")
-    if record.get("data_fingerprint") != dataset_fingerprint(train_dataset):
-        raise ValueError(f"train_pairs: {path} was made on another training split (data_fingerprint "
-                         f"{record.get('data_fingerprint')!r}); make it with the run's split settings")
+    check_same_split(record, train_dataset, "train_pairs", path)
     if not record["users"]:
         raise ValueError(f"train_pairs: {path} holds no pairs")
     ids = []

@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from freqd.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from freqd.plots import pyplot
+from freqd.io import atomic_write_json, atomic_write_text
+from freqd.plots import pyplot, save_figure
 
 COORDINATES = ("model", "label", "kd", "seed", "dataset", "d", "kd_weight")
 
@@ -122,16 +121,6 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _save(fig, path: Path) -> Path:
-    plt = pyplot()
-    buffer = BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
 def plot_roc(plots: dict[str, dict[str, Any]], path: Path) -> Path:
     """ROC curves of the score attack on log-scale FPR (first seed of each model)."""
     plt = pyplot()
@@ -146,7 +135,7 @@ def plot_roc(plots: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.set(xscale="log", yscale="log", xlabel="false positive rate", ylabel="true positive rate",
            title="membership inference (score threshold)", xlim=(1e-4, 1), ylim=(1e-4, 1))
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_apr(report: dict[str, Any], path: Path) -> Path:
@@ -161,7 +150,7 @@ def plot_apr(report: dict[str, Any], path: Path) -> Path:
     ax.set(xlabel="ε (× each table's mean row norm)", ylabel=f"relative NDCG@{report['options']['k']} drop (%)",
            title="adversarial perturbation of the final tables")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lorenz(plots: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -174,7 +163,7 @@ def plot_lorenz(plots: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="equal exposure")
     ax.set(xlabel="share of items (least exposed first)", ylabel="share of exposure", title="item exposure")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(report: dict[str, Any], plots: dict[str, dict[str, Any]], out: Path, plots_enabled: bool = True
