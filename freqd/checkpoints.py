@@ -98,7 +98,7 @@ def _safe_globals() -> dict[tuple[str, str], Any]:
     return allowed
 
 
-def _restricted_pickle_module(path: Path):
+def _restricted_pickle_module(path: Path, known: frozenset[tuple[str, str]] = frozenset()):
     """A pickle module for ``torch.load`` whose unpickler resolves only :func:`_safe_globals`.
 
     Model and YAML-loader classes that RecBole stores as config values become inert
@@ -143,6 +143,8 @@ def _restricted_pickle_module(path: Path):
                 return getattr(np.dtypes, name)
             if any(module == root or module.startswith(root + ".") for root in symbols) and name[:1].isupper():
                 return _symbol(module, name)
+            if (module, name) in known:  # the caller's own model class: an inert symbol too
+                return _symbol(module, name)
             raise UnsafeCheckpointError(
                 f"refusing to load {path}: its pickle references {module}.{name}, which is not checkpoint data "
                 "(loading it could run code); re-save the model's state_dict from code you trust")
@@ -170,8 +172,12 @@ def _restricted_pickle_module(path: Path):
 TRUST_ENV = "FREQD_TRUST_CHECKPOINTS"
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", known_classes: tuple[type, ...] = ()) -> dict:
     """Load a RecBole/freqd checkpoint dict without running code from it.
+
+    ``known_classes`` are classes the caller runs anyway (a trainer's own model, which may live in the
+    user's package): the config's references to them load as inert symbols, like freqd's and
+    RecBole's model classes, instead of being refused.
 
     RecBole pickles its Config (protocol 4) into checkpoints, which torch's ``weights_only``
     loader cannot read; a plain ``torch.load`` would execute whatever the pickle names. This
@@ -192,7 +198,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         warnings.warn(f"loading {path} with plain pickle (--trust-checkpoint): it can run code", stacklevel=2)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=False,
-                                **({} if trusted else {"pickle_module": _restricted_pickle_module(path)}))
+                                **({} if trusted else {"pickle_module": _restricted_pickle_module(
+                                    path, frozenset((c.__module__, c.__qualname__) for c in known_classes))}))
     except UnsafeCheckpointError:
         raise
     except Exception as exc:  # corrupt or non-torch file: name it

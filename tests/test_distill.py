@@ -6,6 +6,7 @@ import pytest
 import torch
 from recbole.data import create_dataset
 from recbole.data.interaction import Interaction
+from recbole.model.general_recommender import BPR as RecBoleBPR
 from recbole.utils import init_seed
 
 from freqd import load_checkpoint
@@ -297,6 +298,25 @@ def test_stock_recbole_bpr_is_a_student_through_the_adapter(setup):
                        setup[2][0]._dataset)
     stock.load_state_dict(state)  # the student is RecBole's class, state dict and all
     assert result["test_result"]["ndcg@20"] > 0
+
+
+class OwnStudent(RecBoleBPR):
+    """A user's own model class, outside freqd's and RecBole's packages (its module is this test file)."""
+
+
+@pytest.mark.slow
+def test_a_student_of_your_own_class_finishes_and_its_checkpoint_stays_refused_elsewhere(setup):
+    """The run reloads its best checkpoint knowing its own class; any other loader still refuses the
+    unknown class (or would run its module), naming it."""
+    from freqd.checkpoints import UnsafeCheckpointError
+
+    checkpoint = setup[0]
+    result = distill(checkpoint, OwnStudent, "KD", config_dict={**QUIET, "epochs": 1, "embedding_size": 8})
+    assert result["test_result"]["ndcg@20"] > 0
+    with pytest.raises(UnsafeCheckpointError, match="OwnStudent"):
+        load_checkpoint(result["checkpoint"])
+    state = load_checkpoint(result["checkpoint"], known_classes=(OwnStudent,))["state_dict"]
+    assert state["user_embedding.weight"].shape[1] == 8
 
 
 def test_adapter_needs_tables():

@@ -218,7 +218,7 @@ class Trainer(RecBoleTrainer):
         another split trains on its test pairs). The input file is never written: the resumed
         state is copied at once to this run's own checkpoint, which later improvements replace.
         """
-        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        checkpoint = load_checkpoint(resume_file, map_location=self.device, known_classes=(type(self.model),))
         if checkpoint["config"]["model"].lower() != self.config["model"].lower():
             raise ValueError(
                 f"{resume_file} holds a {checkpoint['config']['model']} model, not {self.config['model']}"
@@ -294,7 +294,7 @@ class Trainer(RecBoleTrainer):
             return None
         if load_best_model:
             checkpoint_file = model_file or self.saved_model_file
-            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device, known_classes=(type(self.model),))
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
