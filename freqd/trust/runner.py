@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -36,8 +36,11 @@ class TrustError(ValueError):
 
 @dataclass(frozen=True)
 class TrustOptions:
-    """What the report computes: ``parts`` of :data:`PARTS`, APR budgets ``epsilons`` (× mean row norm),
-    list length ``k``, the active-user share, and ``seed`` for the membership sample and APR negatives."""
+    """What the report computes: ``parts`` of :data:`PARTS`, APR budgets ``epsilons`` (× each table's
+    mean row norm), list length ``k``, the active-user share, ``seed`` for the membership sample, APR's
+    negatives, the shadows' halves and the perturbed edges; which ``arms``/``seeds`` to audit; ``shadows``
+    (M, 0 = no shadow attack) and ``shadow_arms``; ``edges`` ((kind, ρ) pairs) retrained for ``edge_seeds``;
+    ``jobs`` parallel training processes."""
 
     parts: tuple[str, ...] = PARTS
     epsilons: tuple[float, ...] = robustness.EPSILONS
@@ -62,6 +65,8 @@ class TrustOptions:
             raise TrustError(f"parts: unknown or empty {unknown or list(self.parts)}; choose from {', '.join(PARTS)}")
         if any(not math.isfinite(e) or e < 0 for e in self.epsilons):
             raise TrustError(f"epsilons must be finite and non-negative, got {list(self.epsilons)}")
+        if self.jobs < 1:
+            raise TrustError(f"jobs must be a positive integer, got {self.jobs}")
         if self.k < 1:
             raise TrustError(f"k must be a positive integer, got {self.k}")
         if not 0 < self.active_fraction < 1:
@@ -80,7 +85,6 @@ class TrustData:
     item_train_counts: np.ndarray
     sample: privacy.MembershipSample
     triples: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def comparison_of(folder: Path, config: str | Path | None = None) -> ComparisonConfig:
