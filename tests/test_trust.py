@@ -282,6 +282,17 @@ def test_mean_row_norm_skips_the_padding_row():
     assert robustness.mean_row_norm(torch.tensor([[100.0, 0.0], [0.0, 1.0], [0.0, 2.0]])) == pytest.approx(1.5)
 
 
+def test_summary_averages_each_column_over_the_runs_that_have_it():
+    from freqd.trust.report import _cell, summarise
+
+    rows = [{"model": "a", "label": "a", "kd": None, "seed": s, "dataset": "x", "d": 4, "kd_weight": None,
+             "auc": 0.5 + 0.1 * s, **({"edge": 0.2} if s == 0 else {})} for s in range(3)]
+    (entry,) = summarise(rows)
+    assert entry["runs"] == 3 and entry["auc"]["n"] == 3 and entry["auc"]["mean"] == pytest.approx(0.6)
+    assert entry["edge"] == {"mean": 0.2, "std": 0.0, "n": 1}
+    assert _cell(entry, "edge", 2) == "0.20" and "±" in _cell(entry, "auc", 2) and _cell(entry, "nope") == "—"
+
+
 # -- the report of a comparison folder -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
@@ -496,6 +507,7 @@ def test_shadow_attack_of_a_comparison_folder(compared, tmp_path):
     assert "shadow likelihood ratio" in (out / "trust.md").read_text()
     again = trust_report(compared / "out", out=out, options=options)     # reuses the trained shadows
     assert again["options"]["shadow_seconds"] < report["options"]["shadow_seconds"]
+    assert again["options"]["shadow_train_seconds"] == report["options"]["shadow_train_seconds"] > 0
     assert again["rows"][0]["lira_auc"] == rows["teacher"]["lira_auc"]
 
 

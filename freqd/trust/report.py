@@ -18,7 +18,8 @@ COORDINATES = ("model", "label", "kd", "seed", "dataset", "d", "kd_weight")
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model (in first-seen order): n runs and mean / std (population, over seeds) of every numeric column."""
+    """Per model (in first-seen order): its runs, and per numeric column the mean / std (population,
+    over the runs that have the column) and that count ``n`` (perturbed edges cover chosen seeds only)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["model"], []).append(row)
@@ -26,13 +27,12 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for name, members in groups.items():
         entry: dict[str, Any] = {"model": name, "label": members[0]["label"], "kd": members[0]["kd"],
                                  "d": members[0]["d"], "runs": len(members)}
-        for column in members[0]:
-            if column in COORDINATES:
-                continue
-            values = [m.get(column) for m in members]
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        columns = dict.fromkeys(c for m in members for c in m if c not in COORDINATES)
+        for column in columns:
+            values = [m[column] for m in members if column in m]
+            if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 array = np.asarray(values, dtype=np.float64)
-                entry[column] = {"mean": float(np.mean(array)), "std": float(np.std(array))}
+                entry[column] = {"mean": float(np.mean(array)), "std": float(np.std(array)), "n": len(values)}
         out.append(entry)
     return out
 
@@ -45,7 +45,7 @@ def _cell(entry: dict[str, Any], column: str, digits: int = 4, percent: bool = F
     mean, std = stat["mean"] * scale, stat["std"] * scale
     unit = "%" if percent else ""
     text = f"{mean:.{digits}f}{unit}"
-    return text if entry["runs"] == 1 else f"{text} ± {std:.{digits}f}{unit}"
+    return text if stat.get("n", entry["runs"]) == 1 else f"{text} ± {std:.{digits}f}{unit}"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -81,13 +81,14 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {e['model']} | " + " | ".join(cells) + " |")
     if lira:
         lines += ["", f"Shadow attack: {report['options']['shadows']} shadows, each a random half of the training and "
-                  "test pairs through the whole pipeline (shadow teacher, then each arm's shadow student); "
-                  f"{report['options']['shadow_seconds']:.0f} s including training."]
+                  "test pairs through the whole pipeline (shadow teacher, then each arm's shadow student); their "
+                  f"runs took {report['options']['shadow_train_seconds']:.0f} s to train, this report "
+                  f"{report['options']['shadow_seconds']:.0f} s to score them."]
     if report["options"].get("edges"):
         tags = report["options"]["edges"]
         lines += ["", f"Retrained on perturbed training edges (every run of the comparison, seeds "
                   f"{report['options']['edge_seeds']}): relative test NDCG@{k} drop against the clean run "
-                  f"({report['options']['edge_seconds']:.0f} s including training):", "",
+                  f"(their runs took {report['options']['edge_train_seconds']:.0f} s to train):", "",
                   "| model | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
         for e in summary:
             lines.append(f"| {e['model']} | " + " | ".join(_cell(e, f"edge_{t}_drop", 1, percent=True)

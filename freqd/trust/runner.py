@@ -289,7 +289,8 @@ def _shadow_scores(comparison: ComparisonConfig, record: dict[str, Any], data: T
             model = load_model(_checkpoint(shadow_folder, result), data.ctx)
             scores.setdefault(name, []).append(shadows.pair_scores(model, data.sample.users, data.sample.items))
     return {"scores": {name: np.stack(rows) for name, rows in scores.items()},
-            "flags": shadows.in_flags(data, options.shadows, options.seed), "seconds": perf_counter() - start}
+            "flags": shadows.in_flags(data, options.shadows, options.seed), "seconds": perf_counter() - start,
+            "train_seconds": sum(_train_seconds(f) for f in folders)}
 
 
 def _edge_results(comparison: ComparisonConfig, record: dict[str, Any], data: TrustData, out: Path,
@@ -311,7 +312,14 @@ def _edge_results(comparison: ComparisonConfig, record: dict[str, Any], data: Tr
                 result = json.loads((folder / "arms" / arm / f"s{seed}.json").read_text(encoding="utf-8"))
                 values[(arm, seed)] = float(result["metrics"][key])
         found[tag] = values
-    return {"ndcg": found, "seeds": seeds, "seconds": perf_counter() - start}
+    return {"ndcg": found, "seeds": seeds, "seconds": perf_counter() - start,
+            "train_seconds": sum(_train_seconds(f) for f in folders.values())}
+
+
+def _train_seconds(folder: Path) -> float:
+    """Wall seconds the stored runs of a comparison folder took (teacher and arms), when they were trained."""
+    paths = [folder / "teacher.json", *sorted((folder / "arms").glob("*/s*.json"))]
+    return float(sum(json.loads(p.read_text(encoding="utf-8")).get("wall_seconds", 0.0) for p in paths if p.is_file()))
 
 
 def trust_report(folder: str | Path, config: str | Path | None = None, out: str | Path | None = None,
@@ -379,8 +387,10 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
                     "active_fraction": options.active_fraction, "head_fraction": comparison.evaluation.head_fraction,
                     "seed": options.seed, "shadows": options.shadows,
                     "shadow_seconds": shadow["seconds"] if shadow else None,
+                    "shadow_train_seconds": shadow["train_seconds"] if shadow else None,
                     "edges": [edges.label(*spec) for spec in options.edges],
-                    "edge_seeds": edge["seeds"] if edge else None, "edge_seconds": edge["seconds"] if edge else None},
+                    "edge_seeds": edge["seeds"] if edge else None, "edge_seconds": edge["seconds"] if edge else None,
+                    "edge_train_seconds": edge["train_seconds"] if edge else None},
         "sample": {"pairs": len(data.sample), "members": int(data.sample.member.sum()),
                    "users": int(len(np.unique(data.sample.users)))},
         "setup_seconds": setup_seconds, "rows": rows,
