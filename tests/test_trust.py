@@ -283,14 +283,14 @@ def test_mean_row_norm_skips_the_padding_row():
 
 
 def test_summary_averages_each_column_over_the_runs_that_have_it():
-    from freqd.trust.report import _cell, summarise
+    from freqd.trust.report import cell, summarise
 
     rows = [{"model": "a", "label": "a", "kd": None, "seed": s, "dataset": "x", "d": 4, "kd_weight": None,
              "auc": 0.5 + 0.1 * s, **({"edge": 0.2} if s == 0 else {})} for s in range(3)]
     (entry,) = summarise(rows)
     assert entry["runs"] == 3 and entry["auc"]["n"] == 3 and entry["auc"]["mean"] == pytest.approx(0.6)
     assert entry["edge"] == {"mean": 0.2, "std": 0.0, "n": 1}
-    assert _cell(entry, "edge", 2) == "0.20" and "±" in _cell(entry, "auc", 2) and _cell(entry, "nope") == "—"
+    assert cell(entry, "edge", 2) == "0.20" and "±" in cell(entry, "auc", 2) and cell(entry, "nope") == "—"
 
 
 # -- the report of a comparison folder -----------------------------------------------------------

@@ -37,7 +37,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _cell(entry: dict[str, Any], column: str, digits: int = 4, percent: bool = False) -> str:
+def cell(entry: dict[str, Any], column: str, digits: int = 4, percent: bool = False) -> str:
     stat = entry.get(column)
     if not isinstance(stat, dict) or not math.isfinite(stat["mean"]):
         return "—"
@@ -63,21 +63,21 @@ def markdown(report: dict[str, Any]) -> str:
     for e in summary:
         name = e["model"] if e["label"] in (None, e["model"]) else f"{e['model']} ({e['label']})"
         cells = [name, str(e["runs"]),
-                 _cell(e, f"ndcg@{k}"), _cell(e, "mia_score_auc"), _cell(e, "mia_score_tpr@0.01"),
-                 _cell(e, "mia_score_tpr@0.001"), _cell(e, "mia_score_advantage"),
-                 *[_cell(e, f"apr_drop_eps{x:g}", 1, percent=True) for x in eps],
-                 _cell(e, "user_gap"), _cell(e, "quintile_std"), _cell(e, "head_recall"), _cell(e, "tail_recall"),
-                 _cell(e, "aplt"), _cell(e, "coverage"), _cell(e, "gini")]
+                 cell(e, f"ndcg@{k}"), cell(e, "mia_score_auc"), cell(e, "mia_score_tpr@0.01"),
+                 cell(e, "mia_score_tpr@0.001"), cell(e, "mia_score_advantage"),
+                 *[cell(e, f"apr_drop_eps{x:g}", 1, percent=True) for x in eps],
+                 cell(e, "user_gap"), cell(e, "quintile_std"), cell(e, "head_recall"), cell(e, "tail_recall"),
+                 cell(e, "aplt"), cell(e, "coverage"), cell(e, "gini")]
         lines.append("| " + " | ".join(cells) + " |")
     lira = any(isinstance(e.get("lira_auc"), dict) for e in summary)
     lines += ["", "Membership inference with the other signals (AUC / TPR@1% FPR / TPR@0.1% FPR):", "",
               "| model | rank | calibrated score |" + (" shadow likelihood ratio |" if lira else ""),
               "|---|---|---|" + ("---|" if lira else "")]
     for e in summary:
-        cells = [" / ".join(_cell(e, f"mia_{signal}_{m}") for m in ("auc", "tpr@0.01", "tpr@0.001"))
+        cells = [" / ".join(cell(e, f"mia_{signal}_{m}") for m in ("auc", "tpr@0.01", "tpr@0.001"))
                  for signal in ("rank", "calibrated")]
         if lira:
-            cells.append(" / ".join(_cell(e, f"lira_{m}") for m in ("auc", "tpr@0.01", "tpr@0.001")))
+            cells.append(" / ".join(cell(e, f"lira_{m}") for m in ("auc", "tpr@0.01", "tpr@0.001")))
         lines.append(f"| {e['model']} | " + " | ".join(cells) + " |")
     if lira:
         lines += ["", f"Shadow attack: {report['options']['shadows']} shadows, each a random half of the training and "
@@ -91,9 +91,9 @@ def markdown(report: dict[str, Any]) -> str:
                   f"(their runs took {report['options']['edge_train_seconds']:.0f} s to train):", "",
                   "| model | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
         for e in summary:
-            lines.append(f"| {e['model']} | " + " | ".join(_cell(e, f"edge_{t}_drop", 1, percent=True)
+            lines.append(f"| {e['model']} | " + " | ".join(cell(e, f"edge_{t}_drop", 1, percent=True)
                                                           for t in tags) + " |")
-    costs = "; ".join(f"{e['model']} " + ", ".join(f"{part} {_cell(e, 'seconds_' + part, 2)}"
+    costs = "; ".join(f"{e['model']} " + ", ".join(f"{part} {cell(e, 'seconds_' + part, 2)}"
                                                    for part in report["options"]["parts"]
                                                    if isinstance(e.get("seconds_" + part), dict)) for e in summary)
     lines += ["", f"Seconds per model (mean): {costs}; shared set-up {report['setup_seconds']:.1f} s.", "",
