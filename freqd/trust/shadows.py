@@ -36,7 +36,8 @@ def assignments(n_pairs: int, n_shadows: int, seed: int) -> np.ndarray:
 def likelihood_ratio(target: np.ndarray, shadow_scores: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """log N(s; μ_in, σ_in²) − log N(s; μ_out, σ_out²) per pair, from (shadows × pairs) scores and IN flags.
 
-    μ per pair and side; σ² per side, the mean squared deviation from the pair means over all pairs.
+    μ per pair and side; σ² per side, pooled over pairs: the squared deviations from the pair means
+    summed over all pairs, divided by (observations − pairs).
     """
     shadow_scores, inside = np.asarray(shadow_scores, np.float64), np.asarray(inside, bool)
     if shadow_scores.shape != inside.shape:
