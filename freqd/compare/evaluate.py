@@ -86,6 +86,37 @@ def load_model(checkpoint: str | Path, ctx: EvalContext):
     return load_teacher(checkpoint, ctx.config, ctx.train_dataset)
 
 
+def masked_scores(model, ctx: EvalContext):
+    """Per test batch: (interaction, full score rows with the padding item and the protocol's history at
+    −inf, positive rows, positive items), in ``ctx.users`` order."""
+    device = ctx.config["device"]
+    n_items = ctx.test_data._dataset.item_num
+    for interaction, history_index, positive_u, positive_i in ctx.test_data:
+        interaction = interaction.to(device)
+        scores = model.full_sort_predict(interaction).view(-1, n_items)
+        scores[:, 0] = -np.inf
+        if history_index is not None:
+            scores[history_index] = -np.inf
+        yield interaction, scores, positive_u, positive_i
+
+
+def loader_pairs(loader, uid_field: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (user, item) target pairs of an evaluation loader (its positives), as int64 arrays."""
+    users, items = [], []
+    for interaction, _, positive_u, positive_i in loader:
+        users.append(interaction[uid_field][positive_u].numpy())
+        items.append(positive_i.numpy())
+    if not users:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64)
+
+
+def result_checkpoint(out: Path, result: dict[str, Any]) -> Path:
+    """A stored result's checkpoint: absolute as given, else relative to the comparison folder ``out``."""
+    path = Path(result["checkpoint"])
+    return path if path.is_absolute() else out / path
+
+
 @torch.no_grad()
 def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: int) -> dict[str, np.ndarray]:
     """Per test user: recall@k, ndcg@k, map@k for k in ``topk`` and head/tail recall, ndcg @ ``group_k``.
@@ -95,18 +126,13 @@ def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: in
     """
     model.eval()
     device = ctx.config["device"]
-    n_items = ctx.test_data._dataset.item_num
     max_k = max(max(topk), group_k)
     head = ctx.head_items.to(device)
     recall, ndcg, mean_ap = Recall(ctx.config), NDCG(ctx.config), MAP(ctx.config)
     users: list[torch.Tensor] = []
     parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"all": [], "head": [], "tail": []}
     uid_field = ctx.train_dataset.uid_field
-    for interaction, history_index, positive_u, positive_i in ctx.test_data:
-        scores = model.full_sort_predict(interaction.to(device)).view(-1, n_items)
-        scores[:, 0] = -np.inf
-        if history_index is not None:
-            scores[history_index] = -np.inf
+    for interaction, scores, positive_u, positive_i in masked_scores(model, ctx):
         _, topk_idx = torch.topk(scores, max_k, dim=-1)
         pos_matrix = torch.zeros_like(scores, dtype=torch.int)
         pos_matrix[positive_u, positive_i] = 1

@@ -38,6 +38,7 @@ from freqd.compare.evaluate import (
     measure_latency,
     model_size,
     per_user_metrics,
+    result_checkpoint,
 )
 from freqd.compare.report import build_report
 from freqd.compare.store import arm_paths, check_stale, is_done, load_result, teacher_paths, write_result
@@ -234,10 +235,7 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
     if arm.kd is None:
         run = train(comparison.arm_model(arm), comparison.dataset, config_file_list=files, config_dict=config_dict)
     else:
-        teacher_checkpoint = Path(teacher["checkpoint"])
-        if not teacher_checkpoint.is_absolute():
-            teacher_checkpoint = out / teacher_checkpoint
-        run = distill(str(teacher_checkpoint), comparison.arm_model(arm), arm.kd, dataset=comparison.dataset,
+        run = distill(str(result_checkpoint(out, teacher)), comparison.arm_model(arm), arm.kd, dataset=comparison.dataset,
                           config_file_list=files, config_dict=config_dict)
     _check_protocol(f"arm {arm.name!r}", run, ctx)
     history = _history(Path(run["run_dir"]))

@@ -98,10 +98,7 @@ def run_edges(comparison, record, data, folder: Path, specs, seeds: list[int], a
 
 def valid_keys(data) -> np.ndarray:
     """Keys ``user * n_items + item`` of the validation pairs of the comparison's split."""
-    ctx = data.ctx
-    n_items = int(ctx.train_dataset.item_num)
-    keys = []
-    for interaction, _, positive_u, positive_i in ctx.valid_data:
-        users = interaction[ctx.train_dataset.uid_field][positive_u].numpy().astype(np.int64)
-        keys.append(users * n_items + positive_i.numpy().astype(np.int64))
-    return np.concatenate(keys) if keys else np.empty(0, np.int64)
+    from freqd.compare.evaluate import loader_pairs
+
+    users, items = loader_pairs(data.ctx.valid_data, data.ctx.train_dataset.uid_field)
+    return users * int(data.ctx.train_dataset.item_num) + items

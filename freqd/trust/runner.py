@@ -18,12 +18,25 @@ from typing import Any
 import numpy as np
 import torch
 
+import freqd.trust.edges as edges
+import freqd.trust.fairness as fairness
+import freqd.trust.privacy as privacy
+import freqd.trust.robustness as robustness
+import freqd.trust.shadows as shadows
 from freqd.compare.config import ComparisonConfig, load_comparison_config
-from freqd.compare.evaluate import EvalContext, aggregate, build_eval_context, load_model, per_user_metrics
+from freqd.compare.evaluate import (
+    EvalContext,
+    aggregate,
+    build_eval_context,
+    load_model,
+    loader_pairs,
+    masked_scores,
+    per_user_metrics,
+    result_checkpoint,
+)
 from freqd.compare.store import read_results
 from freqd.datasets.train_loader import draw_negatives, epoch_generator, pair_keys
 from freqd.models.hash import is_code_student
-from freqd.trust import edges, fairness, privacy, robustness, shadows
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +95,7 @@ class TrustData:
     train_items: np.ndarray
     test_users: np.ndarray
     test_items: np.ndarray
+    test_rows: np.ndarray         # each test pair's row in ``ctx.users`` order (the top-k lists' rows)
     item_train_counts: np.ndarray
     sample: privacy.MembershipSample
     triples: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -117,18 +131,15 @@ def build_data(ctx: EvalContext, seed: int) -> TrustData:
     train = ctx.train_dataset
     train_users = train.inter_feat[train.uid_field].numpy().astype(np.int64)
     train_items = train.inter_feat[train.iid_field].numpy().astype(np.int64)
-    users, items = [], []
-    for interaction, _, positive_u, positive_i in ctx.test_data:
-        batch_users = interaction[train.uid_field]
-        users.append(batch_users[positive_u].numpy())
-        items.append(positive_i.numpy())
-    test_users, test_items = np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64)
+    test_users, test_items = loader_pairs(ctx.test_data, train.uid_field)
+    row_of = {int(u): r for r, u in enumerate(ctx.users)}
     n_items = train.item_num
     sample = privacy.membership_sample(train_users, train_items, test_users, test_items, seed=seed)
     forbidden = torch.sort(pair_keys(torch.from_numpy(train_users), torch.from_numpy(train_items), n_items)).values
     negatives = draw_negatives(torch.from_numpy(train_users), forbidden, n_items, 1, epoch_generator(seed, 0))[0]
     return TrustData(ctx=ctx, train_users=train_users, train_items=train_items, test_users=test_users,
-                     test_items=test_items, item_train_counts=np.bincount(train_items, minlength=n_items),
+                     test_items=test_items, test_rows=np.array([row_of[int(u)] for u in test_users], dtype=np.int64),
+                     item_train_counts=np.bincount(train_items, minlength=n_items),
                      sample=sample, triples=(torch.from_numpy(train_users), torch.from_numpy(train_items), negatives))
 
 
@@ -183,15 +194,10 @@ def robustness_part(users: torch.Tensor, items: torch.Tensor, data: TrustData, e
 @torch.no_grad()
 def topk_lists(scorer, ctx: EvalContext, k: int) -> np.ndarray:
     """Each test user's top-k items (the protocol's masking; padding item never listed), in ``ctx.users`` order."""
-    n_items = ctx.test_data._dataset.item_num
     lists, order = [], []
-    for interaction, history_index, _, _ in ctx.test_data:
-        scores = scorer.full_sort_predict(interaction).view(-1, n_items)
-        scores[:, 0] = -np.inf
-        if history_index is not None:
-            scores[history_index] = -np.inf
-        lists.append(torch.topk(scores, k, dim=1).indices.numpy())
-        order.append(interaction[ctx.train_dataset.uid_field].numpy())
+    for interaction, scores, _, _ in masked_scores(scorer, ctx):
+        lists.append(torch.topk(scores, k, dim=1).indices.cpu().numpy())
+        order.append(interaction[ctx.train_dataset.uid_field].cpu().numpy())
     if not np.array_equal(np.concatenate(order), ctx.users):
         raise RuntimeError("the test loader's users changed between passes")
     return np.concatenate(lists)
@@ -202,10 +208,8 @@ def fairness_part(scorer, ndcg: np.ndarray, data: TrustData, head_fraction: floa
     """User-side gaps from the stored per-user NDCG, item-side metrics from fresh top-k lists; and the exposure."""
     ctx = data.ctx
     topk = topk_lists(scorer, ctx, k)
-    row_of = {int(u): r for r, u in enumerate(ctx.users)}
-    rows = np.array([row_of[int(u)] for u in data.test_users])
     counts = data.item_train_counts[1:]
-    items = fairness.item_fairness(topk - 1, rows, data.test_items - 1, counts, head_fraction=head_fraction)
+    items = fairness.item_fairness(topk - 1, data.test_rows, data.test_items - 1, counts, head_fraction=head_fraction)
     users = fairness.user_fairness(ndcg, ctx.user_train_counts, active_fraction=active_fraction)
     return {**users, **items}, np.bincount(topk.ravel() - 1, minlength=len(counts))
 
@@ -225,11 +229,6 @@ def _scorer_rows(model, ctx: EvalContext):
         interaction = Interaction({ctx.train_dataset.uid_field: torch.from_numpy(np.asarray(block))})
         return model.full_sort_predict(interaction).view(len(block), n_items).cpu().numpy()
     return rows
-
-
-def _checkpoint(folder: Path, result: dict[str, Any]) -> Path:
-    path = Path(result["checkpoint"])
-    return path if path.is_absolute() else folder / path
 
 
 def _kd_weight(folder: Path, result: dict[str, Any]) -> Any:
@@ -286,7 +285,7 @@ def _shadow_scores(comparison: ComparisonConfig, record: dict[str, Any], data: T
         found += [(arm, shadow_folder / "arms" / arm / f"s{m}.json") for arm in arms]
         for name, path in found:
             result = json.loads(path.read_text(encoding="utf-8"))
-            model = load_model(_checkpoint(shadow_folder, result), data.ctx)
+            model = load_model(result_checkpoint(shadow_folder, result), data.ctx)
             scores.setdefault(name, []).append(shadows.pair_scores(model, data.sample.users, data.sample.items))
     return {"scores": {name: np.stack(rows) for name, rows in scores.items()},
             "flags": shadows.in_flags(data, options.shadows, options.seed), "seconds": perf_counter() - start,
@@ -363,7 +362,7 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
     from tqdm import tqdm
 
     for name, label, kd, seed, result, ndcg in tqdm(jobs, desc="trust", disable=not options.progress, unit="model"):
-        model = load_model(_checkpoint(folder, result), ctx)
+        model = load_model(result_checkpoint(folder, result), ctx)
         row: dict[str, Any] = {"model": name, "label": label, "kd": kd, "seed": seed, "dataset": comparison.dataset,
                                "d": result.get("embedding_size"), "kd_weight": _kd_weight(folder, result) if kd else None,
                                key: float(result["metrics"][key])}
