@@ -59,6 +59,8 @@ KD_ARMS = {
     "freqd-linear-entity": ("FreqD", "freqd-linear.yaml", {"projector_per_entity": True}),
     "freqd-affine-entity": ("FreqD", "freqd-linear.yaml", {"projector_per_entity": True, "projector_bias": True,
                                                     "freqd_filter_first": True}),
+    "freqd-kd": ("FreqDKD", "freqd.yaml", {}),
+    "freqd-kd-smooth": ("FreqDKD", "freqd.yaml", {"kd_smooth_alpha": 0.5}),
     # Baselines: their reference settings are freqd's defaults (freqd/properties/kd/<Name>.yaml).
     **{name: (name, None, {}) for name in ("fitnet", "de", "pckd", "htd", "rrd", "dcd", "cd", "unkd", "kd")},
 }

@@ -99,7 +99,7 @@ def cmd_train(args, overrides) -> int:
     from freqd.runs import train
 
     _thread_option(args, overrides)
-    _config_options(args, overrides, "seed", "hash_bits", "coreset")
+    _config_options(args, overrides, "seed", "hash_bits", "coreset", "nproc")
     result = train(
         args.model, args.dataset, config_file_list=args.config, config_dict=overrides, resume=args.resume
     )
@@ -112,7 +112,7 @@ def cmd_distill(args, overrides) -> int:
     from freqd.runs import distill
 
     _thread_option(args, overrides)
-    _config_options(args, overrides, "seed", "embedding_size", "hash_bits", "coreset", "kd_coreset")
+    _config_options(args, overrides, "seed", "embedding_size", "hash_bits", "coreset", "kd_coreset", "nproc")
     result = distill(args.teacher, args.student, args.kd, dataset=args.dataset, config_file_list=args.config,
                      config_dict=overrides, resume=args.resume)
     print(_table([summary_row(f"{result['model']} <- {result['kd']}", result)], SUMMARY_COLUMNS))
@@ -345,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hash_bits", "--hash-bits", default=None, help="bits per code of a Hash model")
     train.add_argument("--coreset", default=None, metavar="JSON",
                        help="train on the users of this selection file (freqd coreset) only")
+    train.add_argument("--nproc", default=None, help="data-parallel processes on this machine (RecBole's 'nproc'; "
+                                                 "world_size, ip, port, offset as --key=value; gloo on CPUs)")
     train.set_defaults(func=cmd_train)
 
     distill = sub.add_parser("distill", help="distil a trained teacher checkpoint into a small student",
@@ -363,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="YAML config file (e.g. configs/kd/freqd.yaml); repeatable")
     distill.add_argument("--seed", default=None, help="random seed")
     distill.add_argument("--resume", metavar="PTH", help="continue from a distillation checkpoint")
+    distill.add_argument("--nproc", default=None, help="data-parallel processes on this machine (RecBole's 'nproc'; "
+                                                 "world_size, ip, port, offset as --key=value; gloo on CPUs)")
     threads_option(distill)
     distill.set_defaults(func=cmd_distill)
 

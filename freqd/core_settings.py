@@ -170,6 +170,9 @@ class EvaluationSettings(Settings):
                                                                 "train items only, average over all users")
     eval_chunk_users: PositiveInt | None = Field(None, description="users scored per chunk in full-sort evaluation "
                                                                    "(None: 16 below d = 64, else 256)")
+    rank_chunk_items: PositiveInt | None = Field(None, description="items scored per block wherever a whole catalogue "
+                                                                   "is ranked (full-sort evaluation, teacher and "
+                                                                   "student top-N); None: all items at once")
     metric_decimal_place: Annotated[Int, Field(ge=0)] = Field(6, description="decimals of the logged metrics")
 
     @field_validator("topk", "metrics", mode="before")

@@ -76,6 +76,7 @@ def setup(model, dataset, config_file_list, config_dict, kd: str | None = None):
     config = Config(model=get_model(model), dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
                     kd=kd)
     check_consistency(config.final_config_dict, "the run's settings")  # valid_metric: before any data
+    _check_group(config)
     config["threads"] = apply_threads(config["threads"])
     split_seed = config["split_seed"]
     init_seed(config["seed"] if split_seed is None else int(split_seed), config["reproducibility"])
@@ -85,6 +86,16 @@ def setup(model, dataset, config_file_list, config_dict, kd: str | None = None):
     data = create_dataset(config)
     logger.info(data)
     return config, data, build_dataloaders(config, data)
+
+
+def _check_group(config) -> None:
+    """In a process group of several ranks, the settings data-parallel training needs."""
+    from freqd.datasets.train_loader import train_sampler_choice
+    from freqd.distributed import current_shard
+
+    if current_shard().world > 1 and train_sampler_choice(config) != "fast":
+        raise ValueError(f"nproc > 1 needs train_sampler: fast (each rank takes its part of every batch), got "
+                         f"train_sampler: {train_sampler_choice(config)}")
 
 
 def build_model(config, train_data, model: str | type | None = None):
@@ -192,6 +203,10 @@ def train(
     ``evaluate_test=False`` never touches the test set (tuning); ``on_evaluation(epoch, score)``
     is called after every validation (:attr:`Trainer.on_evaluation`).
     """
+    group = group_settings(config_file_list, config_dict)
+    if group is not None:
+        return launch("train", group, model=model, dataset=dataset, config_file_list=config_file_list,
+                      config_dict=config_dict, saved=saved, resume=resume, evaluate_test=evaluate_test)
     config, data, loaders = setup(model, dataset, config_file_list, config_dict)
     full_train, (loaders, coreset) = loaders[0], _with_coreset(config, loaders)
     net = build_model(config, loaders[0], model)
@@ -200,6 +215,69 @@ def train(
     trainer = Trainer(config, net, metadata=metadata, metrics_path=run_dir / "metrics.csv")
     return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, coreset, evaluate_test=evaluate_test,
                            on_evaluation=on_evaluation)
+
+
+def group_settings(config_file_list, config_dict) -> dict[str, Any] | None:
+    """RecBole's multi-process keys (``nproc``, ``world_size``, ``ip``, ``port``, ``offset``) of a run, or
+    None for one process (``nproc`` 1 and no wider ``world_size``) or inside a process group already."""
+    from freqd.distributed import current_shard
+
+    merged = {**yaml_settings(config_file_list), **(config_dict or {})}
+    nproc = int(merged.get("nproc") or 1)
+    world = int(merged.get("world_size") or -1)
+    world = nproc if world <= 0 else world
+    if current_shard().world > 1 or (nproc == 1 and world == 1):
+        return None
+    if nproc < 1:
+        raise ValueError(f"nproc must be at least 1, got {nproc}")
+    return {"nproc": nproc, "world_size": world, "ip": str(merged.get("ip") or "localhost"),
+            "port": int(merged.get("port") or 5678), "offset": int(merged.get("offset") or 0)}
+
+
+def launch(kind: str, group: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """``train``/``distill`` (``kind``) data-parallel on ``group["nproc"]`` spawned processes; rank 0's result.
+
+    RecBole 1.2.1's own multi-process path initialises NCCL on CUDA devices only, so freqd starts the
+    group itself from the same keys: ``gloo`` on CPUs, ``nccl`` with ``use_gpu`` on CUDA; ranks
+    ``offset`` … ``offset + nproc − 1`` of ``world_size`` meet at ``tcp://ip:port``. Each rank builds
+    the same model from the same seed, takes its part of every batch (the fast loader), averages
+    gradients before each step and evaluates its share of the users, so all ranks hold identical
+    parameters and metrics. Rank 0 writes the checkpoints, metrics and results as one process would;
+    the other ranks write theirs to a temporary folder that is removed afterwards.
+    """
+    from freqd.distributed import spawn_group
+
+    merged = {**yaml_settings(kwargs.get("config_file_list")), **(kwargs.get("config_dict") or {})}
+    use_gpu = merged.get("use_gpu", True) and torch.cuda.is_available()
+    backend = "nccl" if use_gpu else "gloo"
+    init_method = f"tcp://{group['ip']}:{group['port']}"
+    results = spawn_group(_rank_run, group["nproc"], (kind, kwargs), init_method=init_method, backend=backend,
+                          world_size=group["world_size"], offset=group["offset"])
+    if 0 not in results:
+        return {"rank": group["offset"], "note": "rank 0 runs on another machine and writes the results"}
+    return results[0]
+
+
+def _rank_run(kind: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """One rank of :func:`launch`: the run itself on rank 0; elsewhere the same run, its files in a temporary
+    folder and its log quiet."""
+    import shutil
+    import tempfile
+
+    from freqd.distributed import current_shard
+
+    rank = current_shard().rank
+    run = train if kind == "train" else distill
+    if rank == 0:
+        return run(**kwargs)
+    folder = tempfile.mkdtemp(prefix=f"freqd-rank{rank}-")
+    try:
+        quiet = {"checkpoint_dir": f"{folder}/saved", "results_dir": f"{folder}/runs", "show_progress": False,
+                 "state": "ERROR"}
+        run(**{**kwargs, "config_dict": {**(kwargs.get("config_dict") or {}), **quiet}})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return None
 
 
 def _with_coreset(config, loaders) -> tuple[tuple, dict[str, Any]]:
@@ -262,6 +340,13 @@ def distill(
     from freqd.distillers import get_distiller
     from freqd.trainers import DistillTrainer
 
+    group = group_settings(config_file_list, config_dict)
+    if group is not None:
+        if not isinstance(student, str) or student_tables is not None:
+            raise ValueError("nproc > 1: the student must be a model name (the ranks are new processes)")
+        return launch("distill", group, teacher=teacher, student=student, kd=kd, dataset=dataset,
+                      config_file_list=config_file_list, config_dict=config_dict, saved=saved, resume=resume,
+                      evaluate_test=evaluate_test)
     distiller_cls = get_distiller(kd)
     # Read the (possibly large) teacher checkpoint once: for its dataset and to build the teacher.
     checkpoint = load_checkpoint(teacher, map_location="cpu")

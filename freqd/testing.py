@@ -24,6 +24,10 @@ RecBole's ``Config`` does, and holds the keys that build ``freqd.models.BPR``/``
 :func:`dense_bipartite_adjacency`, :func:`spectral_filter` (h(L) by eigendecomposition) and
 :func:`exact_rayleigh_quotients`, built on :mod:`freqd.graph.spectral` (``laplacian_eigh``,
 ``per_frequency_losses``); :func:`random_pairs` and :func:`random_graph` make small test graphs.
+
+**Process groups.** :func:`run_process_group` runs a function on several ``gloo`` ranks (spawned
+processes on this machine), bounded in time, and returns each rank's result: how collectives are
+tested on a CPU.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ __all__ = [
     "per_frequency_losses",
     "random_graph",
     "random_pairs",
+    "run_process_group",
     "spectral_filter",
     "tiny_models",
 ]
@@ -416,3 +421,21 @@ def random_graph(kind: str, seed: int) -> Tensor:
         raise ValueError(f"kind must be 'bipartite', 'user' or 'item', got {kind!r}")
     k = int(rng.integers(1, 4))
     return cooccurrence_adjacency(users, items, n_users, n_items, k=k, side=kind, dtype=torch.float64)
+
+
+def run_process_group(fn: Callable[..., Any], world: int = 2, args: tuple = (), timeout: float = 120.0) -> list[Any]:
+    """``fn(*args)`` on ``world`` spawned ``gloo`` ranks of one default process group; the results by rank.
+
+    ``fn`` must be importable (a module-level function) and its result picklable. A rank that
+    fails, or a group still running after ``timeout`` seconds (then killed), raises RuntimeError
+    naming the ranks (:func:`freqd.distributed.spawn_group`).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from freqd.distributed import spawn_group
+
+    with tempfile.TemporaryDirectory() as folder:
+        results = spawn_group(fn, world, args, init_method=f"file://{Path(folder) / 'group'}", backend="gloo",
+                              timeout=timeout)
+    return [results[rank] for rank in range(world)]

@@ -27,6 +27,7 @@ from freqd.distillers.sampling import (
     uniform_unobserved,
 )
 from freqd.distillers.unkd import UnKDSettings, pairs_per_group, popularity_groups
+from freqd.graph import cooccurrence_adjacency
 from freqd.settings import SettingsError
 
 METHODS = ["RRD", "DCD", "CD", "UnKD", "KD"]
@@ -184,6 +185,33 @@ def test_kd_loss_is_softmax_cross_entropy_on_the_guides_top_k(tiny, guide):
     whole = distiller.p_teacher.clone()
     distiller._set_candidates(distiller.candidates, chunk=3)  # the per-user targets, computed in chunks
     assert torch.allclose(distiller.p_teacher, whole)
+
+
+@pytest.mark.parametrize("guide", ["student", "teacher"])
+def test_kd_smoothed_scores_are_the_item_graph_filter_of_the_full_score_row(tiny, guide):
+    """The official formulation: scores scattered into a zero row of all items, multiplied by the dense
+    H = (1 − a)I + aÂ, read back at the candidates; the cross-entropy divided by (1 − a)²."""
+    a, tau = 0.6, TINY["kd_temperature"]
+    distiller, (data, teacher, student) = _build(tiny, "KD", kd_guide=guide, kd_smooth_alpha=a, kd_smooth_topk=12,
+                                                      kd_topk=20), tiny
+    graph = cooccurrence_adjacency(data.inter_feat["user_id"], data.inter_feat["item_id"], N_USERS, N_ITEMS, 12,
+                                   "item").to_dense().double()
+    h = (1 - a) * torch.eye(N_ITEMS, dtype=torch.float64) + a * graph
+    linked = 0
+    expected = 0.0
+    for u in BATCH:
+        items = distiller.candidates[u]
+        linked += int(graph[items][:, items].count_nonzero())
+
+        def smoothed(model, u=u, items=items):
+            row = torch.zeros(N_ITEMS, dtype=torch.float64)
+            row[items] = torch.tensor([model.score(u, int(i)) for i in items], dtype=torch.float64)
+            return (h @ row)[items] / tau
+
+        expected -= float((torch.softmax(smoothed(teacher), 0) * torch.log_softmax(smoothed(student), 0)).sum())
+    assert linked > 0  # the candidates share edges, so the filter mixes their scores
+    got = float(distiller(_batch(BATCH), StepTables.of(student)))
+    assert got == pytest.approx(expected / len(BATCH) / (1 - a) ** 2, rel=1e-5)
 
 
 def test_unkd_loss_averages_pair_log_likelihoods_per_user(tiny):
@@ -405,6 +433,7 @@ def test_unkd_pairs_are_ordered_by_the_teacher_within_a_group(tiny):
     (UnKDSettings, "unkd_decay", "fast", "unkd_decay='fast': Input should be a valid number"),
     (KDSettings, "kd_guide", "oracle", "kd_guide='oracle': Input should be 'student' or 'teacher'"),
     (KDSettings, "kd_topk", 1, "kd_topk=1: Input should be greater than or equal to 2"),
+    (KDSettings, "kd_smooth_alpha", 1.0, "kd_smooth_alpha=1.0: Input should be less than 1"),
 ])
 def test_bad_settings_are_named(settings, key, value, message):
     with pytest.raises(SettingsError, match=message):

@@ -109,8 +109,8 @@ def test_distillers_resolve_every_available_name_and_keep_their_mapping():
         assert get_distiller(name.upper()) is get_distiller(name.lower()) is cls
         assert REGISTRY[registry_key(name)] is DISTILLERS[registry_key(name)] is cls
     assert get_distiller("freq-d") is get_distiller(FreqD) is FreqD
-    with pytest.raises(ValueError, match=r"unknown distiller 'FreqDD'; available: \[.*'UnKD'\]; did you mean 'FreqD'\?"):
-        get_distiller("FreqDD")
+    with pytest.raises(ValueError, match=r"unknown distiller 'FrqD'; available: \[.*'UnKD'\]; did you mean 'FreqD'\?"):
+        get_distiller("FrqD")
 
 
 @pytest.mark.parametrize("name, cls_name", [("linear", "LinearProjector"), ("MLP", "MLPProjector"),

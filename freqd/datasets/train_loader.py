@@ -10,7 +10,9 @@ The batches match RecBole's pairwise ones: the dataset's interaction fields and 
 row ``j * step + i`` holding the ``j``-th negative of positive ``i`` (``sample_num: k``). Negatives
 are uniform over the real items 1..n_items-1 and never a training positive of the user.
 The draw of epoch ``e`` depends only on (``seed``, ``e``), so a resumed run sees the same epochs
-as an uninterrupted one.
+as an uninterrupted one. In a ``torch.distributed`` process group every rank draws the same epoch
+and takes its part of each batch's positives (:func:`freqd.distributed.batch_part`), so the ranks
+together see exactly the one-process batches.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import InputType, ModelType
+
+from freqd.distributed import batch_part, current_shard
 
 TrainSampler = Literal["recbole", "fast"]
 TRAIN_SAMPLERS: tuple[TrainSampler, ...] = get_args(TrainSampler)
@@ -181,8 +185,9 @@ class FastTrainDataLoader:
         self.epoch += 1
         columns, negatives = self.draw_epoch(epoch)
         k = self.neg_sample_num
+        shard = current_shard()
         for start in range(0, len(self._users), self.step):
-            stop = start + self.step
-            batch = {name: _tile(values[start:stop], k) for name, values in columns.items()}
-            batch[self.neg_item_id] = negatives[:, start:stop].reshape(-1)
+            lo, hi = batch_part(start, min(start + self.step, len(self._users)), shard)
+            batch = {name: _tile(values[lo:hi], k) for name, values in columns.items()}
+            batch[self.neg_item_id] = negatives[:, lo:hi].reshape(-1)
             yield Interaction(batch)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from freqd.distributed import Shard, blockwise_topk, current_shard, everyone, gather_chunks
 from freqd.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
@@ -58,10 +60,13 @@ def teacher_key(teacher) -> str:
 
 @torch.no_grad()
 def topk_unobserved(user_table: Tensor, item_table: Tensor, train: torch.Tensor, n: int,
-                    chunk_size: int = 1024) -> Tensor:
+                    chunk_size: int = 1024, shard: Shard | None = None, item_chunk: int | None = None) -> Tensor:
     """Per user, the ``n`` highest-scoring items (inner product) that are not training items.
 
     Item 0 (RecBole's padding id) is never returned. ``train`` is the training CSR matrix.
+    ``item_chunk`` scores that many items at a time (memory chunk_size × item_chunk instead of
+    chunk_size × n_items). With a ``shard`` of several ranks (a collective), each rank scores its
+    share of the user chunks and every rank gets all rows, identical to one process.
     Returns a (n_users, n) int64 tensor on the CPU, best first.
     """
     n_users, n_items = user_table.shape[0], item_table.shape[0]
@@ -72,36 +77,69 @@ def topk_unobserved(user_table: Tensor, item_table: Tensor, train: torch.Tensor,
             f"teacher top-N: N={n} is more than the {n_items - 1 - most_seen} unobserved items of the most "
             f"active user ({most_seen} training items out of {n_items - 1}); choose a smaller N"
         )
-    out = torch.empty(n_users, n, dtype=torch.long)
-    for start in range(0, n_users, chunk_size):
-        stop = min(start + chunk_size, n_users)
-        scores = mask_training_(user_table[start:stop] @ item_table.T, train, start, stop)
-        out[start:stop] = scores.topk(n, dim=1).indices.cpu()
-    return out
+    shard = shard or Shard()
+    chunks = shard.chunks(n_users, chunk_size)
+    out = torch.empty(sum(stop - start for start, stop in chunks), n, dtype=torch.long)
+    filled = 0
+    for start, stop in chunks:
+        if item_chunk is None:
+            scores = mask_training_(user_table[start:stop] @ item_table.T, train, start, stop)
+            top = scores.topk(n, dim=1).indices
+        else:
+            top = blockwise_topk(partial(_masked_block, user_table[start:stop], item_table, train, start, stop),
+                                 n_items, n, item_chunk)
+        out[filled:filled + stop - start] = top.cpu()
+        filled += stop - start
+    return gather_chunks(out.to(user_table.device), n_users, chunk_size, shard).cpu()
+
+
+def _masked_block(user_rows: Tensor, item_table: Tensor, train: torch.Tensor, start: int, stop: int,
+                  i0: int, i1: int) -> Tensor:
+    """Scores of users ``start:stop`` on items ``i0:i1``, padding item 0 and training items at −inf."""
+    scores = user_rows @ item_table[i0:i1].T
+    crow, col = train.crow_indices(), train.col_indices()
+    if i0 == 0:
+        scores[:, 0] = float("-inf")
+    lo, hi = int(crow[start]), int(crow[stop])
+    rows = torch.repeat_interleave(torch.arange(stop - start), crow[start + 1:stop + 1] - crow[start:stop])
+    cols = col[lo:hi]
+    inside = (cols >= i0) & (cols < i1)
+    scores[rows[inside].to(scores.device), (cols[inside] - i0).to(scores.device)] = float("-inf")
+    return scores
 
 
 def teacher_topk(teacher, train_dataset, n: int, cache_dir: str | Path | None = None,
-                 chunk_size: int = 1024, tables: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                 chunk_size: int = 1024, tables: tuple[Tensor, Tensor] | None = None,
+                 item_chunk: int | None = None, shard: Shard | None = None) -> Tensor:
     """The teacher's top-``n`` unobserved items per user, from the on-disk cache when present.
 
     ``cache_dir`` None disables caching (tests); ``tables``: the teacher's final tables when
-    already taken (else they are computed). Returns a (n_users, n) int64 CPU tensor.
+    already taken (else they are computed); ``item_chunk``: see :func:`topk_unobserved`. In a
+    process group (``shard``, default the current one) the ranks share the user chunks, every rank
+    gets the whole result, the cache is reused only when every rank finds it, and rank 0 alone
+    writes it. Returns a (n_users, n) int64 CPU tensor.
     """
     from freqd.distillers.teacher import teacher_tables
 
-    path = None
+    shard = shard or current_shard()
+    path, cached = None, None
     if cache_dir is not None:
         key = f"{teacher_key(teacher)}-n{n}-u{train_dataset.user_num}-i{train_dataset.item_num}"
         path = Path(cache_dir) / "teacher_topk" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if path.is_file():
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if cached.get("key") == key:
-                logger.info(f"teacher top-{n}: reusing {path}")
-                return cached["topk"]
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            cached = stored["topk"] if stored.get("key") == key else None
+    if cached is not None and everyone(True, shard):
+        logger.info(f"teacher top-{n}: reusing {path}")
+        return cached
+    if cached is None and shard.world > 1:
+        everyone(False, shard)  # the other ranks' vote, so that all of them compute
     start = time.perf_counter()
     users, items = tables if tables is not None else teacher_tables(teacher)
-    topk = topk_unobserved(users, items, training_csr(train_dataset), n, chunk_size)
-    logger.info(f"teacher top-{n} for {len(topk):,} users in {time.perf_counter() - start:.1f} s")
-    if path is not None:
+    topk = topk_unobserved(users, items, training_csr(train_dataset), n, chunk_size, shard=shard,
+                           item_chunk=item_chunk)
+    logger.info(f"teacher top-{n} for {len(topk):,} users in {time.perf_counter() - start:.1f} s"
+                + (f" on {shard.world} ranks" if shard.world > 1 else ""))
+    if path is not None and shard.rank == 0:
         atomic_torch_save({"key": key, "topk": topk}, path)
     return topk

@@ -74,8 +74,8 @@ def teacher_pool(config, teacher, train_dataset, n: int, tables: TeacherTables) 
     Scored from ``tables`` (the distiller's copy) and cached under the config's ``checkpoint_dir``
     (:func:`freqd.distillers.rankings.teacher_topk`); ``n`` is already fitted (:func:`fit_pool`).
     """
-    return teacher_topk(teacher, train_dataset, n, cache_dir=config["checkpoint_dir"],
-                        tables=tables).to(tables.users.device)
+    return teacher_topk(teacher, train_dataset, n, cache_dir=config["checkpoint_dir"], tables=tables,
+                        item_chunk=config["rank_chunk_items"]).to(tables.users.device)
 
 
 def student_pool(student, train: Tensor, n: int, device) -> Tensor:

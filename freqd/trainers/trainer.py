@@ -15,10 +15,18 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
 from freqd.checkpoints import load_checkpoint
+from freqd.distributed import AveragedGradients, current_shard
 from freqd.evaluation.fullsort import full_sort_evaluate
 from freqd.evaluation.protocol import rescale_to_all_users
 from freqd.io import atomic_torch_save, atomic_write_text
 from freqd.trainers.optim import OptimizerGroup, RowAdam
+
+
+class _NoEvents:
+    """A TensorBoard writer that writes nothing (the ranks other than 0 of a data-parallel run)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
 
 
 def unique_checkpoint_name(folder: str, model: str) -> str:
@@ -54,6 +62,8 @@ class Trainer(RecBoleTrainer):
 
     def __init__(self, config, model, metadata: dict[str, Any] | None = None, metrics_path: str | Path | None = None):
         super().__init__(config, model)
+        if current_shard().rank != 0:
+            self._drop_tensorboard()
         self.saved_model_file = unique_checkpoint_name(self.checkpoint_dir, config["model"])
         self.metadata = dict(metadata or {})
         self.metrics_path = Path(metrics_path) if metrics_path else None
@@ -69,6 +79,20 @@ class Trainer(RecBoleTrainer):
         self.best_epoch: int | None = None
         self.on_evaluation: Callable[[int, float], None] | None = None
 
+    def _drop_tensorboard(self) -> None:
+        """On a rank other than 0: no TensorBoard events (rank 0 writes the run's); the event file RecBole's
+        writer opened in the shared folder (its name ends in this process id) is removed."""
+        import os
+
+        writer: Any = getattr(self, "tensorboard")
+        folder = Path(writer.get_logdir())
+        writer.close()
+        for event_file in folder.glob(f"events.out.tfevents.*.{os.getpid()}.*"):
+            event_file.unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        self.tensorboard = _NoEvents()
+
     # -- optimiser ---------------------------------------------------------------------------
     def _build_optimizer(self, **kwargs):
         """RecBole's optimiser, or with ``sparse_embeddings`` a :class:`RowAdam` for the model's tables.
@@ -77,6 +101,9 @@ class Trainer(RecBoleTrainer):
         Adam; every other parameter (a distiller's projector) gets the usual optimiser, and the
         two are stepped and checkpointed together (:class:`OptimizerGroup`).
         """
+        shard = current_shard()
+        if shard.world > 1:
+            return self._data_parallel_optimizer(shard, **kwargs)
         tables = {id(p) for p in getattr(self.model, "sparse_tables", list)()}
         if not tables:
             if self.config["sparse_embeddings"]:
@@ -103,6 +130,16 @@ class Trainer(RecBoleTrainer):
         if not others:
             return OptimizerGroup([row_adam])
         return OptimizerGroup([row_adam, self._dense_optimizer(params=others, **kwargs)])
+
+    def _data_parallel_optimizer(self, shard, **kwargs):
+        """In a process group of several ranks: the dense optimiser, its gradients averaged over the ranks."""
+        if self.config["sparse_embeddings"]:
+            raise ValueError("sparse_embeddings: True is not supported in data-parallel training (dense gradients "
+                             "are averaged over the ranks)")
+        if self.clip_grad_norm:
+            raise ValueError(f"clip_grad_norm: {self.clip_grad_norm} is not supported in data-parallel training "
+                             "(it would clip each rank's gradient before the average)")
+        return AveragedGradients(self._dense_optimizer(**kwargs), shard)
 
     def _dense_optimizer(self, **kwargs):
         """RecBole's optimiser; Adam/AdamW use torch's fused kernel unless ``fused_optimizer: False``.
