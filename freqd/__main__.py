@@ -2,4 +2,5 @@
 
 from freqd.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a spawned rank process (``--nproc``) imports this module
+    raise SystemExit(main())
