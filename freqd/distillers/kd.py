@@ -11,7 +11,9 @@ Hinton's τ² factor (the reference code has none). Unlike the reference, whose 
 training items, C_u holds unobserved items only, like every teacher ranking in freqd.
 
 p^T depends only on the user and C_u, so it is computed for every user whenever C_u changes
-(once per epoch, or once for the teacher's guide) instead of gathering B × K teacher rows per step.
+(once per epoch, or once for the teacher's guide) instead of gathering B × K teacher rows per step;
+the student's side is computed once per distinct user of the batch and weighted by its number of
+triples (the same sum).
 
 **Graph-smoothed scores** (``kd_smooth_alpha`` = a > 0, off by default): both score vectors are
 low-pass filtered on the item–item co-occurrence graph before the softmax, x ↦ M_u x with
@@ -124,9 +126,11 @@ class KD(Distiller):
             raise RuntimeError("KD: call on_epoch_start(epoch, student) before the first batch")
         assert self.p_teacher is not None  # set with candidates
         users = interaction[self.USER_ID]
-        items = self.candidates[users]
+        # Each distinct user once, weighted by its number of triples: the same sum as over the triples.
+        distinct, counts = torch.unique(users, return_counts=True)
+        items = self.candidates[distinct]
         log_p_student = torch.log_softmax(
-            self._smooth(pair_scores(tables.users[users], tables.items, items), users) / self.settings.kd_temperature,
-            dim=1)
-        loss = -(self.p_teacher[users] * log_p_student).sum() / users.shape[0]
+            self._smooth(pair_scores(tables.users[distinct], tables.items, items), distinct)
+            / self.settings.kd_temperature, dim=1)
+        loss = -(counts.unsqueeze(1) * self.p_teacher[distinct] * log_p_student).sum() / users.shape[0]
         return loss / (1 - self.settings.kd_smooth_alpha) ** 2
