@@ -15,6 +15,7 @@ from torch import Tensor
 
 from freqd.distillers.rankings import mask_training_, teacher_topk, topk_unobserved
 from freqd.distillers.teacher import TeacherTables
+from freqd.distributed import current_shard
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ def teacher_pool(config, teacher, train_dataset, n: int, tables: TeacherTables) 
 
 
 def student_pool(student, train: Tensor, n: int, device) -> Tensor:
-    """The student's current top-``n`` unobserved items per user (scored in eval mode), on ``device``."""
-    return topk_unobserved(*model_tables(student), train, n).to(device)
+    """The student's current top-``n`` unobserved items per user (scored in eval mode), on ``device``; in a
+    process group the ranks share the users (every rank gets all rows)."""
+    return topk_unobserved(*model_tables(student), train, n, shard=current_shard()).to(device)
 
 
 # -- scoring -------------------------------------------------------------------------------------------
