@@ -1,12 +1,17 @@
-"""Work split into bounded pieces: whole chunks of rows per ``torch.distributed`` rank, items in blocks.
+"""Work split over ``torch.distributed`` ranks and into bounded pieces.
 
-Full-sort evaluation and the teacher's top-N rank users chunk by chunk. On R ranks, rank r takes
-chunks r, r + R, r + 2R, … of the same chunking one process would use, and every rank receives
-all rows back in the single-process order. Each chunk holds the same users as in one process, so
-every row comes from the same kernel calls on the same operands and the gathered result equals
-the single-process one bit for bit (``tests/test_distributed.py`` checks this with two ``gloo``
-processes). Without an initialised process group everything here is the one-process identity.
-:func:`blockwise_topk` bounds a top-k's score memory by ranking the items a block at a time.
+* **Rankings.** Full-sort evaluation and the teacher's top-N rank users chunk by chunk. On R ranks,
+  rank r takes chunks r, r + R, r + 2R, … of the same chunking one process would use, and every
+  rank receives all rows back in the single-process order (:class:`Shard`, :func:`gather_chunks`).
+  Each chunk holds the same users as in one process, so every row comes from the same kernel calls
+  on the same operands and the gathered result equals the single-process one bit for bit.
+  :func:`blockwise_topk` bounds a top-k's score memory by ranking the items a block at a time.
+* **Data-parallel training.** Each rank takes its part of every batch (:func:`batch_part`) and
+  averages gradients before each step (:class:`AveragedGradients`); :func:`spawn_group` starts the
+  ranks (``freqd.runs.launch``, ``freqd.testing.run_process_group``).
+
+Without an initialised process group everything here is the one-process identity
+(``tests/test_distributed.py`` checks the rest with two ``gloo`` processes).
 """
 
 from __future__ import annotations

@@ -248,7 +248,8 @@ def launch(kind: str, group: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     from freqd.distributed import spawn_group
 
     merged = {**yaml_settings(kwargs.get("config_file_list")), **(kwargs.get("config_dict") or {})}
-    use_gpu = merged.get("use_gpu", True) and torch.cuda.is_available()
+    use_gpu = str(merged.get("use_gpu", True)).strip().lower() not in ("false", "0", "no", "none", "")
+    use_gpu = use_gpu and torch.cuda.is_available()  # ``--use_gpu=False`` arrives as the string "False"
     backend = "nccl" if use_gpu else "gloo"
     init_method = f"tcp://{group['ip']}:{group['port']}"
     results = spawn_group(_rank_run, group["nproc"], (kind, kwargs), init_method=init_method, backend=backend,
