@@ -103,6 +103,8 @@ def cmd_train(args, overrides) -> int:
     result = train(
         args.model, args.dataset, config_file_list=args.config, config_dict=overrides, resume=args.resume
     )
+    if "model" not in result:  # a rank other than 0 of several processes: rank 0 reports
+        return 0
     print(_table([summary_row(result["model"], result)], SUMMARY_COLUMNS))
     print(f"checkpoint: {result['checkpoint']}\nresults:    {result['run_dir']}/results.json")
     return 0
@@ -115,6 +117,8 @@ def cmd_distill(args, overrides) -> int:
     _config_options(args, overrides, "seed", "embedding_size", "hash_bits", "coreset", "kd_coreset", "nproc")
     result = distill(args.teacher, args.student, args.kd, dataset=args.dataset, config_file_list=args.config,
                      config_dict=overrides, resume=args.resume)
+    if "model" not in result:  # a rank other than 0 of several processes: rank 0 reports
+        return 0
     print(_table([summary_row(f"{result['model']} <- {result['kd']}", result)], SUMMARY_COLUMNS))
     if result.get("teacher_split_verified") is False:
         print(f"warning:    {result.get('teacher_split_note') or 'the teacher split could not be verified'}")

@@ -190,6 +190,25 @@ class AveragedGradients:
         self.optimizer.load_state_dict(state_dict)
 
 
+def join_launcher_group(use_gpu: bool) -> bool:
+    """Inside a process started by ``torchrun`` (``RANK`` and ``WORLD_SIZE`` > 1 set) with no process
+    group yet: join torchrun's group (``env://``; ``nccl`` with ``use_gpu`` on CUDA, else ``gloo``).
+    True when this call joined it."""
+    import os
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or dist.is_initialized():
+        return False
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if use_gpu and torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, init_method="env://")
+    return True
+
+
 def _rank_main(rank: int, local_rank: int, world: int, init_method: str, backend: str, fn: Callable[..., Any],
                args: tuple, results, collected) -> None:
     """One rank of :func:`spawn_group`: joins the group, runs ``fn(*args)``, reports back and stays alive

@@ -204,9 +204,10 @@ def train(
     is called after every validation (:attr:`Trainer.on_evaluation`).
     """
     group = group_settings(config_file_list, config_dict)
-    if group is not None:
-        return launch("train", group, model=model, dataset=dataset, config_file_list=config_file_list,
-                      config_dict=config_dict, saved=saved, resume=resume, evaluate_test=evaluate_test)
+    if group is not None or _joined_torchrun(config_file_list, config_dict):
+        kwargs = {"model": model, "dataset": dataset, "config_file_list": config_file_list,
+                  "config_dict": config_dict, "saved": saved, "resume": resume, "evaluate_test": evaluate_test}
+        return launch("train", group, **kwargs) if group is not None else _rank_run("train", kwargs) or {}
     config, data, loaders = setup(model, dataset, config_file_list, config_dict)
     full_train, (loaders, coreset) = loaders[0], _with_coreset(config, loaders)
     net = build_model(config, loaders[0], model)
@@ -234,8 +235,24 @@ def group_settings(config_file_list, config_dict) -> dict[str, Any] | None:
             "port": int(merged.get("port") or 5678), "offset": int(merged.get("offset") or 0)}
 
 
+def _use_gpu(config_file_list, config_dict) -> bool:
+    """``use_gpu`` as the run's files and overrides set it (default True), and a CUDA device present."""
+    merged = {**yaml_settings(config_file_list), **(config_dict or {})}
+    wanted = str(merged.get("use_gpu", True)).strip().lower() not in ("false", "0", "no", "none", "")
+    return wanted and torch.cuda.is_available()  # ``--use_gpu=False`` arrives as the string "False"
+
+
+def _joined_torchrun(config_file_list, config_dict) -> bool:
+    """True when this process was started by ``torchrun`` and has just joined its process group."""
+    from freqd.distributed import join_launcher_group
+
+    return join_launcher_group(_use_gpu(config_file_list, config_dict))
+
+
 def launch(kind: str, group: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """``train``/``distill`` (``kind``) data-parallel on ``group["nproc"]`` spawned processes; rank 0's result.
+    """``train``/``distill`` (``kind``) data-parallel on ``group["nproc"]`` spawned processes; rank 0's result
+    (when rank 0 runs on another machine: a note saying so). Processes started by ``torchrun`` join its
+    group instead and run the same way; there the ranks other than 0 return an empty dict.
 
     RecBole 1.2.1's own multi-process path initialises NCCL on CUDA devices only, so freqd starts the
     group itself from the same keys: ``gloo`` on CPUs, ``nccl`` with ``use_gpu`` on CUDA; ranks
@@ -247,10 +264,7 @@ def launch(kind: str, group: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """
     from freqd.distributed import spawn_group
 
-    merged = {**yaml_settings(kwargs.get("config_file_list")), **(kwargs.get("config_dict") or {})}
-    use_gpu = str(merged.get("use_gpu", True)).strip().lower() not in ("false", "0", "no", "none", "")
-    use_gpu = use_gpu and torch.cuda.is_available()  # ``--use_gpu=False`` arrives as the string "False"
-    backend = "nccl" if use_gpu else "gloo"
+    backend = "nccl" if _use_gpu(kwargs.get("config_file_list"), kwargs.get("config_dict")) else "gloo"
     init_method = f"tcp://{group['ip']}:{group['port']}"
     results = spawn_group(_rank_run, group["nproc"], (kind, kwargs), init_method=init_method, backend=backend,
                           world_size=group["world_size"], offset=group["offset"])
@@ -342,12 +356,13 @@ def distill(
     from freqd.trainers import DistillTrainer
 
     group = group_settings(config_file_list, config_dict)
-    if group is not None:
+    if group is not None or _joined_torchrun(config_file_list, config_dict):
         if not isinstance(student, str) or student_tables is not None:
-            raise ValueError("nproc > 1: the student must be a model name (the ranks are new processes)")
-        return launch("distill", group, teacher=teacher, student=student, kd=kd, dataset=dataset,
-                      config_file_list=config_file_list, config_dict=config_dict, saved=saved, resume=resume,
-                      evaluate_test=evaluate_test)
+            raise ValueError("several processes: the student must be a model name (the ranks are new processes)")
+        kwargs = {"teacher": teacher, "student": student, "kd": kd, "dataset": dataset,
+                  "config_file_list": config_file_list, "config_dict": config_dict, "saved": saved, "resume": resume,
+                  "evaluate_test": evaluate_test}
+        return launch("distill", group, **kwargs) if group is not None else _rank_run("distill", kwargs) or {}
     distiller_cls = get_distiller(kd)
     # Read the (possibly large) teacher checkpoint once: for its dataset and to build the teacher.
     checkpoint = load_checkpoint(teacher, map_location="cpu")

@@ -238,3 +238,27 @@ def test_data_parallel_refusals_name_the_setting(setting, message):
     with pytest.raises(RuntimeError, match=message):
         train("BPR", "ml-100k", config_dict={**QUIET, "epochs": 1, "embedding_size": 4, "nproc": 2,
                                              "ip": "127.0.0.1", "port": _free_port(), **setting})
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_join_its_group_and_rank_0_reports(tmp_path):
+    """``torchrun -m freqd train``: each process joins torchrun's group; one checkpoint, one results folder,
+    one summary table."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "freqd", "train",
+         "--model", "BPR", "--dataset", "ml-100k", "--epochs=1", "--embedding_size=4", "--train_sampler=fast",
+         "--show_progress=False", "--use_gpu=False", "--state=ERROR"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("| model |") == 1
+    assert len(list((tmp_path / "saved").glob("*.pth"))) == 1
+    assert len(list((tmp_path / "results").glob("*/results.json"))) == 1
