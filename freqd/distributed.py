@@ -190,10 +190,10 @@ class AveragedGradients:
         self.optimizer.load_state_dict(state_dict)
 
 
-def join_launcher_group(use_gpu: bool) -> bool:
+def join_launcher_group(use_nccl: bool) -> bool:
     """Inside a process started by ``torchrun`` (``RANK`` and ``WORLD_SIZE`` > 1 set) with no process
-    group yet: join torchrun's group (``env://``; ``nccl`` with ``use_gpu`` on CUDA, else ``gloo``).
-    True when this call joined it."""
+    group yet: join torchrun's group (``env://``; ``nccl`` when asked and CUDA is present, else
+    ``gloo``). True when this call joined it."""
     import os
 
     import torch.distributed as dist
@@ -202,7 +202,7 @@ def join_launcher_group(use_gpu: bool) -> bool:
         return False
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    backend = "nccl" if use_gpu and torch.cuda.is_available() else "gloo"
+    backend = "nccl" if use_nccl and torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, init_method="env://")

@@ -203,11 +203,11 @@ def train(
     ``evaluate_test=False`` never touches the test set (tuning); ``on_evaluation(epoch, score)``
     is called after every validation (:attr:`Trainer.on_evaluation`).
     """
-    group = group_settings(config_file_list, config_dict)
-    if group is not None or _joined_torchrun(config_file_list, config_dict):
-        kwargs = {"model": model, "dataset": dataset, "config_file_list": config_file_list,
-                  "config_dict": config_dict, "saved": saved, "resume": resume, "evaluate_test": evaluate_test}
-        return launch("train", group, **kwargs) if group is not None else _rank_run("train", kwargs) or {}
+    several = _several_processes("train", {"model": model, "dataset": dataset, "config_file_list": config_file_list,
+                                           "config_dict": config_dict, "saved": saved, "resume": resume,
+                                           "evaluate_test": evaluate_test})
+    if several is not None:
+        return several
     config, data, loaders = setup(model, dataset, config_file_list, config_dict)
     full_train, (loaders, coreset) = loaders[0], _with_coreset(config, loaders)
     net = build_model(config, loaders[0], model)
@@ -218,35 +218,43 @@ def train(
                            on_evaluation=on_evaluation)
 
 
-def group_settings(config_file_list, config_dict) -> dict[str, Any] | None:
-    """RecBole's multi-process keys (``nproc``, ``world_size``, ``ip``, ``port``, ``offset``) of a run, or
-    None for one process (``nproc`` 1 and no wider ``world_size``) or inside a process group already."""
+def _several_processes(kind: str, kwargs: dict[str, Any], plain_student: bool = True) -> dict[str, Any] | None:
+    """The ``train``/``distill`` run ``kwargs`` on several processes when its settings ask for them
+    (:func:`group_settings`) or ``torchrun`` started this process; None for a one-process run."""
+    from freqd.distributed import join_launcher_group
+
+    settings = {**yaml_settings(kwargs["config_file_list"]), **(kwargs["config_dict"] or {})}
+    group = group_settings(settings)
+    joined = group is None and join_launcher_group(group_backend(settings) == "nccl")
+    if group is None and not joined:
+        return None
+    if not plain_student:
+        raise ValueError("several processes: the student must be a model name (the ranks are new processes)")
+    return launch(kind, group, **kwargs) if group is not None else _rank_run(kind, kwargs) or {}
+
+
+def group_settings(settings: dict[str, Any]) -> dict[str, Any] | None:
+    """RecBole's multi-process keys (``nproc``, ``world_size``, ``ip``, ``port``, ``offset``) of a run's
+    merged file and override ``settings``, with the backend; None for one process (``nproc`` 1 and
+    no wider ``world_size``) or inside a process group already."""
     from freqd.distributed import current_shard
 
-    merged = {**yaml_settings(config_file_list), **(config_dict or {})}
-    nproc = int(merged.get("nproc") or 1)
-    world = int(merged.get("world_size") or -1)
+    nproc = int(settings.get("nproc") or 1)
+    world = int(settings.get("world_size") or -1)
     world = nproc if world <= 0 else world
     if current_shard().world > 1 or (nproc == 1 and world == 1):
         return None
     if nproc < 1:
         raise ValueError(f"nproc must be at least 1, got {nproc}")
-    return {"nproc": nproc, "world_size": world, "ip": str(merged.get("ip") or "localhost"),
-            "port": int(merged.get("port") or 5678), "offset": int(merged.get("offset") or 0)}
+    return {"nproc": nproc, "world_size": world, "ip": str(settings.get("ip") or "localhost"),
+            "port": int(settings.get("port") or 5678), "offset": int(settings.get("offset") or 0),
+            "backend": group_backend(settings)}
 
 
-def _use_gpu(config_file_list, config_dict) -> bool:
-    """``use_gpu`` as the run's files and overrides set it (default True), and a CUDA device present."""
-    merged = {**yaml_settings(config_file_list), **(config_dict or {})}
-    wanted = str(merged.get("use_gpu", True)).strip().lower() not in ("false", "0", "no", "none", "")
-    return wanted and torch.cuda.is_available()  # ``--use_gpu=False`` arrives as the string "False"
-
-
-def _joined_torchrun(config_file_list, config_dict) -> bool:
-    """True when this process was started by ``torchrun`` and has just joined its process group."""
-    from freqd.distributed import join_launcher_group
-
-    return join_launcher_group(_use_gpu(config_file_list, config_dict))
+def group_backend(settings: dict[str, Any]) -> str:
+    """``nccl`` when ``use_gpu`` (default True) and a CUDA device is present, else ``gloo``."""
+    wanted = str(settings.get("use_gpu", True)).strip().lower() not in ("false", "0", "no", "none", "")
+    return "nccl" if wanted and torch.cuda.is_available() else "gloo"  # ``--use_gpu=False`` is the string "False"
 
 
 def launch(kind: str, group: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -264,10 +272,9 @@ def launch(kind: str, group: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """
     from freqd.distributed import spawn_group
 
-    backend = "nccl" if _use_gpu(kwargs.get("config_file_list"), kwargs.get("config_dict")) else "gloo"
     init_method = f"tcp://{group['ip']}:{group['port']}"
-    results = spawn_group(_rank_run, group["nproc"], (kind, kwargs), init_method=init_method, backend=backend,
-                          world_size=group["world_size"], offset=group["offset"])
+    results = spawn_group(_rank_run, group["nproc"], (kind, kwargs), init_method=init_method,
+                          backend=group["backend"], world_size=group["world_size"], offset=group["offset"])
     if 0 not in results:
         return {"rank": group["offset"], "note": "rank 0 runs on another machine and writes the results"}
     return results[0]
@@ -355,14 +362,12 @@ def distill(
     from freqd.distillers import get_distiller
     from freqd.trainers import DistillTrainer
 
-    group = group_settings(config_file_list, config_dict)
-    if group is not None or _joined_torchrun(config_file_list, config_dict):
-        if not isinstance(student, str) or student_tables is not None:
-            raise ValueError("several processes: the student must be a model name (the ranks are new processes)")
-        kwargs = {"teacher": teacher, "student": student, "kd": kd, "dataset": dataset,
-                  "config_file_list": config_file_list, "config_dict": config_dict, "saved": saved, "resume": resume,
-                  "evaluate_test": evaluate_test}
-        return launch("distill", group, **kwargs) if group is not None else _rank_run("distill", kwargs) or {}
+    several = _several_processes("distill", {"teacher": teacher, "student": student, "kd": kd, "dataset": dataset,
+                                             "config_file_list": config_file_list, "config_dict": config_dict,
+                                             "saved": saved, "resume": resume, "evaluate_test": evaluate_test},
+                                 plain_student=isinstance(student, str) and student_tables is None)
+    if several is not None:
+        return several
     distiller_cls = get_distiller(kd)
     # Read the (possibly large) teacher checkpoint once: for its dataset and to build the teacher.
     checkpoint = load_checkpoint(teacher, map_location="cpu")

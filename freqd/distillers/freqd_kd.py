@@ -6,11 +6,11 @@ On a batch of B triples:
 
 with L_FreqD the loss of :mod:`freqd.distillers.freqd` and L_KD the loss of
 :mod:`freqd.distillers.kd`, each configured by its own keys (``freqd_*``, ``projector*``;
-``kd_guide``, ``kd_topk``, ``kd_temperature``) and each already divided by B. μ =
+``kd_guide``, ``kd_topk``, ``kd_temperature``, ``kd_smooth_*``) and each already divided by B. μ =
 ``kd_response_weight``; with FreqD's reference ``kd_weight`` 0.5, the default μ = 2 puts each term
 at its own method's reference weight (λ_FreqD = 0.5, λ_KD = 1), so the combination adds no tuned
 value. The authors' later code combines a FreqD-style feature term with a listwise term over the
-teacher's top-K in the same way; its graph-smoothing of the scores themselves is not offered here.
+teacher's top-K in the same way; its graph-smoothing of the scores is KD's ``kd_smooth_alpha``.
 
 Each part's share is an ablation: KD alone (``kd: KD``), FreqD alone (``kd: FreqD``), and this
 method at ``freqd_alpha: 0`` (plain feature distillation plus KD), which shows what the filter adds

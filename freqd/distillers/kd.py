@@ -63,7 +63,8 @@ class KD(Distiller):
     candidates: Tensor | None
     p_teacher: Tensor | None
     smoothing: Tensor | None  # users × K × K, with kd_smooth_alpha only
-    item_graph: Tensor | None  # the normalised item co-occurrence graph, with kd_smooth_alpha only
+    graph_keys: Tensor | None  # Â's entries as sorted keys row·n_items + col, with kd_smooth_alpha only
+    graph_values: Tensor | None  # their weights
 
     def __init__(self, config, teacher, student, train_dataset) -> None:
         super().__init__(config, teacher, student, train_dataset)
@@ -73,12 +74,17 @@ class KD(Distiller):
         self.register_buffer("candidates", None, persistent=False)
         self.register_buffer("p_teacher", None, persistent=False)
         self.register_buffer("smoothing", None, persistent=False)
-        graph = None
+        keys = values = None
         if s.kd_smooth_alpha > 0:
             inter = train_dataset.inter_feat
             graph = cooccurrence_adjacency(inter[train_dataset.uid_field], inter[train_dataset.iid_field],
                                            train_dataset.user_num, train_dataset.item_num, s.kd_smooth_topk, "item")
-        self.register_buffer("item_graph", graph, persistent=False)
+            crow, col = graph.crow_indices(), graph.col_indices()
+            # Sorted: CSR rows in order, columns sorted within each row.
+            keys = torch.repeat_interleave(torch.arange(graph.shape[0]), crow[1:] - crow[:-1]) * graph.shape[1] + col
+            values = graph.values()
+        self.register_buffer("graph_keys", keys, persistent=False)
+        self.register_buffer("graph_values", values, persistent=False)
         if s.kd_guide == "teacher":
             self._set_candidates(teacher_pool(config, teacher, train_dataset, self.k, self.t_tables))
 
@@ -86,7 +92,7 @@ class KD(Distiller):
         """C_u for every user, and the teacher's softmax over it (in user chunks: chunk × K × d_T floats)."""
         self.candidates = candidates.to(self.t_users.device)
         tau = self.settings.kd_temperature
-        if self.item_graph is not None:
+        if self.graph_keys is not None:
             self.smoothing = torch.cat([self._smoothing(self.candidates[start:start + chunk])
                                         for start in range(0, self.candidates.shape[0], chunk)])
         self.p_teacher = torch.cat([
@@ -97,18 +103,14 @@ class KD(Distiller):
 
     def _smoothing(self, candidates: Tensor) -> Tensor:
         """M_u = (1 − a)I + a·Â[C_u, C_u] for each row of ``candidates`` (rows × K × K)."""
-        assert self.item_graph is not None
-        a, graph = self.settings.kd_smooth_alpha, self.item_graph
-        n_items = graph.shape[1]
-        crow, col, values = graph.crow_indices(), graph.col_indices(), graph.values()
-        # Â's entries as sorted keys row·n + col (CSR rows in order, columns sorted within rows).
-        keys = torch.repeat_interleave(torch.arange(n_items, device=crow.device), crow[1:] - crow[:-1]) * n_items + col
+        assert self.graph_keys is not None and self.graph_values is not None
+        a, keys, n_items = self.settings.kd_smooth_alpha, self.graph_keys, self.t_items.shape[0]
         eye = torch.eye(candidates.shape[1], device=candidates.device)
         if len(keys) == 0:
             return ((1 - a) * eye).expand(candidates.shape[0], -1, -1).clone()
         wanted = candidates.unsqueeze(2) * n_items + candidates.unsqueeze(1)  # (j, k) of C_u × C_u as keys
         position = torch.searchsorted(keys, wanted).clamp(max=len(keys) - 1)
-        adjacency = torch.where(keys[position] == wanted, values[position], 0.0)
+        adjacency = torch.where(keys[position] == wanted, self.graph_values[position], 0.0)
         return (1 - a) * eye + a * adjacency
 
     def _smooth(self, scores: Tensor, users: Tensor | slice) -> Tensor:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,13 +35,21 @@ def training_csr(train_dataset) -> torch.Tensor:
     return coo.to_sparse_csr()
 
 
-def mask_training_(scores: Tensor, train: Tensor, start: int, stop: int) -> Tensor:
-    """Set padding item 0 and users ``start:stop``'s training items to −inf in a score chunk, in place."""
+def mask_training_(scores: Tensor, train: Tensor, start: int, stop: int, first_item: int = 0) -> Tensor:
+    """Set padding item 0 and users ``start:stop``'s training items to −inf in a score chunk, in place.
+
+    The chunk's columns are items ``first_item`` … ``first_item + scores.shape[1] − 1`` (all items by
+    default; a block of them when a ranking scores the items a block at a time)."""
     crow, col = train.crow_indices(), train.col_indices()
-    scores[:, 0] = float("-inf")
+    if first_item == 0:
+        scores[:, 0] = float("-inf")
     lo, hi = int(crow[start]), int(crow[stop])
     rows = torch.repeat_interleave(torch.arange(stop - start), crow[start + 1:stop + 1] - crow[start:stop])
-    scores[rows.to(scores.device), col[lo:hi].to(scores.device)] = float("-inf")
+    cols = col[lo:hi]
+    if first_item != 0 or scores.shape[1] != train.shape[1]:
+        inside = (cols >= first_item) & (cols < first_item + scores.shape[1])
+        rows, cols = rows[inside], cols[inside] - first_item
+    scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
     return scores
 
 
@@ -86,26 +93,13 @@ def topk_unobserved(user_table: Tensor, item_table: Tensor, train: torch.Tensor,
             scores = mask_training_(user_table[start:stop] @ item_table.T, train, start, stop)
             top = scores.topk(n, dim=1).indices
         else:
-            top = blockwise_topk(partial(_masked_block, user_table[start:stop], item_table, train, start, stop),
+            user_rows = user_table[start:stop]
+            top = blockwise_topk(lambda i0, i1: mask_training_(user_rows @ item_table[i0:i1].T, train, start, stop,
+                                                               first_item=i0),
                                  n_items, n, item_chunk)
         out[filled:filled + stop - start] = top.cpu()
         filled += stop - start
     return gather_chunks(out.to(user_table.device), n_users, chunk_size, shard).cpu()
-
-
-def _masked_block(user_rows: Tensor, item_table: Tensor, train: torch.Tensor, start: int, stop: int,
-                  i0: int, i1: int) -> Tensor:
-    """Scores of users ``start:stop`` on items ``i0:i1``, padding item 0 and training items at −inf."""
-    scores = user_rows @ item_table[i0:i1].T
-    crow, col = train.crow_indices(), train.col_indices()
-    if i0 == 0:
-        scores[:, 0] = float("-inf")
-    lo, hi = int(crow[start]), int(crow[stop])
-    rows = torch.repeat_interleave(torch.arange(stop - start), crow[start + 1:stop + 1] - crow[start:stop])
-    cols = col[lo:hi]
-    inside = (cols >= i0) & (cols < i1)
-    scores[rows[inside].to(scores.device), (cols[inside] - i0).to(scores.device)] = float("-inf")
-    return scores
 
 
 def teacher_topk(teacher, train_dataset, n: int, cache_dir: str | Path | None = None,
@@ -129,11 +123,10 @@ def teacher_topk(teacher, train_dataset, n: int, cache_dir: str | Path | None = 
         if path.is_file():
             stored = torch.load(path, map_location="cpu", weights_only=True)
             cached = stored["topk"] if stored.get("key") == key else None
-    if cached is not None and everyone(True, shard):
+    if everyone(cached is not None, shard):  # every rank votes once; any miss makes all of them compute
+        assert cached is not None  # this rank's vote was among the true ones
         logger.info(f"teacher top-{n}: reusing {path}")
         return cached
-    if cached is None and shard.world > 1:
-        everyone(False, shard)  # the other ranks' vote, so that all of them compute
     start = time.perf_counter()
     users, items = tables if tables is not None else teacher_tables(teacher)
     topk = topk_unobserved(users, items, training_csr(train_dataset), n, chunk_size, shard=shard,
