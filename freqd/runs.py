@@ -80,6 +80,8 @@ def setup(model, dataset, config_file_list, config_dict, kd: str | None = None):
     config["threads"] = apply_threads(config["threads"])
     split_seed = config["split_seed"]
     init_seed(config["seed"] if split_seed is None else int(split_seed), config["reproducibility"])
+    # RecBole creates ./log/<model> with a check-then-mkdir that races between ranks started together.
+    Path("log", config["model"]).mkdir(parents=True, exist_ok=True)
     init_logger(config)
     for orphan in sweep_orphans(config["checkpoint_dir"], config["results_dir"]):
         logger.info(f"removed {orphan}: a temporary of a write killed mid-way")

@@ -187,6 +187,25 @@ def test_averaged_gradients_are_the_mean_over_ranks_and_absent_ones_stay_absent(
         assert c_grad is None
 
 
+@pytest.mark.filterwarnings("ignore::Warning:recbole.*", "ignore:__array_wrap__:DeprecationWarning")
+def test_ranks_started_together_do_not_race_for_the_log_folder(monkeypatch, tmp_path, fast_config):
+    """RecBole checks for ./log and then creates it: another rank creating it in between must be harmless."""
+    import os
+
+    import recbole.utils.logger
+
+    from freqd.runs import setup
+
+    def other_rank_wins(path):
+        if not os.path.exists(path):
+            os.makedirs(path, exist_ok=True)  # the other rank, between the check and the mkdir
+            os.makedirs(path)
+
+    monkeypatch.setattr(recbole.utils.logger, "ensure_dir", other_rank_wins)
+    setup("BPR", "ml-100k", [], fast_config)
+    assert (tmp_path / "log" / "BPR").is_dir()
+
+
 def _free_port() -> int:
     import socket
 
