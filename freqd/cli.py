@@ -248,7 +248,8 @@ def cmd_trust(args, overrides) -> int:
                            seed=args.seed, arms=_tuple(parse_arms(args.arms)), seeds=_tuple(parse_seeds(args.seeds)),
                            plots=not args.no_plots, progress=not args.no_progress, shadows=args.shadows,
                            shadow_arms=_tuple(parse_arms(args.shadow_arms)), jobs=args.jobs,
-                           edges=parse_edges(args.edges), edge_seeds=_tuple(parse_seeds(args.edge_seeds)))
+                           edges=parse_edges(args.edges), edge_seeds=_tuple(parse_seeds(args.edge_seeds)),
+                           miars=args.miars)
     out = args.out or f"{args.folder.rstrip('/')}/trust"
     report = trust_report(args.folder, config=args.config, out=out, options=options)
     print((Path(out) / "trust.md").read_text(encoding="utf-8"))
@@ -466,8 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "edges added, e.g. drop:0.1,add:0.1 (default: off)")
     trust.add_argument("--edge-seeds", dest="edge_seeds", default=None, metavar="0,1",
                        help="seeds of the retrained arms (default: the comparison's first seed)")
+    trust.add_argument("--miars", action="store_true",
+                       help="also the user-level attack from top-k lists: trains a shadow and a target comparison "
+                            "on disjoint thirds of the users (the comparison's first seed; default: off)")
     trust.add_argument("--jobs", type=int, default=1, metavar="N",
-                       help="parallel processes of the shadow and perturbed-edge training")
+                       help="parallel processes of the shadow, perturbed-edge and MIARS training")
     trust.add_argument("--no-plots", dest="no_plots", action="store_true", help="no PNG plots")
     trust.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     threads_option(trust)

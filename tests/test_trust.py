@@ -559,3 +559,136 @@ def test_edge_perturbation_of_a_comparison_folder(compared, tmp_path):
         assert row["edge_drop-0.5_ndcg@20"] == perturbed
         assert row["edge_drop-0.5_drop"] == pytest.approx((row["ndcg@20"] - perturbed) / row["ndcg@20"])
     assert "drop-0.5" in (out / "trust.md").read_text()
+
+
+# -- the user-level attack from top-k lists (MIARS) ----------------------------------------------------
+def test_miars_user_split_is_disjoint_covers_the_eligible_users_and_is_seeded():
+    from freqd.trust import miars
+
+    counts = np.array([99] + [25] * 40 + [19] * 10 + [20] * 5)   # id 0 is padding; ids 41-50 are below 20
+    split = miars.user_split(counts, seed=3)
+    parts = [split.shadow_in, split.shadow_out, split.target_in, split.target_out, split.vector]
+    joined = np.concatenate(parts)
+    assert len(joined) == len(set(joined.tolist()))                    # disjoint
+    assert sorted(joined.tolist()) == [*range(1, 41), *range(51, 56)]  # exactly the users with 20+ interactions
+    assert [len(p) for p in parts] == [7, 8, 7, 8, 15]                 # thirds, halved; the remainder vectorises
+    again = miars.user_split(counts, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, [again.shadow_in, again.shadow_out, again.target_in,
+                                                             again.target_out, again.vector]))
+    assert not np.array_equal(miars.user_split(counts, seed=4).shadow_in, split.shadow_in)
+    with pytest.raises(ValueError, match="at least 12 users with 20"):
+        miars.user_split(np.array([0] + [30] * 11), seed=0)
+
+
+def test_miars_item_vectors_give_the_rank_d_item_gram_matrix_of_an_exact_svd():
+    from freqd.trust import miars
+
+    rng = np.random.default_rng(0)
+    dense = (rng.random((30, 12)) < 0.3).astype(float)
+    dense[:, 0] = 0.0                                                   # the padding item is never interacted with
+    users, items = np.nonzero(dense)
+    users = users + 5                                                   # user ids need not start at 0
+    got = miars.item_vectors(np.concatenate([users, users[:3]]), np.concatenate([items, items[:3]]), 12, dim=4)
+    _, s, vt = np.linalg.svd(dense, full_matrices=False)
+    expected = vt[:4].T * s[:4] ** 2 @ vt[:4]                           # V_d S_d^2 V_d^T: sign-free
+    np.testing.assert_allclose(got @ got.T, expected, atol=1e-6 * s[0] ** 2)
+
+
+def test_miars_features_lists_and_popularity_against_loops():
+    from freqd.trust import miars
+
+    rng = np.random.default_rng(1)
+    n_items, k = 15, 4
+    vectors = rng.normal(size=(n_items, 3))
+    hist_u = rng.integers(0, 6, 60)
+    hist_i = rng.integers(1, n_items, 60)
+    users = np.array([4, 1, 2])
+    lists = rng.integers(1, n_items, (3, k))
+    got = miars.features(hist_u, hist_i, users, lists, vectors)
+    for row, user in enumerate(users):
+        own = [vectors[i] for u, i in zip(hist_u, hist_i) if u == user]
+        np.testing.assert_allclose(got[row], np.mean(own, axis=0) - np.mean([vectors[i] for i in lists[row]], axis=0))
+    with pytest.raises(ValueError, match=r"users \[9\] have no history"):
+        miars.features(hist_u, hist_i, np.array([9]), lists[:1], vectors)
+
+    items = np.array([3, 3, 5, 5, 7, 0, 0, 0, 0, 2])
+    assert miars.popular_list(items, 9, 3).tolist() == [3, 5, 2]       # ties to the lower id; never padding 0
+
+    scores = rng.normal(size=(3, n_items))
+    got = miars.member_lists(scores, users, hist_u, hist_i, k)
+    for row, user in enumerate(users):
+        seen = {int(i) for u, i in zip(hist_u, hist_i) if u == user}
+        allowed = [i for i in np.argsort(-scores[row], kind="stable") if i != 0 and i not in seen]
+        assert got[row].tolist() == allowed[:k]
+
+
+def _miars_world(seed, personal):
+    """Users in four taste clusters; members' lists come from their cluster's items when ``personal``,
+    else everyone gets the popular list. Returns (features, labels) of a shadow and a target side."""
+    from freqd.trust import miars
+
+    rng = np.random.default_rng(seed)
+    n_items, clusters, per_cluster = 81, 4, 20
+    cluster_items = [1 + c * per_cluster + np.arange(per_cluster) for c in range(clusters)]
+    n_users = 240
+    taste = rng.integers(0, clusters, n_users)
+    hist_u = np.repeat(np.arange(n_users), 10)
+    hist_i = np.concatenate([rng.choice(cluster_items[t], 10, replace=False) for t in taste])
+    vec_users = np.arange(80)
+    keep = np.isin(hist_u, vec_users)
+    vectors = miars.item_vectors(hist_u[keep], hist_i[keep], n_items, dim=8, seed=seed)
+    popular = miars.popular_list(hist_i, n_items, 10)
+    sides = []
+    for users in (np.arange(80, 160), np.arange(160, 240)):
+        members, others = users[:40], users[40:]
+        lists = np.stack([rng.choice(cluster_items[taste[u]], 10, replace=False) if personal else popular
+                          for u in members])
+        x = np.concatenate([miars.features(hist_u, hist_i, members, lists, vectors),
+                            miars.features(hist_u, hist_i, others, np.tile(popular, (len(others), 1)), vectors)])
+        sides.append((x, np.repeat([True, False], [len(members), len(others)])))
+    return sides
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_miars_acceptance_personal_lists_expose_members_and_popular_lists_do_not():
+    from freqd.trust import miars
+
+    exposed = [miars.attack(*_miars_world(seed, personal=True)[0], *_miars_world(seed, personal=True)[1],
+                            seed=seed)["auc"] for seed in range(3)]
+    assert min(exposed) > 0.95
+    # Members and non-members alike get the popular list: their features have one distribution, and
+    # the AUC of 40 against 40 users scatters around 0.5 with a standard error of about 0.065.
+    blind = [miars.attack(*_miars_world(seed, personal=False)[0], *_miars_world(seed, personal=False)[1],
+                          seed=seed)["auc"] for seed in range(6)]
+    assert abs(np.mean(blind) - 0.5) < 0.08 and max(abs(a - 0.5) for a in blind) < 0.2
+
+
+@pytest.mark.slow
+def test_miars_attack_of_a_comparison_folder(compared, tmp_path):
+    from freqd.trust import TrustOptions, trust_report
+
+    out = tmp_path / "trust"
+    options = TrustOptions(parts=("fairness",), miars=True, progress=False, plots=False)
+    report = trust_report(compared / "out", out=out, options=options)
+    users = report["options"]["miars_users"]
+    assert users == {"shadow_in": 157, "shadow_out": 157, "target_in": 157, "target_out": 157, "vector": 315}
+    rows = {r["model"]: r for r in report["rows"]}
+    for name in ("teacher", "scratch", "kd"):
+        assert 0.0 <= rows[name]["miars_auc"] <= 1.0 and 0.0 <= rows[name]["miars_advantage"] <= 1.0
+    from freqd.compare.evaluate import build_eval_context
+    from freqd.trust.runner import build_data, comparison_of
+
+    data = build_data(build_eval_context(comparison_of(compared / "out")), seed=0)
+    tokens = data.ctx.train_dataset.field2id_token["user_id"]
+    member_sets = []
+    for side in ("shadow", "target"):
+        pairs = json.loads((out / "miars" / side / "pairs.json").read_text())
+        members = {str(u) for u in pairs["users"]}
+        assert len(members) == 157
+        ids = [u for u in range(1, len(tokens)) if str(tokens[u]) in members]
+        assert pairs["n_pairs"] == int(np.isin(data.train_users, ids).sum())   # every training pair of the members
+        member_sets.append(members)
+        run = json.loads((out / "miars" / side / "arms" / "kd" / "s0.json").read_text())
+        assert run["spec"]["overrides"]["train_pairs"].endswith(f"{side}/pairs.json")
+    assert not member_sets[0] & member_sets[1]
+    assert "User-level attack from top-20 lists" in (out / "trust.md").read_text()

@@ -93,6 +93,18 @@ def markdown(report: dict[str, Any]) -> str:
         for e in summary:
             lines.append(f"| {e['model']} | " + " | ".join(cell(e, f"edge_{t}_drop", 1, percent=True)
                                                           for t in tags) + " |")
+    if report["options"].get("miars"):
+        users = report["options"]["miars_users"]
+        lines += ["", f"User-level attack from top-{k} lists (MIARS-style; seeds {report['options']['miars_seeds']}): "
+                  f"an MLP trained on a shadow pipeline's {users['shadow_in']} member and {users['shadow_out']} "
+                  f"non-member users, scored on a target pipeline's {users['target_in']} and {users['target_out']}; "
+                  f"item vectors from {users['vector']} other users (their runs took "
+                  f"{report['options']['miars_train_seconds']:.0f} s to train, the attack "
+                  f"{report['options']['miars_seconds']:.0f} s):", "",
+                  "| model | AUC | TPR@1% FPR | advantage |", "|---|---|---|---|"]
+        for e in summary:
+            lines.append(f"| {e['model']} | " + " | ".join(cell(e, f"miars_{m}") for m in
+                                                          ("auc", "tpr@0.01", "advantage")) + " |")
     costs = "; ".join(f"{e['model']} " + ", ".join(f"{part} {cell(e, 'seconds_' + part, 2)}"
                                                    for part in report["options"]["parts"]
                                                    if isinstance(e.get("seconds_" + part), dict)) for e in summary)

@@ -20,6 +20,7 @@ import torch
 
 import freqd.trust.edges as edges
 import freqd.trust.fairness as fairness
+import freqd.trust.miars as miars
 import freqd.trust.privacy as privacy
 import freqd.trust.robustness as robustness
 import freqd.trust.shadows as shadows
@@ -68,6 +69,7 @@ class TrustOptions:
     shadow_arms: tuple[str, ...] | None = None
     edges: tuple[tuple[str, float], ...] = ()
     edge_seeds: tuple[int, ...] | None = None
+    miars: bool = False
     jobs: int = 1
 
     def __post_init__(self) -> None:
@@ -315,6 +317,46 @@ def _edge_results(comparison: ComparisonConfig, record: dict[str, Any], data: Tr
             "train_seconds": sum(_train_seconds(f) for f in folders.values())}
 
 
+def _miars_results(comparison: ComparisonConfig, record: dict[str, Any], data: TrustData, out: Path,
+                   options: TrustOptions) -> dict[str, Any]:
+    """Train (or reuse) the shadow and target comparisons; the user-level attack's metrics by (model, seed)."""
+    start = perf_counter()
+    ctx = data.ctx
+    n_items = int(ctx.train_dataset.item_num)
+    valid_users = edges.valid_keys(data) // n_items
+    counts = np.bincount(np.concatenate([data.train_users, data.test_users, valid_users]),
+                         minlength=int(ctx.train_dataset.user_num))
+    split = miars.user_split(counts, options.seed)
+    seeds = list(comparison.seeds[:1])
+    arms = [a.name for a in comparison.arms]
+    folders = miars.run_sides(comparison, record, data, out / "miars", split, seeds, arms, jobs=options.jobs,
+                              progress=options.progress)
+    vectors = miars.item_vectors(*miars.member_pairs(data.train_users, data.train_items, split.vector), n_items,
+                                 seed=options.seed)
+    found: dict[str, dict[tuple[str, int | None], np.ndarray]] = {side: {} for side in miars.SIDES}
+    for side, folder in folders.items():
+        members, others = split.members(side), split.others(side)
+        trained = miars.member_pairs(data.train_users, data.train_items, members)
+        stranger = np.tile(miars.popular_list(trained[1], n_items, options.k), (len(others), 1))
+        runs = [("teacher", comparison.teacher.seed, folder / "teacher.json")]
+        runs += [(arm, seed, folder / "arms" / arm / f"s{seed}.json") for arm in arms for seed in seeds]
+        for name, seed, path in runs:
+            model = load_model(result_checkpoint(folder, json.loads(path.read_text(encoding="utf-8"))), ctx)
+            model.eval()
+            lists = miars.member_lists(_scorer_rows(model, ctx)(members), members, *trained, options.k)
+            found[side][(name, seed)] = np.concatenate([
+                miars.features(data.train_users, data.train_items, members, lists, vectors),
+                miars.features(data.train_users, data.train_items, others, stranger, vectors)])
+    labels = {side: np.repeat([True, False], [len(split.members(side)), len(split.others(side))])
+              for side in miars.SIDES}
+    metrics = {key: miars.attack(found["shadow"][key], labels["shadow"], found["target"][key], labels["target"],
+                                 seed=options.seed) for key in found["target"]}
+    return {"metrics": metrics, "seeds": seeds, "seconds": perf_counter() - start,
+            "train_seconds": sum(_train_seconds(f) for f in folders.values()),
+            "users": {part: len(getattr(split, part)) for part in
+                      ("shadow_in", "shadow_out", "target_in", "target_out", "vector")}}
+
+
 def _train_seconds(folder: Path) -> float:
     """Wall seconds the stored runs of a comparison folder took (teacher and arms), when they were trained."""
     paths = [folder / "teacher.json", *sorted((folder / "arms").glob("*/s*.json"))]
@@ -351,6 +393,7 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
     setup_seconds = perf_counter() - start
     shadow = _shadow_scores(comparison, record, data, out, options) if options.shadows else None
     edge = _edge_results(comparison, record, data, out, options) if options.edges else None
+    user_attack = _miars_results(comparison, record, data, out, options) if options.miars else None
     key = f"ndcg@{options.k}"
     jobs: list[tuple[str, str, str | None, int | None, dict[str, Any], np.ndarray]] = [
         ("teacher", "teacher", None, comparison.teacher.seed, stored.teacher, stored.teacher_users[key])]
@@ -372,6 +415,8 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
             if (name, seed) in found:
                 row[f"edge_{tag}_ndcg@{options.k}"] = found[(name, seed)]
                 row[f"edge_{tag}_drop"] = (row[key] - found[(name, seed)]) / row[key] if row[key] else math.nan
+        if user_attack is not None and (name, seed) in user_attack["metrics"]:
+            row.update({f"miars_{k}": v for k, v in user_attack["metrics"][(name, seed)].items()})
         if shadow is not None and name in shadow["scores"]:
             start = perf_counter()
             ratio = shadows.likelihood_ratio(shadows.pair_scores(model, data.sample.users, data.sample.items),
@@ -389,7 +434,11 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
                     "shadow_train_seconds": shadow["train_seconds"] if shadow else None,
                     "edges": [edges.label(*spec) for spec in options.edges],
                     "edge_seeds": edge["seeds"] if edge else None, "edge_seconds": edge["seconds"] if edge else None,
-                    "edge_train_seconds": edge["train_seconds"] if edge else None},
+                    "edge_train_seconds": edge["train_seconds"] if edge else None,
+                    "miars": options.miars, "miars_seeds": user_attack["seeds"] if user_attack else None,
+                    "miars_users": user_attack["users"] if user_attack else None,
+                    "miars_seconds": user_attack["seconds"] if user_attack else None,
+                    "miars_train_seconds": user_attack["train_seconds"] if user_attack else None},
         "sample": {"pairs": len(data.sample), "members": int(data.sample.member.sum()),
                    "users": int(len(np.unique(data.sample.users)))},
         "setup_seconds": setup_seconds, "rows": rows,
