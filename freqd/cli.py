@@ -238,6 +238,7 @@ def cmd_trust(args, overrides) -> int:
 
     from freqd.threads import apply_threads
     from freqd.trust.edges import parse_edges
+    from freqd.trust.poison import parse_poison
     from freqd.trust.runner import TrustOptions, trust_report
 
     apply_threads(args.threads if args.threads is not None else "auto")
@@ -249,7 +250,7 @@ def cmd_trust(args, overrides) -> int:
                            plots=not args.no_plots, progress=not args.no_progress, shadows=args.shadows,
                            shadow_arms=_tuple(parse_arms(args.shadow_arms)), jobs=args.jobs,
                            edges=parse_edges(args.edges), edge_seeds=_tuple(parse_seeds(args.edge_seeds)),
-                           miars=args.miars)
+                           miars=args.miars, poison=parse_poison(args.poison))
     out = args.out or f"{args.folder.rstrip('/')}/trust"
     report = trust_report(args.folder, config=args.config, out=out, options=options)
     print((Path(out) / "trust.md").read_text(encoding="utf-8"))
@@ -470,8 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("--miars", action="store_true",
                        help="also the user-level attack from top-k lists: trains a shadow and a target comparison "
                             "on disjoint thirds of the users (the comparison's first seed; default: off)")
+    trust.add_argument("--poison", default=None, metavar="KIND:SHARE,...",
+                       help="also retrain the comparison with fake users promoting tail items, KIND random or "
+                            "bandwagon, SHARE of the genuine users, e.g. random:0.03,bandwagon:0.03 (first seed; "
+                            "default: off)")
     trust.add_argument("--jobs", type=int, default=1, metavar="N",
-                       help="parallel processes of the shadow, perturbed-edge and MIARS training")
+                       help="parallel processes of the shadow, perturbed-edge, MIARS and poisoning training")
     trust.add_argument("--no-plots", dest="no_plots", action="store_true", help="no PNG plots")
     trust.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     threads_option(trust)

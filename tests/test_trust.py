@@ -692,3 +692,93 @@ def test_miars_attack_of_a_comparison_folder(compared, tmp_path):
         assert run["spec"]["overrides"]["train_pairs"].endswith(f"{side}/pairs.json")
     assert not member_sets[0] & member_sets[1]
     assert "User-level attack from top-20 lists" in (out / "trust.md").read_text()
+
+
+# -- poisoning with fake users ---------------------------------------------------------------------------
+def test_parse_poison_and_its_errors():
+    from freqd.trust.poison import parse_poison
+
+    assert parse_poison("random:0.03, bandwagon:0.05") == (("random", 0.03), ("bandwagon", 0.05))
+    assert parse_poison(None) == ()
+    for bad in ("random", "average:0.1", "random:0", "bandwagon:1.5", "random:x"):
+        with pytest.raises(ValueError, match="KIND:SHARE"):
+            parse_poison(bad)
+
+
+def test_poison_targets_come_from_the_interacted_tail_and_are_seeded():
+    from freqd.trust.poison import target_items
+
+    counts = np.array([0, 50, 40, 30, 0, 2, 1, 3, 0, 1])
+    head = np.zeros(10, bool)
+    head[[1, 2, 3]] = True
+    got = target_items(counts, head, 3, seed=0)
+    assert set(got.tolist()) <= {5, 6, 7, 9} and len(set(got.tolist())) == 3 and got.tolist() == sorted(got.tolist())
+    assert np.array_equal(got, target_items(counts, head, 3, seed=0))
+    with pytest.raises(ValueError, match="5 target items asked for, the tail holds 4"):
+        target_items(counts, head, 5, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["random", "bandwagon"])
+def test_fake_profiles_hold_every_target_and_the_average_length(kind):
+    from freqd.trust.poison import fake_profiles
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 200
+    train_users = np.repeat(np.arange(1, n_users + 1), 12)                   # 40 genuine users, 12 pairs each
+    train_items = rng.integers(1, n_items, len(train_users))
+    head = np.zeros(n_items, bool)
+    head[1:41] = True
+    targets = np.array([150, 170])
+    users, items = fake_profiles(train_users, train_items, n_items, head, targets, kind, 0.1, first_user=41, seed=2)
+    assert sorted(set(users.tolist())) == [41, 42, 43, 44]                   # round(0.1 x 40) fake users after the genuine
+    for user in range(41, 45):
+        profile = items[users == user]
+        assert len(profile) == 12 and len(set(profile.tolist())) == 12      # the average length, no pair twice
+        assert set(targets.tolist()) <= set(profile.tolist())
+        fillers = set(profile.tolist()) - set(targets.tolist())
+        assert all(1 <= i < n_items for i in fillers)
+        if kind == "bandwagon":
+            assert fillers <= set(range(1, 41))                             # popular fillers only
+    again = fake_profiles(train_users, train_items, n_items, head, targets, kind, 0.1, first_user=41, seed=2)
+    assert np.array_equal(items, again[1])
+
+
+def test_bandwagon_fillers_top_up_with_random_items_when_the_head_runs_out():
+    from freqd.trust.poison import fake_profiles
+
+    head = np.zeros(50, bool)
+    head[1:4] = True                                                         # three popular items only
+    users, items = fake_profiles(np.repeat([1, 2], 10), np.tile(np.arange(10, 20), 2), 50, head, np.array([30]),
+                                 "bandwagon", 0.5, first_user=3, seed=0)
+    assert len(items) == 10 and {1, 2, 3, 30} <= set(items.tolist()) and len(set(items.tolist())) == 10
+
+
+def test_target_hits_against_loops():
+    from freqd.trust.poison import target_hits
+
+    rng = np.random.default_rng(3)
+    lists = rng.integers(1, 30, (50, 5))
+    targets = np.array([3, 7, 11])
+    got = target_hits(lists, targets)
+    assert got["hr"] == pytest.approx(np.mean([np.mean([t in row for row in lists.tolist()]) for t in targets]))
+    assert got["exposure"] == pytest.approx(np.mean([any(t in row for t in targets) for row in lists.tolist()]))
+
+
+@pytest.mark.slow
+def test_acceptance_a_planted_poisoning_attack_raises_the_targets_exposure(compared, tmp_path):
+    from freqd.trust import TrustOptions, trust_report
+
+    out = tmp_path / "trust"
+    options = TrustOptions(parts=("fairness",), poison=(("bandwagon", 0.2),), progress=False, plots=False)
+    report = trust_report(compared / "out", out=out, options=options)
+    rows = {r["model"]: r for r in report["rows"]}
+    teacher = rows["teacher"]
+    assert teacher["poison_bandwagon-0.2_hr"] > teacher["poison_bandwagon-0.2_hr_clean"] + 0.05
+    assert teacher["poison_bandwagon-0.2_exposure"] > teacher["poison_bandwagon-0.2_exposure_clean"]
+    assert {"poison_bandwagon-0.2_hr", "poison_bandwagon-0.2_hr_clean"} <= set(rows["kd"])
+    info = json.loads((out / "poison" / "bandwagon-0.2" / "poison.json").read_text())
+    assert info["fake_users"] == round(0.2 * 943) and info["targets"] == report["options"]["poison_targets"]
+    name = "ml-100k-poisoned-bandwagon-0.2"
+    train = (out / "poison" / "bandwagon-0.2" / "data" / name / f"{name}.train.inter").read_text().splitlines()[1:]
+    assert len(train) == 80808 + info["fake_pairs"]                          # every genuine pair, and the fakes
+    assert "Poisoning with fake users" in (out / "trust.md").read_text()

@@ -105,6 +105,21 @@ def markdown(report: dict[str, Any]) -> str:
         for e in summary:
             lines.append(f"| {e['model']} | " + " | ".join(cell(e, f"miars_{m}") for m in
                                                           ("auc", "tpr@0.01", "advantage")) + " |")
+    if report["options"].get("poison"):
+        tags = report["options"]["poison"]
+        lines += ["", f"Poisoning with fake users (the comparison retrained on the poisoned data, seeds "
+                  f"{report['options']['poison_seeds']}; target items {report['options']['poison_targets']}, from "
+                  f"the tail): target hit ratio in the top-{k} of genuine test users, clean → poisoned, and the "
+                  f"share of them shown any target (their runs took {report['options']['poison_train_seconds']:.0f} s "
+                  "to train):", "",
+                  "| model | " + " | ".join(f"{t} HR | {t} exposure" for t in tags) + " |",
+                  "|---|" + "---|---|" * len(tags)]
+        for e in summary:
+            cells = []
+            for t in tags:
+                for m in ("hr", "exposure"):
+                    cells.append(f"{cell(e, f'poison_{t}_{m}_clean')} → {cell(e, f'poison_{t}_{m}')}")
+            lines.append(f"| {e['model']} | " + " | ".join(cells) + " |")
     costs = "; ".join(f"{e['model']} " + ", ".join(f"{part} {cell(e, 'seconds_' + part, 2)}"
                                                    for part in report["options"]["parts"]
                                                    if isinstance(e.get("seconds_" + part), dict)) for e in summary)

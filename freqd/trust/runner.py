@@ -21,6 +21,7 @@ import torch
 import freqd.trust.edges as edges
 import freqd.trust.fairness as fairness
 import freqd.trust.miars as miars
+import freqd.trust.poison as poison
 import freqd.trust.privacy as privacy
 import freqd.trust.robustness as robustness
 import freqd.trust.shadows as shadows
@@ -70,6 +71,7 @@ class TrustOptions:
     edges: tuple[tuple[str, float], ...] = ()
     edge_seeds: tuple[int, ...] | None = None
     miars: bool = False
+    poison: tuple[tuple[str, float], ...] = ()
     jobs: int = 1
 
     def __post_init__(self) -> None:
@@ -357,6 +359,35 @@ def _miars_results(comparison: ComparisonConfig, record: dict[str, Any], data: T
                       ("shadow_in", "shadow_out", "target_in", "target_out", "vector")}}
 
 
+def _poison_results(comparison: ComparisonConfig, record: dict[str, Any], data: TrustData, out: Path,
+                    options: TrustOptions) -> dict[str, Any]:
+    """Train (or reuse) the poisoned comparisons; the target items' hits among genuine users by (model, seed)."""
+    start = perf_counter()
+    seeds = list(comparison.seeds[:1])
+    arms = [a.name for a in comparison.arms]
+    runs = poison.run_poison(comparison, record, data, out / "poison", options.poison, seeds, arms, options.seed,
+                             jobs=options.jobs, progress=options.progress)
+    hits: dict[str, dict[tuple[str, int | None], dict[str, float]]] = {}
+    targets = np.empty(0, np.int64)
+    genuine = int(data.ctx.train_dataset.user_num)
+    for tag, (folder, poisoned) in runs.items():
+        ctx = build_eval_context(poisoned)
+        tokens = ctx.train_dataset.field2id_token[ctx.train_dataset.uid_field]
+        if any(int(tokens[u]) >= genuine for u in ctx.users):
+            raise RuntimeError(f"{folder}: a fake user is among the evaluated users")
+        targets = np.asarray(json.loads((folder / "poison.json").read_text(encoding="utf-8"))["targets"], np.int64)
+        ids = poison.in_poisoned_ids(ctx.train_dataset, targets)
+        found = [("teacher", comparison.teacher.seed, folder / "teacher.json")]
+        found += [(arm, seed, folder / "arms" / arm / f"s{seed}.json") for arm in arms for seed in seeds]
+        hits[tag] = {}
+        for name, seed, path in found:
+            model = load_model(result_checkpoint(folder, json.loads(path.read_text(encoding="utf-8"))), ctx)
+            model.eval()
+            hits[tag][(name, seed)] = poison.target_hits(topk_lists(model, ctx, options.k), ids)
+    return {"hits": hits, "targets": targets, "seeds": seeds, "seconds": perf_counter() - start,
+            "train_seconds": sum(_train_seconds(folder) for folder, _ in runs.values())}
+
+
 def _train_seconds(folder: Path) -> float:
     """Wall seconds the stored runs of a comparison folder took (teacher and arms), when they were trained."""
     paths = [folder / "teacher.json", *sorted((folder / "arms").glob("*/s*.json"))]
@@ -394,6 +425,7 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
     shadow = _shadow_scores(comparison, record, data, out, options) if options.shadows else None
     edge = _edge_results(comparison, record, data, out, options) if options.edges else None
     user_attack = _miars_results(comparison, record, data, out, options) if options.miars else None
+    poisoned = _poison_results(comparison, record, data, out, options) if options.poison else None
     key = f"ndcg@{options.k}"
     jobs: list[tuple[str, str, str | None, int | None, dict[str, Any], np.ndarray]] = [
         ("teacher", "teacher", None, comparison.teacher.seed, stored.teacher, stored.teacher_users[key])]
@@ -415,6 +447,13 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
             if (name, seed) in found:
                 row[f"edge_{tag}_ndcg@{options.k}"] = found[(name, seed)]
                 row[f"edge_{tag}_drop"] = (row[key] - found[(name, seed)]) / row[key] if row[key] else math.nan
+        if poisoned is not None and any((name, seed) in found for found in poisoned["hits"].values()):
+            model.eval()
+            clean = poison.target_hits(topk_lists(model, ctx, options.k), poisoned["targets"])
+            for tag, found in poisoned["hits"].items():
+                if (name, seed) in found:
+                    row.update({f"poison_{tag}_{m}": v for m, v in found[(name, seed)].items()})
+                    row.update({f"poison_{tag}_{m}_clean": v for m, v in clean.items()})
         if user_attack is not None and (name, seed) in user_attack["metrics"]:
             row.update({f"miars_{k}": v for k, v in user_attack["metrics"][(name, seed)].items()})
         if shadow is not None and name in shadow["scores"]:
@@ -438,7 +477,12 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
                     "miars": options.miars, "miars_seeds": user_attack["seeds"] if user_attack else None,
                     "miars_users": user_attack["users"] if user_attack else None,
                     "miars_seconds": user_attack["seconds"] if user_attack else None,
-                    "miars_train_seconds": user_attack["train_seconds"] if user_attack else None},
+                    "miars_train_seconds": user_attack["train_seconds"] if user_attack else None,
+                    "poison": [poison.label(*spec) for spec in options.poison],
+                    "poison_targets": poisoned["targets"].tolist() if poisoned else None,
+                    "poison_seeds": poisoned["seeds"] if poisoned else None,
+                    "poison_seconds": poisoned["seconds"] if poisoned else None,
+                    "poison_train_seconds": poisoned["train_seconds"] if poisoned else None},
         "sample": {"pairs": len(data.sample), "members": int(data.sample.member.sum()),
                    "users": int(len(np.unique(data.sample.users)))},
         "setup_seconds": setup_seconds, "rows": rows,
