@@ -18,21 +18,28 @@ import numpy as np
 KINDS = ("drop", "add")
 
 
-def parse_edges(text: str | None) -> tuple[tuple[str, float], ...]:
-    """``drop:0.1,add:0.05`` → ((drop, 0.1), (add, 0.05)); ValueError naming a bad item."""
+def parse_kinds(text: str | None, kinds: tuple[str, ...], option: str, value: str) -> tuple[tuple[str, float], ...]:
+    """``a:0.1,b:0.05`` → ((a, 0.1), (b, 0.05)) for a KIND in ``kinds`` and 0 < value < 1; ValueError naming the
+    ``option`` and the bad item."""
     if not text:
         return ()
     out = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
-        kind, _, value = item.partition(":")
+        kind, _, number = item.partition(":")
         try:
-            rho = float(value)
+            share = float(number)
         except ValueError:
-            rho = math.nan
-        if kind not in KINDS or not 0 < rho < 1:
-            raise ValueError(f"edges: {item!r} is not KIND:RHO with KIND in {', '.join(KINDS)} and 0 < RHO < 1")
-        out.append((kind, rho))
+            share = math.nan
+        if kind not in kinds or not 0 < share < 1:
+            raise ValueError(f"{option}: {item!r} is not KIND:{value} with KIND in {', '.join(kinds)} and "
+                             f"0 < {value} < 1")
+        out.append((kind, share))
     return tuple(out)
+
+
+def parse_edges(text: str | None) -> tuple[tuple[str, float], ...]:
+    """``drop:0.1,add:0.05`` → ((drop, 0.1), (add, 0.05)); ValueError naming a bad item."""
+    return parse_kinds(text, KINDS, "edges", "RHO")
 
 
 def label(kind: str, rho: float) -> str:

@@ -16,7 +16,6 @@ with any target in their top-k), clean against poisoned.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,19 +29,9 @@ N_TARGETS = 5
 
 def parse_poison(text: str | None) -> tuple[tuple[str, float], ...]:
     """``random:0.03,bandwagon:0.03`` → ((random, 0.03), (bandwagon, 0.03)); ValueError naming a bad item."""
-    if not text:
-        return ()
-    out = []
-    for item in (part.strip() for part in text.split(",") if part.strip()):
-        kind, _, value = item.partition(":")
-        try:
-            share = float(value)
-        except ValueError:
-            share = math.nan
-        if kind not in KINDS or not 0 < share < 1:
-            raise ValueError(f"poison: {item!r} is not KIND:SHARE with KIND in {', '.join(KINDS)} and 0 < SHARE < 1")
-        out.append((kind, share))
-    return tuple(out)
+    from freqd.trust.edges import parse_kinds
+
+    return parse_kinds(text, KINDS, "poison", "SHARE")
 
 
 def label(kind: str, share: float) -> str:

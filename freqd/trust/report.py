@@ -99,8 +99,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"an MLP trained on a shadow pipeline's {users['shadow_in']} member and {users['shadow_out']} "
                   f"non-member users, scored on a target pipeline's {users['target_in']} and {users['target_out']}; "
                   f"item vectors from {users['vector']} other users (their runs took "
-                  f"{report['options']['miars_train_seconds']:.0f} s to train, the attack "
-                  f"{report['options']['miars_seconds']:.0f} s):", "",
+                  f"{report['options']['miars_train_seconds']:.0f} s to train; the part took "
+                  f"{report['options']['miars_seconds']:.0f} s in this report):", "",
                   "| model | AUC | TPR@1% FPR | advantage |", "|---|---|---|---|"]
         for e in summary:
             lines.append(f"| {e['model']} | " + " | ".join(cell(e, f"miars_{m}") for m in
