@@ -248,8 +248,11 @@ def group_settings(settings: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if nproc < 1:
         raise ValueError(f"nproc must be at least 1, got {nproc}")
+    # One machine and no address asked for: no port (launch meets in a fresh folder), so groups started
+    # together (``freqd compare --jobs 2 --nproc=2``) never share one.
+    local = world == nproc and not settings.get("ip") and not settings.get("port")
     return {"nproc": nproc, "world_size": world, "ip": str(settings.get("ip") or "localhost"),
-            "port": int(settings.get("port") or 5678), "offset": int(settings.get("offset") or 0),
+            "port": None if local else int(settings.get("port") or 5678), "offset": int(settings.get("offset") or 0),
             "backend": group_backend(settings)}
 
 
@@ -266,17 +269,26 @@ def launch(kind: str, group: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
 
     RecBole 1.2.1's own multi-process path initialises NCCL on CUDA devices only, so freqd starts the
     group itself from the same keys: ``gloo`` on CPUs, ``nccl`` with ``use_gpu`` on CUDA; ranks
-    ``offset`` … ``offset + nproc − 1`` of ``world_size`` meet at ``tcp://ip:port``. Each rank builds
+    ``offset`` … ``offset + nproc − 1`` of ``world_size`` meet at ``tcp://ip:port`` (default port 5678), or,
+    on one machine with neither ``ip`` nor ``port`` set, in a fresh temporary folder. Each rank builds
     the same model from the same seed, takes its part of every batch (the fast loader), averages
     gradients before each step and evaluates its share of the users, so all ranks hold identical
     parameters and metrics. Rank 0 writes the checkpoints, metrics and results as one process would;
     the other ranks write theirs to a temporary folder that is removed afterwards.
     """
+    import tempfile
+
     from freqd.distributed import spawn_group
 
-    init_method = f"tcp://{group['ip']}:{group['port']}"
-    results = spawn_group(_rank_run, group["nproc"], (kind, kwargs), init_method=init_method,
-                          backend=group["backend"], world_size=group["world_size"], offset=group["offset"])
+    def run(init_method: str) -> dict[int, Any]:
+        return spawn_group(_rank_run, group["nproc"], (kind, kwargs), init_method=init_method,
+                           backend=group["backend"], world_size=group["world_size"], offset=group["offset"])
+
+    if group["port"] is None:
+        with tempfile.TemporaryDirectory(prefix="freqd-group-") as folder:
+            results = run(f"file://{folder}/rendezvous")
+    else:
+        results = run(f"tcp://{group['ip']}:{group['port']}")
     if 0 not in results:
         return {"rank": group["offset"], "note": "rank 0 runs on another machine and writes the results"}
     return results[0]

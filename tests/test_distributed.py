@@ -4,6 +4,8 @@ data-parallel training on two ranks matches one process."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -236,15 +238,27 @@ def test_two_ranks_train_bpr_as_one_process(tmp_path):
     assert len(list((tmp_path / "log_tensorboard").glob("*/events.out.tfevents.*"))) == 2
 
 
+@pytest.mark.parametrize("settings, port", [
+    ({"nproc": 2}, None),                                        # one machine, no address: a folder, no port
+    ({"nproc": 2, "port": "6001"}, 6001),
+    ({"nproc": 2, "ip": "10.0.0.1"}, 5678),                      # an address asked for: RecBole's default port
+    ({"nproc": 2, "world_size": 4}, 5678),                       # other machines join: they need the port
+])
+def test_group_settings_leave_the_port_free_only_for_one_machine_without_an_address(settings, port):
+    from freqd.runs import group_settings
+
+    assert group_settings(settings)["port"] == port
+
+
 @pytest.mark.slow
 def test_two_ranks_distil_freqd_and_resume(bpr_teacher_32):
     from freqd.runs import distill
 
-    settings = {**QUIET, "embedding_size": 8, "nproc": 2, "ip": "127.0.0.1"}
-    first = distill(bpr_teacher_32, "BPR", kd="FreqD", config_dict={**settings, "epochs": 2, "port": _free_port()})
+    settings = {**QUIET, "embedding_size": 8, "nproc": 2}      # no ip or port: the ranks meet in a temporary folder
+    first = distill(bpr_teacher_32, "BPR", kd="FreqD", config_dict={**settings, "epochs": 2})
     assert first["epochs_run"] == 2 and 0 < first["test_result"]["ndcg@20"] < 1
     resumed = distill(bpr_teacher_32, "BPR", kd="FreqD", resume=first["checkpoint"],
-                      config_dict={**settings, "epochs": 4, "port": _free_port()})
+                      config_dict={**settings, "epochs": 4})
     assert resumed["epochs_run"] == 2 and resumed["best_epoch"] in (2, 3)  # epochs 2 and 3 after the resume
 
 
@@ -281,3 +295,24 @@ def test_torchrun_ranks_join_its_group_and_rank_0_reports(tmp_path):
     assert done.stdout.count("| model |") == 1
     assert len(list((tmp_path / "saved").glob("*.pth"))) == 1
     assert len(list((tmp_path / "results").glob("*/results.json"))) == 1
+
+
+@pytest.mark.slow
+def test_a_comparison_of_data_parallel_runs_with_two_jobs(tmp_path):
+    """``freqd compare --jobs 2 --nproc=2``: two process groups at once, each meeting in its own folder."""
+    import yaml
+
+    from freqd.compare import run_comparison
+
+    config = {"title": "two groups", "dataset": "ml-100k",
+              "overrides": {**QUIET, "epochs": 1, "eval_batch_size": 1_000_000, "nproc": 2},
+              "teacher": {"model": "BPR", "embedding_size": 8, "seed": 0},
+              "student": {"model": "BPR", "embedding_size": 4}, "seeds": [0, 1], "control": "scratch",
+              "arms": [{"name": "scratch"}], "latency": {"enabled": False}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_comparison(path, out=tmp_path / "out", progress=False, jobs=2)
+    runs = [json.loads((tmp_path / "out" / "arms" / "scratch" / f"s{seed}.json").read_text()) for seed in (0, 1)]
+    assert [r["seed"] for r in runs] == [0, 1] and all(0 < r["metrics"]["ndcg@20"] < 1 for r in runs)
+    assert runs[0]["metrics"] != runs[1]["metrics"]                          # two seeds, two models
+    assert json.loads((tmp_path / "out" / "teacher.json").read_text())["metrics"]["ndcg@20"] > 0
