@@ -22,7 +22,7 @@ Paths are relative to the YAML's folder; ``split_seed`` defaults to 2020, as in 
 reports the smoothed validation score after each evaluation, which the pruner reads; the test set
 is never evaluated. Trials live in ``<out>/study.db`` (SQLite): rerunning the command continues
 the search, and a trial cut by an interrupt is run again with the same values. The output folder
-also holds ``trials.csv``, ``best.yaml`` (the fixed overrides plus the best values, to pass as
+also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best values, to pass as
 ``--config``) and ``tune.json``.
 """
 
@@ -44,6 +44,8 @@ _TOP_KEYS = {"title", "model", "dataset", "config_files", "overrides", "kd", "te
              "sampler_seed", "space"}
 _PARAM_KEYS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log", "step"},
                "categorical": {"type", "choices"}}
+#: Settings of the machine the search ran on, not results: left out of ``best.yaml``.
+MACHINE_KEYS = frozenset({"threads"})
 #: Keys the search sets itself for every trial.
 _RESERVED = {"seed", "model", "dataset", "results_dir", "checkpoint_dir"}
 
@@ -379,7 +381,8 @@ def _write_outputs(config: TuneConfig, study, out: Path, budget: int, fixed: dic
                   f"trial {best.number}, smoothed validation {metric} {value:.6f}"
                   f"{'' if best.user_attrs.get('converged') else ' (not converged: capped by epochs)'}.\n"
                   f"# The fixed overrides and the best values; pass with the same config files as --config.\n")
-        body = yaml.safe_dump(to_jsonable({**fixed, **best.params}), sort_keys=False, allow_unicode=True)
+        kept = {key: value for key, value in fixed.items() if key not in MACHINE_KEYS}
+        body = yaml.safe_dump(to_jsonable({**kept, **best.params}), sort_keys=False, allow_unicode=True)
         atomic_write_text(out / "best.yaml", header + body)
     atomic_write_json(out / "tune.json", to_jsonable(summary))
     return summary

@@ -94,8 +94,9 @@ def test_distillation_search_resumes_and_never_evaluates_test(tmp_path, bpr_teac
     values = [float(r.split(",")[2]) for r in rows[1:]]
     assert summary["best_value"] == pytest.approx(max(values))
     # Rerun with a larger budget: only the missing trial is trained.
-    again = run_tune(config, out=out, trials=3, progress=False)
+    again = run_tune(config, out=out, trials=3, progress=False, overrides={"threads": 1})
     assert (again["finished"], len(spy["built"])) == (3, 3)
+    assert "threads" not in yaml.safe_load((out / "best.yaml").read_text())     # the machine's, not a result
     # Another space in the same folder is refused.
     changed = _write(tmp_path / "search.yaml", {"model": "BPR", "kd": "FreqD", "overrides": RUN, "trials": 2,
                                                  "space": {**space, "freqd_alpha": {"type": "float", "low": 0.1,
