@@ -11,6 +11,7 @@ items, never a pair of any split. Each perturbation is an ordinary comparison fo
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -79,28 +80,17 @@ def perturbed_pairs(train_users: np.ndarray, train_items: np.ndarray, taken: np.
 def run_edges(comparison, record, data, folder: Path, specs, seeds: list[int], arms: list[str] | None, seed: int,
               jobs: int = 1, progress: bool = True) -> dict[str, Path]:
     """Train (or reuse) one perturbed comparison per (kind, ρ); return their folders by label."""
-    from freqd.compare.runner import run_comparison
-    from freqd.datasets.train_pairs import write_pairs
-    from freqd.trust.shadows import shadow_comparison
+    from freqd.trust.shadows import shadow_comparison, train_on_pairs
 
     base = shadow_comparison(comparison, record)
     n_items = int(data.ctx.train_dataset.item_num)
     taken = np.concatenate([data.train_users * n_items + data.train_items, data.test_users * n_items + data.test_items,
                             valid_keys(data)])
-    folders = {}
-    for index, (kind, rho) in enumerate(specs):
-        out = folder / label(kind, rho)
-        out.mkdir(parents=True, exist_ok=True)
-        pairs = out / "pairs.json"
-        if not pairs.is_file():
-            users, items = perturbed_pairs(data.train_users, data.train_items, taken, n_items, kind, rho, seed + index)
-            write_pairs(pairs, data.ctx.train_dataset, users, items,
-                        note={"note": f"{kind} {rho:g} of the training edges (seed {seed + index})"})
-        config = base.with_overrides(seeds=seeds, arms=arms,
-                                     overrides={"train_pairs": str(pairs.resolve()), "train_sampler": "fast"})
-        run_comparison(config, out=out, progress=progress, jobs=jobs)
-        folders[label(kind, rho)] = out
-    return folders
+    return {label(kind, rho): train_on_pairs(
+                base, folder / label(kind, rho), data,
+                partial(perturbed_pairs, data.train_users, data.train_items, taken, n_items, kind, rho, seed + index),
+                f"{kind} {rho:g} of the training edges (seed {seed + index})", seeds, arms, jobs, progress)
+            for index, (kind, rho) in enumerate(specs)}
 
 
 def valid_keys(data) -> np.ndarray:

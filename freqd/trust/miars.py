@@ -19,6 +19,7 @@ interrupted report continues where it stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -141,25 +142,14 @@ def member_pairs(train_users: np.ndarray, train_items: np.ndarray, members: np.n
 def run_sides(comparison, record, data, folder: Path, split: UserSplit, seeds: list[int], arms: list[str] | None,
               jobs: int = 1, progress: bool = True) -> dict[str, Path]:
     """Train (or reuse) the shadow and the target comparisons on their members' training pairs."""
-    from freqd.compare.runner import run_comparison
-    from freqd.datasets.train_pairs import write_pairs
-    from freqd.trust.shadows import shadow_comparison
+    from freqd.trust.shadows import shadow_comparison, train_on_pairs
 
     base = shadow_comparison(comparison, record)
-    folders = {}
-    for side in SIDES:
-        out = folder / side
-        out.mkdir(parents=True, exist_ok=True)
-        pairs = out / "pairs.json"
-        if not pairs.is_file():
-            users, items = member_pairs(data.train_users, data.train_items, split.members(side))
-            write_pairs(pairs, data.ctx.train_dataset, users, items,
-                        note={"note": f"MIARS {side}: the training pairs of {len(split.members(side))} member users"})
-        config = base.with_overrides(seeds=seeds, arms=arms,
-                                     overrides={"train_pairs": str(pairs.resolve()), "train_sampler": "fast"})
-        run_comparison(config, out=out, progress=progress, jobs=jobs)
-        folders[side] = out
-    return folders
+    return {side: train_on_pairs(base, folder / side, data,
+                                 partial(member_pairs, data.train_users, data.train_items, split.members(side)),
+                                 f"MIARS {side}: the training pairs of {len(split.members(side))} member users", seeds,
+                                 arms, jobs, progress)
+            for side in SIDES}
 
 
 __all__ = ["MIN_INTERACTIONS", "UserSplit", "attack", "features", "item_vectors", "member_lists", "member_pairs",

@@ -272,6 +272,14 @@ def audit_model(model, data: TrustData, ndcg: np.ndarray, options: TrustOptions,
     return row, plot
 
 
+def _stored_runs(folder: Path, teacher_seed: int | None, arms: list[str], seeds: list[int]
+                 ) -> list[tuple[str, int | None, dict[str, Any]]]:
+    """(model, seed, stored result) of a retrained comparison folder: its teacher, then each arm at each seed."""
+    paths = [("teacher", teacher_seed, folder / "teacher.json")]
+    paths += [(arm, seed, folder / "arms" / arm / f"s{seed}.json") for arm in arms for seed in seeds]
+    return [(name, seed, json.loads(path.read_text(encoding="utf-8"))) for name, seed, path in paths]
+
+
 def _shadow_scores(comparison: ComparisonConfig, record: dict[str, Any], data: TrustData, out: Path,
                    options: TrustOptions) -> dict[str, Any]:
     """Train (or reuse) the shadows; each audited model's (shadows × sample pairs) scores and the IN flags."""
@@ -285,10 +293,7 @@ def _shadow_scores(comparison: ComparisonConfig, record: dict[str, Any], data: T
                                   jobs=options.jobs, progress=options.progress)
     scores: dict[str, list[np.ndarray]] = {}
     for m, shadow_folder in enumerate(folders):
-        found = [("teacher", shadow_folder / "teacher.json")]
-        found += [(arm, shadow_folder / "arms" / arm / f"s{m}.json") for arm in arms]
-        for name, path in found:
-            result = json.loads(path.read_text(encoding="utf-8"))
+        for name, _, result in _stored_runs(shadow_folder, None, arms, [m]):
             model = load_model(result_checkpoint(shadow_folder, result), data.ctx)
             scores.setdefault(name, []).append(shadows.pair_scores(model, data.sample.users, data.sample.items))
     return {"scores": {name: np.stack(rows) for name, rows in scores.items()},
@@ -307,14 +312,8 @@ def _edge_results(comparison: ComparisonConfig, record: dict[str, Any], data: Tr
     key = f"ndcg@{options.k}"
     found: dict[str, dict[tuple[str, int | None], float]] = {}
     for tag, folder in folders.items():
-        teacher = json.loads((folder / "teacher.json").read_text(encoding="utf-8"))
-        values: dict[tuple[str, int | None], float] = {("teacher", comparison.teacher.seed):
-                                                       float(teacher["metrics"][key])}
-        for arm in arms:
-            for seed in seeds:
-                result = json.loads((folder / "arms" / arm / f"s{seed}.json").read_text(encoding="utf-8"))
-                values[(arm, seed)] = float(result["metrics"][key])
-        found[tag] = values
+        found[tag] = {(name, seed): float(result["metrics"][key])
+                      for name, seed, result in _stored_runs(folder, comparison.teacher.seed, arms, seeds)}
     return {"ndcg": found, "seeds": seeds, "seconds": perf_counter() - start,
             "train_seconds": sum(_train_seconds(f) for f in folders.values())}
 
@@ -340,10 +339,8 @@ def _miars_results(comparison: ComparisonConfig, record: dict[str, Any], data: T
         members, others = split.members(side), split.others(side)
         trained = miars.member_pairs(data.train_users, data.train_items, members)
         stranger = np.tile(miars.popular_list(trained[1], n_items, options.k), (len(others), 1))
-        runs = [("teacher", comparison.teacher.seed, folder / "teacher.json")]
-        runs += [(arm, seed, folder / "arms" / arm / f"s{seed}.json") for arm in arms for seed in seeds]
-        for name, seed, path in runs:
-            model = load_model(result_checkpoint(folder, json.loads(path.read_text(encoding="utf-8"))), ctx)
+        for name, seed, result in _stored_runs(folder, comparison.teacher.seed, arms, seeds):
+            model = load_model(result_checkpoint(folder, result), ctx)
             model.eval()
             lists = miars.member_lists(_scorer_rows(model, ctx)(members), members, *trained, options.k)
             found[side][(name, seed)] = np.concatenate([
@@ -377,11 +374,9 @@ def _poison_results(comparison: ComparisonConfig, record: dict[str, Any], data: 
             raise RuntimeError(f"{folder}: a fake user is among the evaluated users")
         targets = np.asarray(json.loads((folder / "poison.json").read_text(encoding="utf-8"))["targets"], np.int64)
         ids = poison.in_poisoned_ids(ctx.train_dataset, targets)
-        found = [("teacher", comparison.teacher.seed, folder / "teacher.json")]
-        found += [(arm, seed, folder / "arms" / arm / f"s{seed}.json") for arm in arms for seed in seeds]
         hits[tag] = {}
-        for name, seed, path in found:
-            model = load_model(result_checkpoint(folder, json.loads(path.read_text(encoding="utf-8"))), ctx)
+        for name, seed, result in _stored_runs(folder, comparison.teacher.seed, arms, seeds):
+            model = load_model(result_checkpoint(folder, result), ctx)
             model.eval()
             hits[tag][(name, seed)] = poison.target_hits(topk_lists(model, ctx, options.k), ids)
     return {"hits": hits, "targets": targets, "seeds": seeds, "seconds": perf_counter() - start,
@@ -448,7 +443,6 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
                 row[f"edge_{tag}_ndcg@{options.k}"] = found[(name, seed)]
                 row[f"edge_{tag}_drop"] = (row[key] - found[(name, seed)]) / row[key] if row[key] else math.nan
         if poisoned is not None and any((name, seed) in found for found in poisoned["hits"].values()):
-            model.eval()
             clean = poison.target_hits(topk_lists(model, ctx, options.k), poisoned["targets"])
             for tag, found in poisoned["hits"].items():
                 if (name, seed) in found:

@@ -14,7 +14,9 @@ The shadows are ordinary comparison folders (``<report>/shadows/m<m>/``) trained
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -71,25 +73,34 @@ def shadow_comparison(comparison: ComparisonConfig, stored_config: dict[str, Any
 def run_shadows(comparison: ComparisonConfig, stored_config: dict[str, Any], data, folder: Path, n_shadows: int,
                 seed: int, arms: list[str] | None, jobs: int = 1, progress: bool = True) -> list[Path]:
     """Train (or reuse) the shadows; return their comparison folders, shadow m's at index m."""
-    from freqd.compare.runner import run_comparison
-    from freqd.datasets.train_pairs import write_pairs
-
     base = shadow_comparison(comparison, stored_config)
     users, items = pool(data)
     flags = assignments(len(users), n_shadows, seed)
-    folders = []
-    for m in range(n_shadows):
-        out = folder / f"m{m}"
-        out.mkdir(parents=True, exist_ok=True)
-        pairs = out / "pairs.json"
-        if not pairs.is_file():
-            write_pairs(pairs, data.ctx.train_dataset, users[flags[m]], items[flags[m]],
-                        note={"note": f"shadow {m} of {n_shadows} (seed {seed}): a random half of train+test pairs"})
-        config = base.with_overrides(seeds=[m], arms=arms, overrides={"train_pairs": str(pairs.resolve()),
-                                                                      "train_sampler": "fast"})
-        run_comparison(config, out=out, progress=progress, jobs=jobs)
-        folders.append(out)
-    return folders
+
+    def half(m: int) -> tuple[np.ndarray, np.ndarray]:
+        return users[flags[m]], items[flags[m]]
+
+    return [train_on_pairs(base, folder / f"m{m}", data, partial(half, m),
+                           f"shadow {m} of {n_shadows} (seed {seed}): a random half of train+test pairs", [m], arms,
+                           jobs, progress)
+            for m in range(n_shadows)]
+
+
+def train_on_pairs(base: ComparisonConfig, out: Path, data, pairs_of: Callable[[], tuple[np.ndarray, np.ndarray]],
+                   note: str, seeds: list[int], arms: list[str] | None, jobs: int = 1, progress: bool = True) -> Path:
+    """The comparison ``base`` trained (or reused) in ``out`` on the training pairs ``pairs_of()`` gives: they are
+    drawn and written to ``out/pairs.json`` once, so an interrupted run continues on the same pairs."""
+    from freqd.compare.runner import run_comparison
+    from freqd.datasets.train_pairs import write_pairs
+
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = out / "pairs.json"
+    if not pairs.is_file():
+        write_pairs(pairs, data.ctx.train_dataset, *pairs_of(), note={"note": note})
+    config = base.with_overrides(seeds=seeds, arms=arms, overrides={"train_pairs": str(pairs.resolve()),
+                                                                    "train_sampler": "fast"})
+    run_comparison(config, out=out, progress=progress, jobs=jobs)
+    return out
 
 
 def pool(data) -> tuple[np.ndarray, np.ndarray]:
