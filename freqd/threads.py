@@ -1,8 +1,11 @@
-"""Torch thread count of a run: the ``threads`` config key, ``auto`` by default.
+"""The CPU settings of a run: the torch thread count (``threads``, ``auto`` by default) and subnormals.
 
 Two torch threads competing for one free core make every small batch wait for the scheduler
 (measured: epochs 4-10x slower), so ``auto`` takes this process's share of the CPUs it may use,
-never more.
+never more. Subnormal floats (below 1.2e-38) are flushed to zero: Adam's moments of parameters
+whose gradient stays zero (dead ReLU units of a projector, untouched rows) decay into that range
+after a few hundred steps, and x86 arithmetic on them is slow (a FreqD epoch 6.5x slower after 60
+epochs, benchmarks/RESULTS.md §15).
 """
 
 from __future__ import annotations
@@ -58,13 +61,16 @@ def resolve_threads(value: Any = AUTO, jobs: int = 1) -> int:
 
 
 def apply_threads(value: Any = AUTO, jobs: int = 1) -> int:
-    """Resolve ``value`` and set torch's intra-op (and, while still allowed, inter-op) thread count.
+    """Resolve ``value`` and set torch's intra-op (and, while still allowed, inter-op) thread count;
+    flush subnormal floats to zero on CPUs that support it.
 
     Returns the count set. Torch accepts the inter-op count only once per process and only before
     inter-op work starts; later calls keep the first value (freqd's runs use intra-op threads).
+    Threads started later inherit the flush mode, so it is set before any parallel work.
     """
     import torch
 
+    torch.set_flush_denormal(True)
     count = resolve_threads(value, jobs)
     torch.set_num_threads(count)
     if torch.get_num_interop_threads() != count:
