@@ -119,7 +119,9 @@ def main() -> None:
     print(f"last {args.window} epochs: kept {ratio:.1f}x the flushed time")
     if args.out:
         result = {
-            "command": ["freqd", *command, f"--epochs={args.epochs}"], "window": args.window, "runs": runs,
+            # Absolute paths are machine paths: only their file names are recorded.
+            "command": ["freqd", *(Path(arg).name if Path(arg).is_absolute() else arg for arg in command),
+                        f"--epochs={args.epochs}"], "window": args.window, "runs": runs,
             "ratio_kept_to_flushed_last_epochs": ratio,
             "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                         "load_average": os.getloadavg()},
