@@ -488,3 +488,54 @@ def test_yaml_settings_merge_and_errors(tmp_path):
         file_settings([bad])
     with pytest.raises(ValueError, match="bad.yaml must hold a mapping"):
         data_settings([str(bad)])
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_continues_from_its_last_checkpoint(copy_of, monkeypatch):
+    """A run that failed after its first epoch is continued, not restarted, and ends bit-identical."""
+    from freqd.trainers.distill import DistillTrainer
+    from freqd.trainers.trainer import Trainer
+
+    config, out = copy_of
+    before = metrics_of(out)
+    for suffix in ("json", "npz"):
+        (out / "arms" / "freqd" / f"s1.{suffix}").unlink()
+    original_epoch, original_resume = DistillTrainer._train_epoch, Trainer.resume_checkpoint
+
+    def failing_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        if epoch_idx == 1:
+            raise RuntimeError("interrupted")
+        return original_epoch(self, train_data, epoch_idx, *args, **kwargs)
+
+    monkeypatch.setattr(DistillTrainer, "_train_epoch", failing_epoch)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_comparison(config, out=out, progress=False)
+    assert len(list((out / "arms" / "freqd" / "s1" / "saved").glob("*-last.pth"))) == 1
+    monkeypatch.setattr(DistillTrainer, "_train_epoch", original_epoch)
+    resumed_from = []
+
+    def recording_resume(self, resume_file):
+        resumed_from.append(Path(resume_file).name)
+        return original_resume(self, resume_file)
+
+    monkeypatch.setattr(Trainer, "resume_checkpoint", recording_resume)
+    report = run_comparison(config, out=out, progress=False)
+    assert report["executed"] == [{"arm": "freqd", "seed": 1}]
+    assert len(resumed_from) == 1 and resumed_from[0].endswith("-last.pth")
+    assert metrics_of(out) == before
+
+
+def test_an_interrupted_run_of_another_configuration_is_started_over(tmp_path):
+    from freqd.compare.runner import RUN_KEY, interrupted_run
+
+    work = tmp_path / "s0"
+    (work / "saved").mkdir(parents=True)
+    assert interrupted_run(work, "abc") is None  # no key: an older layout, or nothing started
+    (work / RUN_KEY).write_text("abc")
+    assert interrupted_run(work, "abc") is None  # started, no -last.pth yet
+    older, newer = work / "saved" / "BPR-1-last.pth", work / "saved" / "BPR-2-last.pth"
+    older.write_bytes(b"1")
+    newer.write_bytes(b"2")
+    os.utime(older, ns=(1, 1))
+    assert interrupted_run(work, "abc") == newer
+    assert interrupted_run(work, "another") is None

@@ -7,7 +7,9 @@ its checkpoint, the model's size and (unless ``latency`` is disabled) its top-k 
 
 A result is reused only when the hash of its inputs (dataset, backbone, distiller, YAML file
 contents, overrides, seed and, for distilled arms, the teacher) matches; otherwise the run stops
-with a message naming the changed files and keys, unless ``rerun_stale`` is set.
+with a message naming the changed files and keys, unless ``rerun_stale`` is set. A run that was
+interrupted (killed, a failure) continues from its ``-last.pth`` on the next call when its folder
+holds the same configuration (:func:`interrupted_run`), so no finished epoch is trained twice.
 
 With ``jobs`` > 1 the (arm, seed) runs after the teacher go to that many worker processes, each
 with its share of the CPUs as torch threads; every result file is still written by the one
@@ -42,6 +44,7 @@ from freqd.compare.evaluate import (
 )
 from freqd.compare.report import build_report
 from freqd.compare.store import arm_paths, check_stale, is_done, load_result, teacher_paths, write_result
+from freqd.io import atomic_write_text
 from freqd.threads import apply_threads, resolve_threads
 
 logger = logging.getLogger(__name__)
@@ -226,17 +229,25 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
     if is_done(json_path, npz_path, key):
         bar.write(f"{arm.name} seed {seed}: reused", file=sys.stderr)
         return
-    if work.exists():
-        shutil.rmtree(work)
+    resume = interrupted_run(work, key)
+    if resume is None:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        atomic_write_text(work / RUN_KEY, key)
+    else:
+        bar.write(f"{arm.name} seed {seed}: continuing the interrupted run from {resume.name}", file=sys.stderr)
     start = perf_counter()
     files = [str(f) for f in comparison.arm_files(arm)]
     config_dict = {**comparison.arm_overrides(arm, seed), "checkpoint_dir": str(work / "saved"),
                    "results_dir": str(work / "runs")}
+    previous = None if resume is None else str(resume)
     if arm.kd is None:
-        run = train(comparison.arm_model(arm), comparison.dataset, config_file_list=files, config_dict=config_dict)
+        run = train(comparison.arm_model(arm), comparison.dataset, config_file_list=files, config_dict=config_dict,
+                    resume=previous)
     else:
         run = distill(str(result_checkpoint(out, teacher)), comparison.arm_model(arm), arm.kd, dataset=comparison.dataset,
-                          config_file_list=files, config_dict=config_dict)
+                      config_file_list=files, config_dict=config_dict, resume=previous)
     _check_protocol(f"arm {arm.name!r}", run, ctx)
     history = _history(Path(run["run_dir"]))
     summary = _run_summary(run, out, history)
@@ -250,6 +261,21 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
     executed.append({"arm": arm.name, "seed": seed})
     bar.write(f"{arm.name} seed {seed}: {_brief(metrics, comparison)} ({result['wall_seconds']:.0f} s)",
               file=sys.stderr)
+
+
+#: In an (arm, seed) work folder: the key of the configuration its runs belong to.
+RUN_KEY = "key"
+
+
+def interrupted_run(work: Path, key: str) -> Path | None:
+    """The newest ``-last.pth`` of an interrupted run of configuration ``key`` in ``work``, to continue
+    from (exact resume: a rerun loses no finished epoch); None when there is none or the folder holds
+    another configuration's run (then it is started over)."""
+    marker = work / RUN_KEY
+    if not marker.is_file() or marker.read_text(encoding="utf-8").strip() != key:
+        return None
+    lasts = sorted((work / "saved").glob("*-last.pth"), key=lambda path: path.stat().st_mtime_ns)
+    return lasts[-1] if lasts else None
 
 
 def _check_protocol(who: str, run: dict[str, Any], ctx: EvalContext) -> None:
