@@ -5,7 +5,7 @@ Two torch threads competing for one free core make every small batch wait for th
 never more. Subnormal floats (below 1.2e-38) are flushed to zero: Adam's moments of parameters
 whose gradient stays zero (dead ReLU units of a projector, untouched rows) decay into that range
 after a few hundred steps, and x86 arithmetic on them is slow (a FreqD epoch 6.5x slower after 60
-epochs, benchmarks/RESULTS.md §15).
+epochs, benchmarks/RESULTS.md §15a).
 """
 
 from __future__ import annotations
