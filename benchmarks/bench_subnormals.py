@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from freqd import load_checkpoint
+
 #: Runs ``freqd`` with ``apply_threads`` patched to keep subnormals (argv[1] == "keep") or as shipped.
 WRAPPER = """
 import sys
@@ -54,7 +56,7 @@ SCORE = re.compile(r"valid_score: ([0-9.]+)")
 
 def subnormal_counts(checkpoint: Path) -> dict[str, list[int]]:
     """Per tensor of the checkpoint (model, optimizer, distiller): [subnormal values, all values], where any."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint)
     tiny = torch.finfo(torch.float32).tiny
     found: dict[str, list[int]] = {}
 
