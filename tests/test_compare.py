@@ -539,3 +539,62 @@ def test_an_interrupted_run_of_another_configuration_is_started_over(tmp_path):
     os.utime(older, ns=(1, 1))
     assert interrupted_run(work, "abc") == newer
     assert interrupted_run(work, "another") is None
+
+
+@pytest.mark.slow
+def test_a_run_held_by_another_process_is_waited_for_and_reused(copy_of, capsys):
+    """A second compare on the same folder waits on the run another process holds, then reuses its result."""
+    import subprocess
+    import sys
+    import time
+
+    config, out = copy_of
+    before = metrics_of(out)
+    arm = out / "arms" / "freqd"
+    aside = out.parent / "aside"
+    aside.mkdir()
+    for suffix in ("json", "npz"):
+        shutil.move(arm / f"s1.{suffix}", aside / f"s1.{suffix}")
+    ready = out.parent / "ready"
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import shutil, time
+from filelock import FileLock
+with FileLock({str(arm / "s1.lock")!r}):
+    open({str(ready)!r}, "w").close()
+    time.sleep(2)
+    for suffix in ("json", "npz"):  # the other process stores its result, then releases the lock
+        shutil.move({str(aside)!r} + f"/s1.{{suffix}}", {str(arm)!r} + f"/s1.{{suffix}}")
+"""])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, "the lock holder did not start"
+            time.sleep(0.05)
+        report = run_comparison(config, out=out, progress=False)
+    finally:
+        holder.wait(timeout=60)
+    assert holder.returncode == 0
+    assert report["executed"] == []
+    assert "freqd seed 1: another process is running it" in capsys.readouterr().err
+    assert metrics_of(out) == before
+
+
+def test_run_lock_is_exclusive_and_released_after_a_failure(tmp_path):
+    from filelock import FileLock, Timeout
+
+    from freqd.compare.runner import run_lock
+
+    class Bar:
+        @staticmethod
+        def write(text, file=None):
+            raise AssertionError(f"waited although the lock was free: {text}")
+
+    work = tmp_path / "arms" / "scratch" / "s0"
+    with run_lock(work, "scratch seed 0", Bar()):
+        assert (tmp_path / "arms" / "scratch" / "s0.lock").exists()
+        with pytest.raises(Timeout):
+            FileLock(work.with_name("s0.lock")).acquire(timeout=0)
+    with pytest.raises(RuntimeError, match="boom"), run_lock(work, "scratch seed 0", Bar()):
+        raise RuntimeError("boom")
+    with FileLock(work.with_name("s0.lock")).acquire(timeout=0):
+        pass

@@ -10,6 +10,9 @@ contents, overrides, seed and, for distilled arms, the teacher) matches; otherwi
 with a message naming the changed files and keys, unless ``rerun_stale`` is set. A run that was
 interrupted (killed, a failure) continues from its ``-last.pth`` on the next call when its folder
 holds the same configuration (:func:`interrupted_run`), so no finished epoch is trained twice.
+Each run holds a lock file next to its work folder while it trains (:func:`run_lock`): a second
+``freqd compare`` on the same folder (e.g. another ``--arms`` selection, which shares the control)
+waits for that run and then reuses its result instead of training it again or deleting it.
 
 With ``jobs`` > 1 the (arm, seed) runs after the teacher go to that many worker processes, each
 with its share of the CPUs as torch threads; every result file is still written by the one
@@ -25,10 +28,14 @@ import os
 import shutil
 import sys
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from time import perf_counter
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from freqd.compare.config import ComparisonConfig, ComparisonConfigError, load_comparison_config
 from freqd.compare.evaluate import (
@@ -185,6 +192,11 @@ def _check_against_recbole(name: str, metrics: dict[str, float], test_result: di
 
 
 def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[str, Any]:
+    with run_lock(teacher_paths(out)[2], "teacher", bar):
+        return _teacher_locked(comparison, out, ctx, key, content, executed, bar)
+
+
+def _teacher_locked(comparison, out, ctx, key, content, executed, bar) -> dict[str, Any]:
     json_path, npz_path, work = teacher_paths(out)
     stored = load_result(json_path, npz_path)
     if stored and stored[0]["key"] == key:
@@ -223,6 +235,11 @@ def _ensure_teacher(comparison, out, ctx, key, content, executed, bar) -> dict[s
 
 
 def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed, bar) -> None:
+    with run_lock(arm_paths(out, arm.name, seed)[2], f"{arm.name} seed {seed}", bar):
+        _arm_locked(comparison, out, ctx, arm, seed, key, content, teacher, executed, bar)
+
+
+def _arm_locked(comparison, out, ctx, arm, seed, key, content, teacher, executed, bar) -> None:
     from freqd.runs import distill, train
 
     json_path, npz_path, work = arm_paths(out, arm.name, seed)
@@ -265,6 +282,24 @@ def _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed
 
 #: In an (arm, seed) work folder: the key of the configuration its runs belong to.
 RUN_KEY = "key"
+
+
+@contextmanager
+def run_lock(work: Path, who: str, bar) -> Iterator[None]:
+    """Hold ``<work>.lock`` while one run is checked, trained and stored; wait (with a message) while
+    another process holds it. The operating system releases the lock of a killed process."""
+    work.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(work.with_name(work.name + ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        bar.write(f"{who}: another process is running it in {work.parent}; waiting for it to finish",
+                  file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def interrupted_run(work: Path, key: str) -> Path | None:
