@@ -188,7 +188,8 @@ def _run_comparison(config, out, args, overrides) -> int:
         report = run_comparison(config, out=out, seeds=parse_seeds(args.seeds), overrides=shared,
                                 teacher_overrides=teacher, student_overrides=student, rerun_stale=args.rerun_stale,
                                 progress=not args.no_progress, arms=parse_arms(args.arms),
-                                teacher_checkpoint=args.teacher_checkpoint, jobs=args.jobs)
+                                teacher_checkpoint=args.teacher_checkpoint, jobs=args.jobs,
+                                report_only=args.report_only)
     except RunFailedError as exc:
         print(f"freqd: error: {exc}", file=sys.stderr)
         return 1
@@ -388,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--teacher-checkpoint", dest="teacher_checkpoint", default=None, metavar="PTH",
                        help="distil this trained teacher (freqd's or RecBole's checkpoint) instead of training the "
                             "config's teacher")
+        p.add_argument("--report-only", dest="report_only", action="store_true",
+                       help="train nothing: rebuild the report from the stored results (an error names any "
+                            "missing run; select the finished ones with --arms/--seeds)")
         p.add_argument("--jobs", type=int, default=1, metavar="N",
                        help="run the arms in N parallel processes after the teacher (default 1); each gets "
                             "1/N of the CPUs as torch threads")

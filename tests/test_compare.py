@@ -243,6 +243,37 @@ def test_arm_subset_reports_finished_runs_without_training(copy_of):
 
 
 @pytest.mark.slow
+def test_report_only_trains_nothing_and_names_the_missing_runs(copy_of, tmp_path, capsys):
+    """``--report-only`` rebuilds the report from stored results; a missing run is an error that names
+    it and the selections that are complete, and nothing is trained or deleted."""
+    from freqd.cli import main
+
+    config, out = copy_of
+    (out / "report.md").unlink()
+    report = run_comparison(config, out=out, progress=False, report_only=True)
+    assert report["executed"] == [] and (out / "report.md").is_file()
+    assert [row["name"] for row in report["rows"]] == ["teacher", "scratch", "freqd"]
+    before = metrics_of(out)
+    (out / "arms" / "freqd" / "s1.json").unlink()
+    del before["freqd/s1"], before["freqd/s1/ndcg@20"]
+    with pytest.raises(ComparisonConfigError) as error:
+        run_comparison(config, out=out, progress=False, report_only=True)
+    assert str(error.value).startswith(f"1 of 5 results are not stored in {out}: freqd seed 1;")
+    assert "--seeds 0 reports the seeds every arm has finished" in str(error.value)
+    assert "--arms" not in str(error.value)  # the only complete arm is the control
+    assert metrics_of(out) == before and not (out / "arms" / "freqd" / "s1.json").exists()
+    assert main(["compare", str(config), "--out", str(out), "--report-only", "--seeds", "0", "--no-progress"]) == 0
+    assert "none (all reused)" in capsys.readouterr().out
+    (out / "arms" / "scratch" / "s1.json").unlink()
+    (out / "arms" / "freqd" / "s0.json").unlink()
+    with pytest.raises(ComparisonConfigError, match=r"3 of 5 results .*: freqd seed 0, scratch seed 1, freqd seed 1; "
+                                                    r"the report needs every \(arm, seed\) of the selection$"):
+        run_comparison(config, out=out, progress=False, report_only=True)
+    assert main(["compare", str(config), "--out", str(tmp_path / "none"), "--report-only"]) == 2
+    assert "no comparison folder" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+@pytest.mark.slow
 def test_a_torn_per_user_file_is_recomputed(copy_of):
     config, out = copy_of
     (out / "arms" / "scratch" / "s0.npz").write_bytes(b"torn")

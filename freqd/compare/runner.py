@@ -80,6 +80,7 @@ def run_comparison(
     arms: list[str] | None = None,
     teacher_checkpoint: str | Path | None = None,
     jobs: int = 1,
+    report_only: bool = False,
 ) -> dict[str, Any]:
     """Run (or continue) a comparison and write its report; return the report data.
 
@@ -88,7 +89,8 @@ def run_comparison(
     ``teacher_overrides``/``student_overrides`` to the teacher's or every arm's; ``arms`` keeps
     only the named arms (and the control), e.g. to report the finished part of a long run;
     ``teacher_checkpoint`` distils that trained checkpoint instead of the config's teacher; ``jobs``
-    runs the arms in that many worker processes (the teacher first, alone). The returned dict is
+    runs the arms in that many worker processes (the teacher first, alone); ``report_only`` trains
+    nothing and rebuilds the report from the stored results (:func:`require_finished`). The returned dict is
     what ``results.json`` holds, plus ``executed``: the (arm, seed) runs trained by this call (the
     others were reused), in run order.
     """
@@ -99,11 +101,18 @@ def run_comparison(
                                            student_overrides=student_overrides, arms=arms,
                                            teacher_checkpoint=teacher_checkpoint)
     out = Path(out) if out is not None else default_out(comparison)
+    if report_only and not out.is_dir():
+        raise ComparisonConfigError(f"no comparison folder {out} to report (report_only trains nothing)")
     out.mkdir(parents=True, exist_ok=True)
     teacher_key, teacher_content = comparison.teacher_key()
     runs = [(arm, seed) for seed in comparison.seeds for arm in comparison.arms]
     keys = {(arm.name, seed): comparison.arm_key(arm, seed, teacher_key) for arm, seed in runs}
-    check_stale(out, teacher_key, teacher_content, keys, rerun_stale)
+    check_stale(out, teacher_key, teacher_content, keys, rerun_stale and not report_only)
+    if report_only:
+        require_finished(comparison, out, teacher_key, keys)
+        report = build_report(comparison, out, eval_data(build_eval_context(comparison)))
+        report["executed"] = []
+        return report
 
     ctx = build_eval_context(comparison)
     executed: list[dict[str, Any]] = []
@@ -125,6 +134,33 @@ def run_comparison(
     report = build_report(comparison, out, eval_data(ctx))
     report["executed"] = executed
     return report
+
+
+def require_finished(comparison: ComparisonConfig, out: Path, teacher_key: str,
+                     keys: dict[tuple[str, int], tuple[str, dict[str, Any]]]) -> None:
+    """Raise, naming every missing (arm, seed), unless the teacher and every run have a current result.
+
+    The message names the ``--seeds`` / ``--arms`` selections whose runs are all finished.
+    """
+    missing = [] if is_done(*teacher_paths(out)[:2], teacher_key) else ["teacher"]
+    unfinished: dict[str, set[int]] = {}
+    for (name, seed), (key, _) in keys.items():
+        if not is_done(*arm_paths(out, name, seed)[:2], key):
+            missing.append(f"{name} seed {seed}")
+            unfinished.setdefault(name, set()).add(seed)
+    if not missing:
+        return
+    hint = []
+    if "teacher" not in missing:
+        seeds = [s for s in comparison.seeds if not any(s in u for u in unfinished.values())]
+        arms = [a.name for a in comparison.arms if a.name not in unfinished and a.name != comparison.control]
+        if seeds:
+            hint.append(f"--seeds {','.join(map(str, seeds))} reports the seeds every arm has finished")
+        if arms and comparison.control not in unfinished:
+            hint.append(f"--arms {','.join(arms)} reports the arms that have finished every seed")
+    raise ComparisonConfigError(f"{len(missing)} of {len(keys) + 1} results are not stored in {out}: {', '.join(missing)}; the report "
+                                "needs every (arm, seed) of the selection"
+                                + ("; " + "; ".join(hint) if hint else ""))
 
 
 # -- the runs ------------------------------------------------------------------------------------
