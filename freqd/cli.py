@@ -27,7 +27,7 @@ torch threads:
 examples:
   freqd quickstart                                   # teacher, scratch, FD, FreqD on ml-100k
   freqd compare configs/compare/ml-100k.yaml         # the same over 3 seeds, with a full report
-  freqd tune configs/tune/ml-100k-freqd.yaml         # search FreqD's settings on validation
+  freqd tune configs/tune/ml-100k-freqd.yaml --teacher-checkpoint saved/BPR-X.pth   # FreqD's settings, on validation
   freqd export saved/BPR-X.pth --out exports/bpr     # safetensors + token maps + card
   freqd recommend exports/bpr --user 196 --k 10      # top-10 without RecBole
   freqd distill --teacher saved/BPR-X.pth --student BPR --embedding_size 20 --kd FreqD
@@ -262,7 +262,9 @@ def cmd_trust(args, overrides) -> int:
 def cmd_export(args, overrides) -> int:
     """A checkpoint as a folder that serves top-K without RecBole (``freqd recommend``)."""
     from freqd.export import card_summary, export_model
+    from freqd.threads import apply_threads
 
+    apply_threads(args.threads if args.threads is not None else "auto")
     card = export_model(args.checkpoint, args.out, dataset=args.dataset, config_file_list=args.config,
                         config_dict=overrides)
     print(card_summary(card))
@@ -494,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
     export.add_argument("--config", action="append", default=[], metavar="YAML",
                         help="YAML config of the data (data_path, split); repeatable")
+    threads_option(export)
     export.set_defaults(func=cmd_export)
 
     recommend = sub.add_parser("recommend", allow_abbrev=False, help="top-K items for users from a 'freqd export' "

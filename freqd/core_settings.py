@@ -211,16 +211,6 @@ def core_keys() -> frozenset[str]:
     return frozenset().union(*(cls.keys() for cls in CORE_SETTINGS))
 
 
-def distiller_settings(kd: str | None) -> type[Settings] | None:
-    """The settings class of distiller ``kd`` (its ``settings_cls``), None without one."""
-    if kd is None:
-        return None
-    from freqd.distillers import get_distiller
-
-    cls = getattr(get_distiller(kd), "settings_cls", None)
-    return cls if isinstance(cls, type) and issubclass(cls, Settings) else None
-
-
 def _line(key: str, value: Any, source: str, reason: str) -> str:
     return f"{key}={value!r}{f' in {source}' if source else ''}: {reason}"
 

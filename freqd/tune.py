@@ -236,7 +236,8 @@ def check_trial_settings(config: TuneConfig, fixed: dict[str, Any]) -> None:
     the key, the value and where it is set."""
     from freqd.compare.config import parse_override_value
     from freqd.config import yaml_settings
-    from freqd.core_settings import CORE_SETTINGS, check_run, check_settings, distiller_settings
+    from freqd.core_settings import CORE_SETTINGS, check_run, check_settings
+    from freqd.distillers import distiller_settings
 
     settings_cls = distiller_settings(config.kd)
     classes = CORE_SETTINGS + ((settings_cls,) if settings_cls is not None else ())

@@ -186,7 +186,7 @@ def test_export_refuses_another_split_and_bad_users(trained, tmp_path):
 
 @pytest.mark.slow
 def test_cli_export_and_recommend(trained, tmp_path, capsys):
-    assert main(["export", str(trained), "--out", str(tmp_path / "exp")]) == 0
+    assert main(["export", str(trained), "--out", str(tmp_path / "exp"), "--threads", "1"]) == 0
     assert "model.safetensors" in capsys.readouterr().out
     user = Recommender.load(tmp_path / "exp").users[5]
     assert main(["recommend", str(tmp_path / "exp"), "--user", user, "--k", "4"]) == 0

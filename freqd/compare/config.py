@@ -255,7 +255,8 @@ def _check_settings(config: ComparisonConfig) -> None:
     """Every run's settings (its config files, then each level of overrides that reaches it) have valid
     types and ranges (:mod:`freqd.core_settings`, and the arm's distiller settings), checked before
     any run; an error names the run, the key, the value and where it is set."""
-    from freqd.core_settings import CORE_SETTINGS, check_run, distiller_settings
+    from freqd.core_settings import CORE_SETTINGS, check_run
+    from freqd.distillers import distiller_settings
     from freqd.settings import SettingsError
 
     cli = [("the command-line overrides", config.cli_overrides)]

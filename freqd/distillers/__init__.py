@@ -16,6 +16,7 @@ from freqd.distillers.base import REGISTRY, Distiller, DistillerSettings, StepTa
 from freqd.distillers.freqd import FreqD, FreqDSettings
 from freqd.distillers.teacher import TeacherTables, teacher_tables
 from freqd.resolver import Registry
+from freqd.settings import Settings
 
 if TYPE_CHECKING:
     DISTILLERS: dict[str, type[Distiller]]  # every registered distiller by registry key (module __getattr__)
@@ -40,6 +41,14 @@ def get_distiller(name: str | type[Distiller]) -> type[Distiller]:
     return _discover().resolve(name)
 
 
+def distiller_settings(kd: str | None) -> type[Settings] | None:
+    """The settings class of distiller ``kd`` (its ``settings_cls``), None without one."""
+    if kd is None:
+        return None
+    cls = getattr(get_distiller(kd), "settings_cls", None)
+    return cls if isinstance(cls, type) and issubclass(cls, Settings) else None
+
+
 def __getattr__(name: str):
     if name == "DISTILLERS":
         return dict(_discover())
@@ -47,4 +56,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["DISTILLERS", "Distiller", "DistillerSettings", "FreqD", "FreqDSettings", "StepTables", "TeacherTables",
-           "available", "get_distiller", "teacher_tables"]
+           "available", "distiller_settings", "get_distiller", "teacher_tables"]
