@@ -8,7 +8,9 @@
   :func:`blockwise_topk` bounds a top-k's score memory by ranking the items a block at a time.
 * **Data-parallel training.** Each rank takes its part of every batch (:func:`batch_part`) and
   averages gradients before each step (:class:`AveragedGradients`); :func:`spawn_group` starts the
-  ranks (``freqd.runs.launch``, ``freqd.testing.run_process_group``).
+  ranks (``freqd.runs.launch``, ``freqd.testing.run_process_group``). State derived once per run
+  with floating-point results that may differ between machines (FreqD's teacher eigenbasis) is
+  computed on rank 0 and broadcast (:func:`computed_once`).
 
 Without an initialised process group everything here is the one-process identity
 (``tests/test_distributed.py`` checks the rest with two ``gloo`` processes).
@@ -92,6 +94,24 @@ def gather_chunks(local: Tensor, n: int, chunk: int, shard: Shard) -> Tensor:
     for r, part in enumerate(parts):
         out[Shard(r, shard.world).rows(n, chunk).to(out.device)] = part[: counts[r]]
     return out
+
+
+def computed_once(make: Callable[[], Tensor], like: Tensor, shape: tuple[int, ...], shard: Shard) -> Tensor:
+    """``make()`` run on rank 0 only and broadcast, so every rank holds rank 0's bits; ``make()`` in one process.
+
+    For derived state whose floating-point result may differ between machines (an eigenbasis: its
+    signs and near-ties depend on the linear-algebra library) and that every rank must share. A
+    collective: every rank calls it with the same ``shape``; the result has ``like``'s dtype and device.
+    """
+    if shard.world == 1:
+        return make()
+    import torch.distributed as dist
+
+    value = make().to(like).contiguous() if shard.rank == 0 else like.new_empty(shape)
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"computed_once: rank 0 made shape {tuple(value.shape)}, the ranks expect {tuple(shape)}")
+    dist.broadcast(value, src=0)
+    return value
 
 
 def blockwise_topk(score_block: Callable[[int, int], Tensor], n_items: int, k: int, width: int) -> Tensor:

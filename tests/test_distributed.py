@@ -131,6 +131,41 @@ def test_two_gloo_ranks_rank_exactly_as_one_process(tmp_path, chunk, item_chunk)
     assert len(list((tmp_path / "teacher_topk").glob("*.pt"))) == 1  # written once, by rank 0
 
 
+def _computed_on_ranks():
+    """Rank r's own ``make`` gives r: every rank must end with rank 0's value, and only rank 0 computes.
+    Then FreqD with rank r holding a different random teacher: every rank's basis is rank 0's."""
+    from freqd.distributed import computed_once, current_shard
+    from freqd.testing import build_distiller, fake_config, tiny_models
+
+    shard = current_shard()
+    calls = []
+
+    def make():
+        calls.append(shard.rank)
+        return torch.full((2, 3), float(shard.rank))
+
+    value = computed_once(make, torch.zeros(0, dtype=torch.float64), (2, 3), shard)
+    data = FakeDataset.random(n_users=8, n_items=30, per_user=5, seed=1)
+    teacher, student = tiny_models(data, teacher_dim=12, student_dim=3, seed=shard.rank)
+    freqd = build_distiller("FreqD", fake_config({"freqd_teacher_rank": 4, "seed": 0}), teacher, student, data)
+    return value, calls, freqd.teacher_basis
+
+
+@pytest.mark.slow
+def test_rank_zero_computes_and_every_rank_receives_its_value():
+    from freqd.testing import build_distiller, fake_config, tiny_models
+
+    (v0, calls0, basis0), (v1, calls1, basis1) = run_process_group(_computed_on_ranks, world=2, timeout=120)
+    assert torch.equal(v0, torch.zeros(2, 3, dtype=torch.float64)) and torch.equal(v1, v0)
+    assert calls0 == [0] and calls1 == []
+    data = FakeDataset.random(n_users=8, n_items=30, per_user=5, seed=1)
+    alone = [build_distiller("FreqD", fake_config({"freqd_teacher_rank": 4, "seed": 0}),
+                             *tiny_models(data, teacher_dim=12, student_dim=3, seed=seed), data).teacher_basis
+             for seed in (0, 1)]
+    assert not torch.allclose(alone[0], alone[1])  # the ranks' own bases would differ
+    assert torch.equal(basis0, alone[0]) and torch.equal(basis1, alone[0])
+
+
 def _fails_on_rank_one():
     import torch.distributed as dist
 

@@ -30,7 +30,9 @@ batch row instead of the whole 1-hop neighbourhood (it needs the student filtere
 filtered teacher, P = V·M: the targets become the r coordinates Z·V (precomputed), ‖z‖ stays
 exact, and since P's output then has no component outside V, the cosine and squared L2 are exact
 for that constrained projector. A 20-d student fills
-at most 20 directions of the teacher space, so r of a few dozen loses little. ``freqd_kd_rows``
+at most 20 directions of the teacher space, so r of a few dozen loses little. On several ranks V
+is computed by rank 0 and broadcast, so every rank's projector maps into the same basis (an
+eigenbasis's signs may differ between machines). ``freqd_kd_rows``
 caps the rows a step distils (a uniform, reweighted subsample: the expected loss is unchanged).
 """
 
@@ -47,6 +49,7 @@ from torch.nn import functional as F
 
 from freqd.distillers.base import Distiller, StepTables, id_tables
 from freqd.distillers.projectors import ProjectorSettings, build_projector
+from freqd.distributed import computed_once, current_shard
 from freqd.graph import (
     NeighborTable,
     PolynomialFilter,
@@ -225,7 +228,10 @@ class FreqD(Distiller):
         self.n_neighbors, self.rank = s.neighbors(), s.teacher_rank(d_teacher)
         if self.rank > d_teacher:
             raise ValueError(f"freqd_teacher_rank={self.rank} exceeds the teacher's size {d_teacher}")
-        basis = self._principal_basis(self.rank) if self.rank else None
+        basis = None
+        if self.rank:  # on several ranks: computed by rank 0, broadcast (every rank projects into one basis)
+            basis = computed_once(partial(self._principal_basis, self.rank), t_users, (d_teacher, self.rank),
+                                  current_shard())
         # Persistent: a resumed run keeps the basis its projector was trained in.
         self.register_buffer("teacher_basis", basis)
         d_out = self.rank or d_teacher
