@@ -108,29 +108,27 @@ def run_comparison(
     runs = [(arm, seed) for seed in comparison.seeds for arm in comparison.arms]
     keys = {(arm.name, seed): comparison.arm_key(arm, seed, teacher_key) for arm, seed in runs}
     check_stale(out, teacher_key, teacher_content, keys, rerun_stale and not report_only)
-    if report_only:
+    if report_only:  # before the data is loaded: a missing run fails fast
         require_finished(comparison, out, teacher_key, keys)
-        report = build_report(comparison, out, eval_data(build_eval_context(comparison)))
-        report["executed"] = []
-        return report
 
     ctx = build_eval_context(comparison)
     executed: list[dict[str, Any]] = []
-    bar = _progress(len(runs) + 1, progress)
-    try:
-        bar.set_postfix_str("teacher")
-        teacher = _ensure_teacher(comparison, out, ctx, teacher_key, teacher_content, executed, bar)
-        bar.update(1)
-        if jobs == 1:
-            for arm, seed in runs:
-                bar.set_postfix_str(f"{arm.name} seed {seed}")
-                key, content = keys[(arm.name, seed)]
-                _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed, bar)
-                bar.update(1)
-        else:
-            _run_parallel(comparison, out, runs, keys, teacher, executed, bar, jobs)
-    finally:
-        bar.close()
+    if not report_only:
+        bar = _progress(len(runs) + 1, progress)
+        try:
+            bar.set_postfix_str("teacher")
+            teacher = _ensure_teacher(comparison, out, ctx, teacher_key, teacher_content, executed, bar)
+            bar.update(1)
+            if jobs == 1:
+                for arm, seed in runs:
+                    bar.set_postfix_str(f"{arm.name} seed {seed}")
+                    key, content = keys[(arm.name, seed)]
+                    _ensure_arm(comparison, out, ctx, arm, seed, key, content, teacher, executed, bar)
+                    bar.update(1)
+            else:
+                _run_parallel(comparison, out, runs, keys, teacher, executed, bar, jobs)
+        finally:
+            bar.close()
     report = build_report(comparison, out, eval_data(ctx))
     report["executed"] = executed
     return report
@@ -158,8 +156,8 @@ def require_finished(comparison: ComparisonConfig, out: Path, teacher_key: str,
             hint.append(f"--seeds {','.join(map(str, seeds))} reports the seeds every arm has finished")
         if arms and comparison.control not in unfinished:
             hint.append(f"--arms {','.join(arms)} reports the arms that have finished every seed")
-    raise ComparisonConfigError(f"{len(missing)} of {len(keys) + 1} results are not stored in {out}: {', '.join(missing)}; the report "
-                                "needs every (arm, seed) of the selection"
+    raise ComparisonConfigError(f"{len(missing)} of {len(keys) + 1} results are not stored in {out}: "
+                                f"{', '.join(missing)}; the report needs every (arm, seed) of the selection"
                                 + ("; " + "; ".join(hint) if hint else ""))
 
 
