@@ -147,6 +147,23 @@ def test_signals_from_scores_rank_and_calibration_by_brute_force():
         assert got["calibrated"][r] == pytest.approx(own - scores[r, 1:].mean())
 
 
+def test_signals_from_user_rows_match_brute_force_with_many_pairs_per_user_and_ties():
+    rng = np.random.default_rng(4)
+    scores = rng.integers(0, 4, size=(5, 12)).astype(np.float32)   # few values: ties everywhere
+    scores[:, 0] = 99.0
+    rows = np.sort(rng.integers(0, 5, 30))
+    rows = rows[rows != 2]                                          # a user without pairs
+    items = rng.integers(1, 12, len(rows))
+    got = privacy.signals_from_user_rows(scores, rows, items)
+    for p, (r, item) in enumerate(zip(rows, items)):
+        own = float(scores[r, item])
+        assert got["score"][p] == own
+        assert got["rank"][p] == -(1 + sum(scores[r, j] > own for j in range(1, 12)))
+        assert got["calibrated"][p] == pytest.approx(own - scores[r, 1:].astype(np.float64).mean())
+    with pytest.raises(ValueError, match="grouped by user"):
+        privacy.signals_from_user_rows(scores, rows[::-1], items)
+
+
 def test_membership_sample_is_balanced_per_user_drawn_from_the_right_pairs_and_seeded():
     rng = np.random.default_rng(4)
     train = {(u, i) for u in range(20) for i in rng.choice(50, rng.integers(1, 12), replace=False)}

@@ -161,8 +161,8 @@ def privacy_part(scorer, data: TrustData, chunk: int = 1024) -> tuple[dict[str, 
     for begin in range(0, len(unique), chunk):
         block = unique[begin: begin + chunk]
         rows = np.flatnonzero((inverse >= begin) & (inverse < begin + len(block)))
-        scores = scorer(block)[inverse[rows] - begin]
-        for name, signal in privacy.signals_from_scores(scores, sample.items[rows]).items():
+        signals = privacy.signals_from_user_rows(scorer(block), inverse[rows] - begin, sample.items[rows])
+        for name, signal in signals.items():
             values[name].append(signal)
     signals = {name: np.concatenate(parts) for name, parts in values.items()}
     metrics = {}
