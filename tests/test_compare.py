@@ -629,3 +629,69 @@ def test_run_lock_is_exclusive_and_released_after_a_failure(tmp_path):
         raise RuntimeError("boom")
     with FileLock(work.with_name("s0.lock")).acquire(timeout=0):
         pass
+
+
+def test_per_user_metrics_against_brute_force_with_history_masks_and_item_groups(monkeypatch):
+    """Recall/NDCG/MAP@k and head/tail recall per user, from sparse positives, against a dense loop."""
+    monkeypatch.setattr(np, "float", float, raising=False)  # RecBole's metrics need the alias its Config sets
+    from types import SimpleNamespace
+
+    from recbole.data.interaction import Interaction
+
+    from freqd.compare.evaluate import per_user_metrics
+
+    rng = np.random.default_rng(5)
+    n_users, n_items, k = 7, 15, 5                            # item 0 is RecBole's padding item
+    scores = torch.from_numpy(rng.normal(size=(n_users, n_items)).astype(np.float32))
+    history = [(u, i) for u in range(n_users) for i in rng.choice(np.arange(1, n_items), 3, replace=False)]
+    free = {u: [i for i in range(1, n_items) if (u, i) not in history] for u in range(n_users)}
+    positives = [(u, int(i)) for u in range(n_users) if u != 3       # user 3 has no test items
+                 for i in rng.choice(free[u], int(rng.integers(1, 5)), replace=False)]
+    positives.append(positives[0])                                   # a repeated pair counts once
+    head = torch.zeros(n_items, dtype=torch.bool)
+    head[rng.choice(np.arange(1, n_items), 5, replace=False)] = True
+
+    class Model:
+        def eval(self):
+            return self
+
+        def full_sort_predict(self, interaction):
+            return scores[interaction["user_id"]].clone().view(-1)
+
+    batches = []
+    for rows in (np.arange(0, 4), np.arange(4, n_users)):          # two evaluation batches, local row indices
+        hist = [(r, i) for r, u in enumerate(rows) for (v, i) in history if v == u]
+        pos = [(r, i) for r, u in enumerate(rows) for (v, i) in positives if v == u]
+        batches.append((Interaction({"user_id": torch.from_numpy(rows)}),
+                        (torch.tensor([a for a, _ in hist]), torch.tensor([b for _, b in hist])),
+                        torch.tensor([a for a, _ in pos]), torch.tensor([b for _, b in pos])))
+    config = {"device": "cpu", "topk": [k], "metric_decimal_place": 4}
+
+    class Loader:
+        _dataset = SimpleNamespace(item_num=n_items)
+
+        def __iter__(self):
+            return iter(batches)
+
+    ctx = SimpleNamespace(config=config, head_items=head, users=np.arange(n_users),
+                          train_dataset=SimpleNamespace(uid_field="user_id"), test_data=Loader())
+    got = per_user_metrics(Model(), ctx, (k,), k)
+    for u in range(n_users):
+        masked = scores[u].clone()
+        masked[0] = -math.inf
+        for v, i in history:
+            if v == u:
+                masked[i] = -math.inf
+        top = [int(i) for i in torch.argsort(masked, descending=True)[:k]]
+        mine = {i for v, i in positives if v == u}
+        hits = [int(i in mine) for i in top]
+        for name, group in (("recall", mine), ("head_recall", {i for i in mine if head[i]}),
+                            ("tail_recall", {i for i in mine if not head[i]})):
+            expected = sum(i in group for i in top) / len(group) if group else math.nan
+            assert got[f"{name}@{k}"][u] == pytest.approx(expected, nan_ok=True), (name, u)
+        dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits))
+        idcg = sum(1 / math.log2(r + 2) for r in range(min(len(mine), k)))
+        assert got[f"ndcg@{k}"][u] == pytest.approx(dcg / idcg if mine else math.nan, nan_ok=True)
+        precisions = [sum(hits[: r + 1]) / (r + 1) for r in range(k) if hits[r]]
+        expected_map = sum(precisions) / min(len(mine), k) if mine else math.nan
+        assert got[f"map@{k}"][u] == pytest.approx(expected_map, nan_ok=True)

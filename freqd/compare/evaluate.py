@@ -21,6 +21,7 @@ from recbole.evaluator.metrics import MAP, NDCG, Recall
 
 from freqd.compare.config import ComparisonConfig
 from freqd.compare.summary import EvalData
+from freqd.evaluation.fullsort import topk_hits
 from freqd.models.hash import is_code_student
 
 
@@ -134,10 +135,12 @@ def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: in
     uid_field = ctx.train_dataset.uid_field
     for interaction, scores, positive_u, positive_i in masked_scores(model, ctx):
         _, topk_idx = torch.topk(scores, max_k, dim=-1)
-        pos_matrix = torch.zeros_like(scores, dtype=torch.int)
-        pos_matrix[positive_u, positive_i] = 1
-        for name, matrix in (("all", pos_matrix), ("head", pos_matrix * head), ("tail", pos_matrix * ~head)):
-            parts[name].append((torch.gather(matrix, 1, topk_idx).cpu(), matrix.sum(dim=1).cpu()))
+        positive_u, positive_i = positive_u.to(device), positive_i.to(device)
+        in_head = head[positive_i]
+        for name, keep in (("all", None), ("head", in_head), ("tail", ~in_head)):
+            u, i = (positive_u, positive_i) if keep is None else (positive_u[keep], positive_i[keep])
+            rec = topk_hits(topk_idx, u, i, scores.shape[1])  # sparse: no dense users × items positives
+            parts[name].append((rec[:, :-1].cpu(), rec[:, -1].cpu()))
         users.append(interaction[uid_field].cpu())
     out: dict[str, np.ndarray] = {"users": torch.cat(users).numpy()}
     if not np.array_equal(out["users"], ctx.users):
