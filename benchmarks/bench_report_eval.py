@@ -3,9 +3,9 @@
 ``freqd compare`` (and ``freqd trust``'s robustness part, four rankings per model) computes each
 test user's Recall/NDCG/MAP@k and head/tail recall with
 :func:`freqd.compare.evaluate.per_user_metrics`, which finds the hits of each top-k list among the
-user's positive pairs by key lookup. The ``dense`` arm is the way it was computed before: one
-users × items positives matrix per batch, and one more per item group. Both rank the same scores;
-the script checks that the top-k hit tensors they produce are identical and times them
+user's positive pairs by key lookup (``group_hits``, timed here as the report runs it). The
+``dense`` arm is the way it was computed before: one users × items positives matrix per batch, and
+one more per item group. Both rank the same scores; the script checks that the top-k hit tensors they produce are identical and times them
 interleaved (median of ``--repeats``).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_report_eval.py <compare folder> --config configs/compare/gowalla-bpr-bpr.yaml \\
@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's freqd, not another installed one
 
 from freqd.compare import evaluate, load_comparison_config  # noqa: E402
-from freqd.evaluation.fullsort import topk_hits  # noqa: E402
 
 
 def hit_tensors(model, ctx, k: int, dense: bool) -> list[torch.Tensor]:
@@ -42,10 +41,7 @@ def hit_tensors(model, ctx, k: int, dense: bool) -> list[torch.Tensor]:
             for group in (matrix, matrix * head, matrix * ~head):
                 out.append(torch.cat((torch.gather(group, 1, top), group.sum(dim=1, keepdim=True)), dim=1))
         else:
-            in_head = head[positive_i]
-            for keep in (None, in_head, ~in_head):
-                u, i = (positive_u, positive_i) if keep is None else (positive_u[keep], positive_i[keep])
-                out.append(topk_hits(top, u, i, scores.shape[1]))
+            out.extend(evaluate.group_hits(top, positive_u, positive_i, head, scores.shape[1]).values())
     return out
 
 

@@ -119,6 +119,16 @@ def result_checkpoint(out: Path, result: dict[str, Any]) -> Path:
 
 
 @torch.no_grad()
+def group_hits(topk_idx: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor, head: torch.Tensor,
+               n_items: int) -> dict[str, torch.Tensor]:
+    """RecBole ``rec.topk`` rows (:func:`~freqd.evaluation.fullsort.topk_hits`) for all positives, the
+    head items' and the tail items': sparse, with no dense users × items positives matrix."""
+    in_head = head[positive_i]
+    return {"all": topk_hits(topk_idx, positive_u, positive_i, n_items),
+            "head": topk_hits(topk_idx, positive_u[in_head], positive_i[in_head], n_items),
+            "tail": topk_hits(topk_idx, positive_u[~in_head], positive_i[~in_head], n_items)}
+
+
 def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: int) -> dict[str, np.ndarray]:
     """Per test user: recall@k, ndcg@k, map@k for k in ``topk`` and head/tail recall, ndcg @ ``group_k``.
 
@@ -135,11 +145,8 @@ def per_user_metrics(model, ctx: EvalContext, topk: tuple[int, ...], group_k: in
     uid_field = ctx.train_dataset.uid_field
     for interaction, scores, positive_u, positive_i in masked_scores(model, ctx):
         _, topk_idx = torch.topk(scores, max_k, dim=-1)
-        positive_u, positive_i = positive_u.to(device), positive_i.to(device)
-        in_head = head[positive_i]
-        for name, keep in (("all", None), ("head", in_head), ("tail", ~in_head)):
-            u, i = (positive_u, positive_i) if keep is None else (positive_u[keep], positive_i[keep])
-            rec = topk_hits(topk_idx, u, i, scores.shape[1])  # sparse: no dense users × items positives
+        for name, rec in group_hits(topk_idx, positive_u.to(device), positive_i.to(device), head,
+                                    scores.shape[1]).items():
             parts[name].append((rec[:, :-1].cpu(), rec[:, -1].cpu()))
         users.append(interaction[uid_field].cpu())
     out: dict[str, np.ndarray] = {"users": torch.cat(users).numpy()}
