@@ -6,7 +6,8 @@ comparison's data. The same ``--users`` test users (cycled) are ranked against t
 
 * a float model (BPR): ``users @ items.T`` then ``torch.topk``, as ``freqd compare`` times it;
 * a Hash model: :class:`freqd.codes.HammingIndex` (XOR + popcount over packed codes, integer keys
-  with the seeded random tie-break, ``torch.topk`` on the keys).
+  with the seeded random tie-break), once per ``--backends`` entry: ``compiled`` (the one-pass Numba
+  kernel) and/or ``numpy`` (NumPy distances and keys, ``torch.topk``); rows are named ``arm[backend]``.
 
 Repeats are interleaved across arms in a fresh random order; the median is reported. Each row
 also gives the bits and bytes served per entity, and its throughput over the float reference arm's.
@@ -35,13 +36,16 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="a freqd compare output folder")
     parser.add_argument("--config", required=True, help="the comparison YAML of that folder")
     parser.add_argument("--arms", nargs="+", required=True,
-                        help="arms to time, the first is the reference; ARM@FOLDER takes the arm from another "
-                             "comparison folder of the same config")
+                        help="arms to time, the first (its first backend) is the reference; ARM@FOLDER takes the arm from another "
+                             "comparison folder of the same config; NAME=CHECKPOINT times a checkpoint trained on the "
+                             "comparison's data outside a comparison (folder then unused)")
     parser.add_argument("--seed", type=int, default=0, help="which seed's checkpoint of each arm")
     parser.add_argument("--users", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=16, help="users per call")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--backends", nargs="+", default=["compiled", "numpy"], choices=["compiled", "numpy"],
+                        help="HammingIndex backends to time for each Hash arm")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -52,46 +56,54 @@ def main() -> None:
     comparison = load_comparison_config(args.config)
     ctx = build_eval_context(comparison)
     users = np.asarray(ctx.users)[np.arange(args.users) % len(ctx.users)]
-    rankers, sizes = {}, {}
+    from freqd.models.hash import is_code_student
+
+    rankers, sizes, names = {}, {}, []
     for arm in args.arms:
-        name, _, other = arm.partition("@")
-        folder = Path(other) if other else args.folder
-        stored = json.loads((folder / "arms" / name / f"s{args.seed}.json").read_text())
-        model = load_model(folder / stored["checkpoint"], ctx)
-        sizes[arm] = {**model_size(model), "model": type(model).__name__}
-        rankers[arm] = _ranker(model, args.k, args.batch)
-        rankers[arm](users[: args.batch])  # warm-up
-    seconds: dict[str, list[float]] = {arm: [] for arm in args.arms}
-    order = list(args.arms)
+        if "=" in arm:
+            name, _, checkpoint = arm.partition("=")
+            arm = name
+            model = load_model(checkpoint, ctx)
+        else:
+            name, _, other = arm.partition("@")
+            folder = Path(other) if other else args.folder
+            stored = json.loads((folder / "arms" / name / f"s{args.seed}.json").read_text())
+            model = load_model(folder / stored["checkpoint"], ctx)
+        for backend in args.backends if is_code_student(model) else [None]:
+            row = arm if backend is None else f"{name}[{backend}]"
+            names.append(row)
+            sizes[row] = {**model_size(model), "model": type(model).__name__, "backend": backend or "torch"}
+            rankers[row] = _ranker(model, args.k, args.batch, backend)
+            rankers[row](users[: args.batch])  # warm-up (and the kernel's compilation)
+    seconds: dict[str, list[float]] = {row: [] for row in names}
+    order = list(names)
     for _ in range(args.repeats):
         random.shuffle(order)
         for arm in order:
             start = time.perf_counter()
             rankers[arm](users)
             seconds[arm].append(time.perf_counter() - start)
-    reference = len(users) / statistics.median(seconds[args.arms[0]])
+    reference = len(users) / statistics.median(seconds[names[0]])
     rows = []
-    for arm in args.arms:
+    for arm in names:
         rate = len(users) / statistics.median(seconds[arm])
         rows.append({"arm": arm.partition("@")[0], **sizes[arm], "users_per_s": rate, "vs_reference": rate / reference,
                      "seconds": seconds[arm]})
-        print(f"{arm:>12} {sizes[arm]['model']:>5} {sizes[arm]['bits_per_entity']:>4} bits/entity "
+        print(f"{arm:>18} {sizes[arm]['model']:>5} {sizes[arm]['bits_per_entity']:>4} bits/entity "
               f"{sizes[arm]['serving_bytes'] / 1e6:7.2f} MB served  {rate:9,.0f} users/s  {rate / reference:5.2f}×")
     result = {"command": "python benchmarks/bench_hash.py " + " ".join(_argv()), "dataset": comparison.dataset,
               "n_items": int(ctx.train_dataset.item_num - 1), "users": len(users), "batch": args.batch, "k": args.k,
-              "threads": 1, "reference": args.arms[0], "rows": rows, "machine": platform.platform(),
+              "threads": 1, "reference": names[0], "rows": rows, "machine": platform.platform(),
               "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "numpy": np.__version__}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
 
-def _ranker(model, k: int, batch: int):
+def _ranker(model, k: int, batch: int, backend: str | None):
     """A function ranking a user array top-``k`` over the real items, ``batch`` users per call."""
-    from freqd.models.hash import is_code_student
-
-    if is_code_student(model):
-        index = model.hamming_index(first_item=1)
+    if backend is not None:
+        index = model.hamming_index(first_item=1, backend=backend)
         return lambda users: index.topk(users, k, chunk=batch)
     user_all, item_all = (t.detach().cpu() for t in model.cached_embeddings())
     item_t = item_all[1:].T.contiguous()

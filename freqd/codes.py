@@ -12,16 +12,28 @@ two declared schemes break them (docs/hashing.md):
   unique.
 - ``score``: ties broken by the continuous score cos(z_u, z_i) of the pre-sign embeddings. This
   uses the float embeddings and is labelled as such wherever it is reported.
+
+Top-k under ``random`` runs a compiled one-pass kernel (``freqd/_hamming.py``) when Numba is
+installed (``pip install "freqd[serve]"``); otherwise, and for ``score``, NumPy and ``torch.topk``.
+Both return the same items in the same order.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+import importlib.util
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 Ties = Literal["random", "score"]
 TIES: tuple[Ties, ...] = get_args(Ties)
+Backend = Literal["auto", "numpy", "compiled"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+
+
+def compiled_available() -> bool:
+    """Whether the compiled top-k kernel can run (Numba is installed)."""
+    return importlib.util.find_spec("numba") is not None
 
 def check_bits(bits: int) -> int:
     """``bits`` if it is a positive multiple of 8 (a whole number of bytes), else a ValueError."""
@@ -70,22 +82,33 @@ class HammingIndex:
 
     ``user_codes``/``item_codes`` are packed bytes (:func:`pack_codes`); ``exclude`` is an
     optional CSR (indptr over all users, item indices) of items never to recommend (the training
-    items). ``ties="score"`` needs the continuous tables ``user_z``/``item_z`` (floats). Distances
-    are XOR + popcount in NumPy; the k smallest keys are selected by ``torch.topk`` on the integer
-    keys (NumPy's ``argpartition`` was 7× slower on 25k items).
+    items). ``ties="score"`` needs the continuous tables ``user_z``/``item_z`` (floats).
+    ``backend``: ``compiled`` (the Numba kernel, ``random`` ties only), ``numpy`` (XOR + popcount
+    in NumPy, the k smallest keys by ``torch.topk``; NumPy's ``argpartition`` was 7× slower on
+    25k items) or ``auto`` (compiled where it can run). Excluded items rank after all others.
     """
 
     def __init__(self, user_codes: np.ndarray, item_codes: np.ndarray, ties: Ties = "random", seed: int = 0,
                  exclude: tuple[np.ndarray, np.ndarray] | None = None, user_z: np.ndarray | None = None,
-                 item_z: np.ndarray | None = None) -> None:
+                 item_z: np.ndarray | None = None, backend: Backend = "auto") -> None:
         if ties not in TIES:
             raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
         if ties == "score" and (user_z is None or item_z is None):
             raise ValueError("ties='score' needs the continuous tables user_z and item_z")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "compiled" and ties != "random":
+            raise ValueError("backend='compiled' ranks with ties='random' only; use backend='numpy' for ties='score'")
+        if backend == "compiled" and not compiled_available():
+            raise ValueError("backend='compiled' needs Numba: pip install \"freqd[serve]\"")
+        if backend == "auto":
+            backend = "compiled" if ties == "random" and compiled_available() else "numpy"
+        self.backend: Backend = backend
         self.users = as_words(user_codes)
         self.item_words = np.ascontiguousarray(as_words(item_codes).T)  # words × items: one row per word
         self.bits = int(np.asarray(user_codes).shape[1]) * 8
         self.ties, self.exclude = ties, exclude
+        self._csr: tuple[np.ndarray, np.ndarray] | None = None
         n_users, n_items = self.users.shape[0], self.item_words.shape[1]
         keys, masks, self.shift = tie_tables(n_users, n_items, seed)
         # Signed 32-bit keys where distance and tie key fit in 31 bits (b ≤ 128 up to 2^23 items): torch.topk
@@ -130,15 +153,41 @@ class HammingIndex:
         return keys
 
     def topk(self, users: np.ndarray, k: int, chunk: int = 16) -> np.ndarray:
-        """``len(users) × k`` item indices, nearest first, ``chunk`` users at a time."""
+        """``len(users) × k`` item indices, nearest first; NumPy ranks ``chunk`` users at a time."""
         import torch
 
         k = min(int(k), self.n_items)
         users = np.asarray(users, dtype=np.int64)
         out = np.empty((len(users), k), dtype=np.int64)
+        if self.backend == "compiled":
+            return self._compiled_topk(users, k, out)
         for start in range(0, len(users), chunk):
             keys = torch.from_numpy(self.keys(users[start: start + chunk]))
             out[start: start + len(keys)] = torch.topk(keys, k, dim=1, largest=False).indices.numpy()
+        return out
+
+
+    def _compiled_topk(self, users: np.ndarray, k: int, out: np.ndarray) -> np.ndarray:
+        from freqd import _hamming
+
+        if len(users) and (users.min() < 0 or users.max() >= len(self.users)):
+            raise IndexError(f"user ids must lie in [0, {len(self.users)}), got {users.min()}..{users.max()}")
+        if self._csr is None:
+            n_users = len(self.users)
+            if self.exclude is None:
+                self._csr = (np.zeros(n_users + 1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+            else:
+                indptr, indices = (np.ascontiguousarray(a, dtype=np.int64) for a in self.exclude)
+                if len(indptr) != n_users + 1:
+                    raise ValueError(f"exclude: indptr has {len(indptr)} entries, expected users + 1 = {n_users + 1}")
+                if len(indices) and (indices.min() < 0 or indices.max() >= self.n_items):
+                    raise ValueError(f"exclude: item ids must lie in [0, {self.n_items}), got "
+                                     f"{indices.min()}..{indices.max()}")
+                self._csr = (indptr, indices)
+        dist = np.empty(self.n_items, dtype=np.uint8 if self.bits + 1 <= 255 else np.uint16)
+        kernel: Any = _hamming.topk_random  # a Numba dispatcher: its signature is the Python function's
+        kernel(self.users, self.item_words, users, self.item_keys, self.user_masks, self.shift, *self._csr, k,
+               self.bits, dist, out)
         return out
 
 

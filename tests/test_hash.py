@@ -10,7 +10,7 @@ import torch
 import yaml
 from scipy.linalg import hadamard
 
-from freqd.codes import HammingIndex, as_words, pack_codes, tie_tables, unpack_codes
+from freqd.codes import HammingIndex, as_words, compiled_available, pack_codes, tie_tables, unpack_codes
 from freqd.core_settings import ModelSettings
 from freqd.graph import alpha_schedule
 from freqd.models import BPR, Hash
@@ -54,7 +54,11 @@ def _brute_force_topk(users, items, ranked_users, k, key_of, exclude=None):
     return np.array(out)
 
 
-def test_random_tie_topk_equals_brute_force_with_exclusions():
+BACKENDS = ["numpy", pytest.param("compiled", marks=pytest.mark.skipif(not compiled_available(), reason="no Numba"))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_tie_topk_equals_brute_force_with_exclusions(backend):
     rng = np.random.default_rng(0)
     users, items = _codes(rng, 9, 16), _codes(rng, 50, 16)  # 50 items, 17 distances: many ties
     exclude = {1: [3, 4, 5], 4: [0, 49]}
@@ -62,12 +66,52 @@ def test_random_tie_topk_equals_brute_force_with_exclusions():
     for u, seen in exclude.items():
         indptr[u + 1:] += len(seen)
     indices = np.concatenate([np.array(exclude.get(u, []), dtype=np.int64) for u in range(9)])
-    index = HammingIndex(pack_codes(users), pack_codes(items), ties="random", seed=7, exclude=(indptr, indices))
+    index = HammingIndex(pack_codes(users), pack_codes(items), ties="random", seed=7, exclude=(indptr, indices),
+                         backend=backend)
+    assert index.backend == backend
     keys, masks, _ = tie_tables(9, 50, 7)
     ranked = np.array([0, 1, 4, 8])
     expected = _brute_force_topk(users, items, ranked, 10, lambda u, i: int(keys[i]) ^ int(masks[u]), exclude)
     assert np.array_equal(index.topk(ranked, 10, chunk=3), expected)
     assert not set(index.topk(np.array([1]), 47)[0]) & {3, 4, 5}
+
+
+@pytest.mark.skipif(not compiled_available(), reason="no Numba")
+@pytest.mark.parametrize(("bits", "n_items"), [(8, 300), (24, 129), (64, 1000), (128, 640), (256, 200)])
+def test_compiled_topk_equals_brute_force_on_clustered_codes(bits, n_items):
+    """Many items per block, partial last blocks, clustered codes (many ties near the top), repeated
+    exclusions, a whole block of nearest items excluded, and k beyond the eligible items (the excluded
+    come last, in tie-key order)."""
+    rng = np.random.default_rng(bits)
+    centres = rng.normal(size=(4, bits))
+    users = np.where(centres[rng.integers(0, 4, 6)] + rng.normal(size=(6, bits)) >= 0, 1, -1).astype(np.int8)
+    items = np.where(centres[rng.integers(0, 4, n_items)] + rng.normal(size=(n_items, bits)) >= 0, 1, -1).astype(np.int8)
+    items[: min(64, n_items // 2)] = users[0]  # user 0's nearest items fill the first block, all excluded for user 0
+    exclude = {0: list(range(64)) + [70, 70], 2: [n_items - 1, 5, 5, 9], 5: list(range(0, n_items, 2))}
+    lengths = [len(exclude.get(u, [])) for u in range(6)]
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    indices = np.concatenate([np.array(exclude.get(u, []), dtype=np.int64) for u in range(6)])
+    index = HammingIndex(pack_codes(users), pack_codes(items), seed=11, exclude=(indptr, indices), backend="compiled")
+    keys, masks, _ = tie_tables(6, n_items, 11)
+    tie = lambda u, i: int(keys[i]) ^ int(masks[u])  # noqa: E731
+    for k in (1, 20, n_items // 2 + 10):
+        got = index.topk(np.arange(6), k)
+        for u in range(6):
+            expected = _brute_force_topk(users, items, [u], k, tie, exclude)[0]
+            eligible = len(expected)
+            assert np.array_equal(got[u, :eligible], expected)
+            after = sorted(set(exclude.get(u, [])), key=lambda i: tie(u, i))  # noqa: B023
+            assert list(got[u, eligible:]) == after[: k - eligible]
+
+
+def test_backend_choices_are_checked():
+    rng = np.random.default_rng(3)
+    users, items = pack_codes(_codes(rng, 3, 8)), pack_codes(_codes(rng, 20, 8))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        HammingIndex(users, items, backend="gpu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ties='random' only"):
+        HammingIndex(users, items, ties="score", user_z=np.ones((3, 8)), item_z=np.ones((20, 8)), backend="compiled")
+    assert HammingIndex(users, items, ties="score", user_z=np.ones((3, 8)), item_z=np.ones((20, 8))).backend == "numpy"
 
 
 def test_score_tie_topk_breaks_ties_by_the_continuous_cosine():

@@ -238,4 +238,4 @@ def _hamming_latency(model, users: np.ndarray, spec) -> dict[str, Any]:
             seconds.append(perf_counter() - start)
     return {"users_per_s": len(users) / min(seconds), "seconds": seconds, "users": len(users),
             "batch_size": spec.batch_size, "threads": 1, "k": spec.k, "repeats": spec.repeats, "warmup": spec.warmup,
-            "ranking": f"Hamming (XOR + popcount, {model.bits} bits, ties: {index.ties})"}
+            "ranking": f"Hamming (XOR + popcount, {model.bits} bits, ties: {index.ties}, {index.backend})"}

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from freqd.codes import HammingIndex, check_bits, pack_codes
+from freqd.codes import Backend, HammingIndex, check_bits, pack_codes
 from freqd.graph import alpha_schedule
 from freqd.models.base import EmbeddingRecommender
 
@@ -181,13 +181,14 @@ class Hash(EmbeddingRecommender):
     def full_sort_predict(self, interaction) -> Tensor:
         return self.rank_scores(interaction[self.USER_ID]).view(-1)
 
-    def hamming_index(self, exclude: tuple[np.ndarray, np.ndarray] | None = None, first_item: int = 0) -> HammingIndex:
+    def hamming_index(self, exclude: tuple[np.ndarray, np.ndarray] | None = None, first_item: int = 0,
+                      backend: Backend = "auto") -> HammingIndex:
         """The packed codes as a :class:`freqd.codes.HammingIndex` with this model's tie-break; items from
         ``first_item`` on (1 leaves out RecBole's padding item; item indices then start at it)."""
         z_users = self.user_embedding.weight.detach().cpu().numpy()
         z_items = self.item_embedding.weight.detach().cpu().numpy()[first_item:]
         return HammingIndex(pack_codes(z_users), pack_codes(z_items), ties=self.ties, seed=self.tie_seed,  # type: ignore[arg-type]
-                            exclude=exclude, user_z=z_users, item_z=z_items)
+                            exclude=exclude, user_z=z_users, item_z=z_items, backend=backend)
 
 
 def is_code_student(model) -> bool:
