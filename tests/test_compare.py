@@ -573,11 +573,16 @@ def test_an_interrupted_run_of_another_configuration_is_started_over(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_held_by_another_process_is_waited_for_and_reused(copy_of, capsys):
-    """A second compare on the same folder waits on the run another process holds, then reuses its result."""
+def test_a_run_held_by_another_process_is_waited_for_and_reused(copy_of, capsys, monkeypatch):
+    """A second compare on the same folder waits on the run another process holds, then reuses its result.
+
+    The holder keeps the lock until this process starts its blocking wait (a FileLock subclass signals
+    it), so the order does not depend on how fast either process runs."""
     import subprocess
     import sys
     import time
+
+    from freqd.compare import runner
 
     config, out = copy_of
     before = metrics_of(out)
@@ -586,13 +591,23 @@ def test_a_run_held_by_another_process_is_waited_for_and_reused(copy_of, capsys)
     aside.mkdir()
     for suffix in ("json", "npz"):
         shutil.move(arm / f"s1.{suffix}", aside / f"s1.{suffix}")
-    ready = out.parent / "ready"
+    ready, release = out.parent / "ready", out.parent / "release"
+
+    class SignallingLock(runner.FileLock):
+        def acquire(self, timeout=None, *args, **kwargs):
+            if timeout != 0:  # the blocking wait, after the "another process" message
+                release.touch()
+            return super().acquire(timeout, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "FileLock", SignallingLock)
     holder = subprocess.Popen([sys.executable, "-c", f"""
-import shutil, time
+import os, shutil, time
 from filelock import FileLock
 with FileLock({str(arm / "s1.lock")!r}):
     open({str(ready)!r}, "w").close()
-    time.sleep(2)
+    deadline = time.monotonic() + 120
+    while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for suffix in ("json", "npz"):  # the other process stores its result, then releases the lock
         shutil.move({str(aside)!r} + f"/s1.{{suffix}}", {str(arm)!r} + f"/s1.{{suffix}}")
 """])
@@ -603,6 +618,7 @@ with FileLock({str(arm / "s1.lock")!r}):
             time.sleep(0.05)
         report = run_comparison(config, out=out, progress=False)
     finally:
+        release.touch()
         holder.wait(timeout=60)
     assert holder.returncode == 0
     assert report["executed"] == []
