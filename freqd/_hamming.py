@@ -117,6 +117,8 @@ def topk_random(user_words, item_words, users, item_keys, user_masks, shift, ind
                         keys[m] = (np.int64(dist[i]) << shift) | (np.int64(item_keys[i]) ^ mask)
                         picked[m] = i
                         m += 1
+        if m < k:  # cannot happen while steps 2-3 hold; an error instead of reading past the candidates
+            raise RuntimeError("Hamming top-k: fewer candidates than k")
         order = np.argsort(keys[:m])
         for j in range(k):
             out[r, j] = picked[order[j]]
