@@ -116,9 +116,11 @@ def _ranker(model, k: int, batch: int, backend: str | None):
 
 
 def _argv() -> list[str]:
+    """The command line with absolute paths cut to their file names: no machine paths in the results."""
+    import re
     import sys
 
-    return sys.argv[1:]
+    return [re.sub(r"(^|[=@])/[^\s=@]*/([^/\s=@]+)", r"\1<...>/\2", arg) for arg in sys.argv[1:]]
 
 
 if __name__ == "__main__":
