@@ -35,6 +35,7 @@ def compiled_available() -> bool:
     """Whether the compiled top-k kernel can run (Numba is installed)."""
     return importlib.util.find_spec("numba") is not None
 
+
 def check_bits(bits: int) -> int:
     """``bits`` if it is a positive multiple of 8 (a whole number of bytes), else a ValueError."""
     if isinstance(bits, bool) or int(bits) != bits or bits <= 0 or bits % 8:
@@ -165,7 +166,6 @@ class HammingIndex:
             keys = torch.from_numpy(self.keys(users[start: start + chunk]))
             out[start: start + len(keys)] = torch.topk(keys, k, dim=1, largest=False).indices.numpy()
         return out
-
 
     def _compiled_topk(self, users: np.ndarray, k: int, out: np.ndarray) -> np.ndarray:
         from freqd import _hamming
