@@ -39,6 +39,17 @@ def _popcount(x):  # pragma: no cover - compiled
     return (x * _H01) >> _S56
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _level_reaching(hist, k):  # pragma: no cover - compiled
+    """The smallest value v with hist[0] + … + hist[v] ≥ k (the histogram holds at least k)."""
+    seen = 0
+    level = 0
+    while seen + hist[level] < k:
+        seen += hist[level]
+        level += 1
+    return level
+
+
 @numba.njit(nogil=True, cache=True)
 def topk_random(user_words, item_words, users, item_keys, user_masks, shift, indptr, indices, k, bits,
                 dist, out):  # pragma: no cover - compiled
@@ -93,21 +104,13 @@ def topk_random(user_words, item_words, users, item_keys, user_masks, shift, ind
             block_hist[:] = 0
             for b in range(n_blocks):
                 block_hist[block_min[b]] += 1
-            seen = 0
-            bound = 0
-            while seen + block_hist[bound] < k:
-                seen += block_hist[bound]
-                bound += 1
+            bound = _level_reaching(block_hist, k)
         hist[:] = 0
         for b in range(n_blocks):
             if block_min[b] <= bound:
                 for i in range(b * BLOCK, min(b * BLOCK + BLOCK, n_items)):
                     hist[dist[i]] += 1
-        seen = 0
-        t = 0
-        while seen + hist[t] < k:
-            seen += hist[t]
-            t += 1
+        t = _level_reaching(hist, k)
         m = 0
         mask = np.int64(user_masks[u])
         for b in range(n_blocks):

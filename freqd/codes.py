@@ -168,7 +168,7 @@ class HammingIndex:
         return out
 
     def _compiled_topk(self, users: np.ndarray, k: int, out: np.ndarray) -> np.ndarray:
-        from freqd import _hamming
+        from freqd._hamming import topk_random
 
         if len(users) and (users.min() < 0 or users.max() >= len(self.users)):
             raise IndexError(f"user ids must lie in [0, {len(self.users)}), got {users.min()}..{users.max()}")
@@ -185,7 +185,7 @@ class HammingIndex:
                                      f"{indices.min()}..{indices.max()}")
                 self._csr = (indptr, indices)
         dist = np.empty(self.n_items, dtype=np.uint8 if self.bits + 1 <= 255 else np.uint16)
-        kernel: Any = _hamming.topk_random  # a Numba dispatcher: its signature is the Python function's
+        kernel: Any = topk_random  # a Numba dispatcher: its signature is the Python function's
         kernel(self.users, self.item_words, users, self.item_keys, self.user_masks, self.shift, *self._csr, k,
                self.bits, dist, out)
         return out
