@@ -239,3 +239,97 @@ def test_alpha_schedule_shapes_and_errors():
         alpha_schedule("cos", 0, 0.5)
     with pytest.raises(ValueError, match="epoch"):
         alpha_schedule("linear", -1, 0.5, length=10)
+
+
+# -- bipartite graphs through one SVD --------------------------------------------------------------
+@pytest.mark.parametrize("n_users, n_items, n_pairs, seed", [(6, 15, 30, 0), (14, 5, 25, 1), (9, 9, 12, 2), (3, 30, 40, 3)])
+def test_bipartite_spectrum_is_the_eigendecomposition(n_users, n_items, n_pairs, seed):
+    """Against a dense eigendecomposition of L built from the dense twin of the adjacency: the same
+    eigenvalues, and the same energy under every spectral weighting (sums that do not depend on
+    how a repeated eigenvalue's eigenvectors are chosen)."""
+    from freqd.graph import bipartite_edge_index, bipartite_frequency_energies, bipartite_spectrum, normalized_adjacency
+    from freqd.testing import dense_bipartite_adjacency
+
+    users, items = random_pairs(seed, n_users, n_items, n_pairs)
+    dense = dense_bipartite_adjacency(users, items, n_users, n_items)
+    edge_index = bipartite_edge_index(users, items, n_users)
+    sparse = normalized_adjacency(edge_index, n_users + n_items, torch.ones(edge_index.shape[1], dtype=torch.float64))
+    spectrum = bipartite_spectrum(sparse, n_users)
+    lam_ref, vecs = laplacian_eigh(dense)
+    assert torch.allclose(spectrum.eigenvalues, lam_ref, atol=1e-10)
+
+    x = residual(n_users + n_items, seed, d=4)
+    lam, energy = bipartite_frequency_energies(spectrum, x[:n_users], x[n_users:])
+    ref_energy = (vecs.T @ x).pow(2).sum(1)
+    assert lam.shape == energy.shape and bool((energy >= 0).all())
+    for weight in (lambda v: torch.ones_like(v), lambda v: v, lambda v: v**2, lambda v: v**3,
+                   lambda v: torch.exp(-3 * v), lambda v: (v < 0.6).double()):
+        assert rel_close(float((weight(lam) * energy).sum()), float((weight(lam_ref) * ref_energy).sum()), 1e-9)
+
+
+def test_bipartite_spectrum_refuses_an_edge_inside_one_side():
+    from freqd.graph import bipartite_spectrum
+
+    users, items = random_pairs(4, 8, 12, 30)
+    user_graph = cooccurrence_adjacency(users, items, 8, 12, k=2, side="user", dtype=torch.float64)
+    padded = torch.zeros(20, 20, dtype=torch.float64)
+    padded[:8, :8] = user_graph.to_dense()
+    with pytest.raises(ValueError, match="bipartite adjacency"):
+        bipartite_spectrum(padded, 8)
+
+
+def _bands_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "freqd_bands.py"
+    spec = importlib.util.spec_from_file_location("freqd_bands", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_frequency_bands_of_the_diagnosis_script():
+    """Band indices against a brute-force walk over the labels; λ = 1 is a band of its own."""
+    bands = _bands_script()
+    labels = bands.band_labels()
+    assert labels == ["[0, 0.25)", "[0.25, 0.5)", "[0.5, 0.75)", "[0.75, 1)", "1", "(1, 1.25)",
+                      "[1.25, 1.5)", "[1.5, 1.75)", "[1.75, 2]"]
+    lam = torch.tensor([0.0, 0.1, 0.25, 0.49, 0.5, 0.99, 1.0, 1.0 + 1e-12, 1.01, 1.25, 1.6, 1.75, 2.0],
+                       dtype=torch.float64)
+
+    def brute(v: float) -> int:
+        if abs(v - 1.0) <= 1e-9:
+            return 4
+        edges = bands.EDGES
+        for b, (a, c) in enumerate(zip(edges, edges[1:])):
+            if a <= v < c or (c == edges[-1] and v == c):
+                return b if c <= 1.0 else b + 1
+        raise AssertionError(v)
+
+    assert bands.band_of(lam).tolist() == [brute(float(v)) for v in lam]
+
+
+def test_captured_energy_known_answers():
+    """A student whose tables are an exact linear image of the teacher's captures every band
+    (residual 0); a zero student captures none (residual = teacher)."""
+    from freqd.graph import bipartite_edge_index, bipartite_frequency_energies, bipartite_spectrum, normalized_adjacency
+
+    bands = _bands_script()
+    n_users, n_items = 7, 11
+    users, items = random_pairs(5, n_users, n_items, 30)
+    edge_index = bipartite_edge_index(users, items, n_users)
+    adj = normalized_adjacency(edge_index, n_users + n_items, torch.ones(edge_index.shape[1], dtype=torch.float64))
+    spectrum = bipartite_spectrum(adj, n_users)
+    gen = torch.Generator().manual_seed(0)
+    t_u, t_i = torch.randn(n_users, 6, generator=gen, dtype=torch.float64), torch.randn(n_items, 6, generator=gen, dtype=torch.float64)
+    t_u[0], t_i[0] = 0.0, 0.0
+    s_u, s_i = t_u @ torch.randn(6, 3, generator=gen, dtype=torch.float64), t_i @ torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    lift = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    t_u, t_i = s_u @ lift, s_i @ lift  # the teacher is a linear image of the student
+    lam, t_energy = bipartite_frequency_energies(spectrum, t_u, t_i)
+    _, r_energy = bipartite_frequency_energies(spectrum, t_u - bands.read_out(s_u, t_u), t_i - bands.read_out(s_i, t_i))
+    assert float(r_energy.sum()) < 1e-20 * float(t_energy.sum())
+    zero_u, zero_i = torch.zeros_like(s_u), torch.zeros_like(s_i)
+    _, z_energy = bipartite_frequency_energies(spectrum, t_u - bands.read_out(zero_u, t_u), t_i - bands.read_out(zero_i, t_i))
+    assert torch.allclose(z_energy, t_energy, rtol=1e-12, atol=1e-14)

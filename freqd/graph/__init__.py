@@ -5,15 +5,25 @@ from freqd.graph.cooccurrence import cooccurrence_adjacency
 from freqd.graph.filters import ALPHA_SCHEDULES, SCHEDULES, PolynomialFilter, alpha_schedule, edge_dropout
 from freqd.graph.local import filter_rows, k_hop, unique_ids
 from freqd.graph.sampled import NeighborTable, sample_neighbors, sampled_filter_rows
-from freqd.graph.spectral import laplacian_eigh, per_frequency_losses, rayleigh_quotients
+from freqd.graph.spectral import (
+    BipartiteSpectrum,
+    bipartite_frequency_energies,
+    bipartite_spectrum,
+    laplacian_eigh,
+    per_frequency_losses,
+    rayleigh_quotients,
+)
 
 __all__ = [
     "ALPHA_SCHEDULES",
+    "BipartiteSpectrum",
     "NeighborTable",
     "SCHEDULES",
     "PolynomialFilter",
     "alpha_schedule",
     "bipartite_edge_index",
+    "bipartite_frequency_energies",
+    "bipartite_spectrum",
     "cooccurrence_adjacency",
     "edge_dropout",
     "filter_rows",

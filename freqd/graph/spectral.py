@@ -1,8 +1,10 @@
-"""Spectral references (docs/method.md): exact per-frequency losses (small graphs), Rayleigh quotients (any graph)."""
+"""Spectral references (docs/method.md): exact per-frequency losses (small graphs, and bipartite graphs of a
+few thousand users through one SVD), Rayleigh quotients (any graph)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -54,3 +56,57 @@ def rayleigh_quotients(adj: Tensor, residual: Tensor, powers: Sequence[int] = (1
             num = float(torch.sum(levels[a] * levels[p - a], dtype=torch.float64))
             out[int(p)] = num / energy if energy > 0 else 0.0
         return out
+
+
+class BipartiteSpectrum(NamedTuple):
+    """The thin SVD B = U diag(σ) Vᵀ of the user–item block of a bipartite Â = [[0, B], [Bᵀ, 0]].
+
+    It is the whole eigendecomposition of L = I − Â: each (σ_k, u_k, v_k) gives the eigenvectors
+    [u_k; ±v_k]/√2 with λ = 1 ∓ σ_k, and every vector orthogonal to all of them (the rest of either
+    side) has λ = 1.
+    """
+
+    sigma: Tensor  # (r,), r = min(n_users, n_items), descending
+    left: Tensor  # (n_users, r)
+    right: Tensor  # (n_items, r)
+
+    @property
+    def eigenvalues(self) -> Tensor:
+        """L's N = n_users + n_items eigenvalues, ascending."""
+        n = self.left.shape[0] + self.right.shape[0]
+        ones = self.sigma.new_ones(n - 2 * self.sigma.numel())
+        return torch.cat([1 - self.sigma, 1 + self.sigma, ones]).sort().values
+
+
+def bipartite_spectrum(adj: Tensor, n_users: int) -> BipartiteSpectrum:
+    """The :class:`BipartiteSpectrum` of a bipartite normalised adjacency (users are nodes [0, n_users)).
+
+    One float64 SVD of the n_users × n_items block, O(n_u n_i min(n_u, n_i)) time and n_u n_i memory,
+    instead of a dense N × N eigendecomposition: exact per-frequency energies on graphs such as
+    citeulike-t (5 k users, 25 k items). Raises if ``adj`` has an edge inside one side.
+    """
+    a = adj.to_sparse_coo().coalesce()
+    rows, cols = a.indices()
+    values = a.values().to(torch.float64)
+    n_items = a.shape[0] - n_users
+    if bool(((rows < n_users) == (cols < n_users)).any()):
+        raise ValueError("bipartite_spectrum needs a bipartite adjacency: an edge joins two nodes of one side")
+    keep = rows < n_users
+    block = torch.zeros(n_users, n_items, dtype=torch.float64)
+    block[rows[keep], cols[keep] - n_users] = values[keep]
+    left, sigma, right_t = torch.linalg.svd(block, full_matrices=False)
+    return BipartiteSpectrum(sigma, left, right_t.T)
+
+
+def bipartite_frequency_energies(spectrum: BipartiteSpectrum, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+    """(λ, E) for the signal X = [users; items]: E_k = ‖φ_kᵀ X‖² over L's eigenvectors, Σ E = ‖X‖² (Parseval).
+
+    The pairs come first (λ = 1 − σ_k, then 1 + σ_k); the last entry is the energy of the rest, at
+    λ = 1 (the part of each side orthogonal to its singular vectors).
+    """
+    xu, xi = users.detach().to(torch.float64), items.detach().to(torch.float64)
+    a, b = spectrum.left.T @ xu, spectrum.right.T @ xi
+    plus, minus = (a + b).pow(2).sum(1) / 2, (a - b).pow(2).sum(1) / 2
+    rest = (xu.pow(2).sum() - a.pow(2).sum() + xi.pow(2).sum() - b.pow(2).sum()).clamp_min(0)
+    lam = torch.cat([1 - spectrum.sigma, 1 + spectrum.sigma, spectrum.sigma.new_ones(1)])
+    return lam, torch.cat([plus, minus, rest.reshape(1)])
