@@ -1,4 +1,4 @@
-"""Teachers trained on user coresets (ml-100k), and selection time at Gowalla's size.
+"""Teachers trained on user coresets (any dataset), and selection time at Gowalla's size.
 
 1. A selection teacher (BPR, ``--select-dim``, ``--select-epochs``, seed 0) supplies importance
    (per-user BPR difficulty) and similarity (10-NN cosine of its user tables).
@@ -11,6 +11,8 @@
    importance uniform): the solver's cost, not a quality figure.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --out benchmarks/results/coreset/ml-100k-2026-12-02.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset citeulike-t \
+        --config configs/dataset/citeulike-t.yaml --no-size-timing --out benchmarks/results/coreset/citeulike-t.json
 
 writes that JSON and a plot beside it (``.png``).
 """
@@ -71,6 +73,8 @@ def plot(result: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--config", action="append", default=[],
+                        help="a dataset config file (repeatable), e.g. configs/dataset/citeulike-t.yaml")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--select-dim", dest="select_dim", type=int, default=64)
     parser.add_argument("--select-epochs", dest="select_epochs", type=int, default=20)
@@ -81,6 +85,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path("bench-coreset"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--no-size-timing", dest="size_timing", action="store_false",
+                        help="skip step 4 (selection time on random Gowalla-sized tables)")
     parser.add_argument("--plot-only", dest="plot_only", action="store_true",
                         help="only redraw <out>.png from an existing --out file")
     args = parser.parse_args()
@@ -97,9 +103,13 @@ def main() -> None:
     base = {"show_progress": False, "state": "ERROR", "train_sampler": "fast", "split_seed": 2020, "epochs": 500,
             "eval_step": 1, "stopping_step": 10, "valid_smoothing": 3,
             "checkpoint_dir": str(args.work / "saved"), "results_dir": str(args.work / "runs")}
-    selector = train("BPR", args.dataset, config_dict={**base, "embedding_size": args.select_dim, "seed": 0,
+    files = [str(Path(f).resolve()) for f in args.config]
+    for f in files:
+        if not Path(f).is_file():
+            parser.error(f"--config {f}: no such file")
+    selector = train("BPR", args.dataset, files, config_dict={**base, "embedding_size": args.select_dim, "seed": 0,
                                                          "epochs": args.select_epochs})
-    config, _, loaders = setup("BPR", args.dataset, [], {**base, "embedding_size": args.dim})
+    config, _, loaders = setup("BPR", args.dataset, files, {**base, "embedding_size": args.dim})
     jobs = [("full", 1.0)] + [(s, b) for s in args.solvers for b in args.budgets]
     middle = sorted(args.budgets)[len(args.budgets) // 2]
     jobs += [(s, middle) for s in args.extra_solvers]
@@ -109,12 +119,12 @@ def main() -> None:
         select_seconds = None
         if solver != "full":
             selection = args.work / f"{solver}-{budget}.json"
-            record = select_coreset(selector["checkpoint"], selection, budget, config_dict={"state": "ERROR"},
+            record = select_coreset(selector["checkpoint"], selection, budget, args.dataset, files, config_dict={"state": "ERROR"},
                                     solver=solver, seed=0)
             select_seconds = record["seconds"]
         for seed in args.seeds:
             extra = {"coreset": str(selection)} if selection else {}
-            run = train("BPR", args.dataset, config_dict={**base, "embedding_size": args.dim, "seed": seed, **extra})
+            run = train("BPR", args.dataset, files, config_dict={**base, "embedding_size": args.dim, "seed": seed, **extra})
             ndcg = per_user_ndcg(run["checkpoint"], config, loaders)
             rows.append({"solver": solver, "budget": budget, "seed": seed, "ndcg@20": float(ndcg.mean()),
                          "test_ndcg@20": run["test_result"]["ndcg@20"], "epochs": run["epochs_run"],
@@ -142,20 +152,22 @@ def main() -> None:
                 entry["vs_random_wilcoxon_p"] = float(wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0
         summary.append(entry)
         print(json.dumps({k: v for k, v in entry.items()}), flush=True)
-    timing = []
+    timing: list[dict] = []
+    knn_seconds = None
     rng = np.random.default_rng(0)
-    features = rng.normal(size=(29858, 300))
-    from freqd.coreset import knn_similarity
+    if args.size_timing:
+        features = rng.normal(size=(29858, 300))
+        from freqd.coreset import knn_similarity
 
-    start = time.perf_counter()
-    sims = knn_similarity(features, 10)
-    knn_seconds = time.perf_counter() - start
-    importance = rng.random(29858)
-    for solver in ("infomax", "greedy", "random", "topk", "kcenter"):
         start = time.perf_counter()
-        select(importance, sims, 0.3, solver=solver, features=features)
-        timing.append({"solver": solver, "seconds": time.perf_counter() - start})
-        print(f"gowalla-sized selection, {solver}: {timing[-1]['seconds']:.1f} s", flush=True)
+        sims = knn_similarity(features, 10)
+        knn_seconds = time.perf_counter() - start
+        importance = rng.random(29858)
+        for solver in ("infomax", "greedy", "random", "topk", "kcenter"):
+            start = time.perf_counter()
+            select(importance, sims, 0.3, solver=solver, features=features)
+            timing.append({"solver": solver, "seconds": time.perf_counter() - start})
+            print(f"gowalla-sized selection, {solver}: {timing[-1]['seconds']:.1f} s", flush=True)
     for row in rows:
         row.pop("per_user")
     result = {"command": "python benchmarks/bench_coreset.py", "args": {k: str(v) for k, v in vars(args).items()},
