@@ -130,7 +130,9 @@ def main() -> None:
                          "test_ndcg@20": run["test_result"]["ndcg@20"], "epochs": run["epochs_run"],
                          "best_epoch": run.get("best_epoch"), "converged": run.get("converged"),
                          "train_seconds": float(run["train_seconds_per_epoch"]) * run["epochs_run"],
-                         "select_seconds": select_seconds, "per_user": ndcg.tolist()})
+                         "select_seconds": select_seconds,
+                         "kept_interactions": (run.get("coreset") or {}).get("interactions"),
+                         "per_user": ndcg.tolist()})
             print(f"{solver:>8} {budget:4.2f} seed {seed}: NDCG@20 {ndcg.mean():.4f} "
                   f"({run['epochs_run']} epochs, best {run.get('best_epoch')})", flush=True)
     summary = []
@@ -142,7 +144,7 @@ def main() -> None:
                  "share_of_full": float(np.mean([r["ndcg@20"] for r in mine]) / full),
                  "not_converged": sum(r["converged"] is False for r in mine),
                  "train_seconds_mean": float(np.mean([r["train_seconds"] for r in mine])),
-                 "select_seconds": mine[0]["select_seconds"]}
+                 "select_seconds": mine[0]["select_seconds"], "kept_interactions": mine[0]["kept_interactions"]}
         if solver == "infomax":
             other = [r for r in rows if r["solver"] == "random" and r["budget"] == budget]
             if other:
