@@ -12,7 +12,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --out benchmarks/results/coreset/ml-100k-2026-12-02.json
     OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset citeulike-t \
-        --config configs/dataset/citeulike-t.yaml --no-size-timing --out benchmarks/results/coreset/citeulike-t.json
+        --config configs/dataset/citeulike-t.yaml --no-size-timing --out benchmarks/results/coreset/citeulike-t-2026-12-04.json
 
 writes that JSON and a plot beside it (``.png``).
 """
