@@ -1,18 +1,26 @@
 """Teachers trained on user coresets (any dataset), and selection time at Gowalla's size.
 
 1. A selection teacher (BPR, ``--select-dim``, ``--select-epochs``, seed 0) supplies importance
-   (per-user BPR difficulty) and similarity (10-NN cosine of its user tables).
-2. For each solver and budget, ``freqd coreset``'s function writes a selection file (timed), and a
-   BPR teacher (``--dim``) is trained on the kept users' interactions with each seed, early
-   stopping on validation as any run. Full-data teachers are the reference.
-3. Per-user test NDCG@20 (RecBole's metric on the trainer's own ranking, all test users) is
-   compared between InfoMax and random selection, paired over users (mean over seeds; Wilcoxon).
+   (per-user BPR difficulty, or the user's number of training items) and similarity (10-NN cosine
+   of its user tables).
+2. For each selection (``solver`` or ``solver:importance``, e.g. ``topk:activity``) and budget,
+   ``freqd coreset``'s function writes a selection file (timed), and a BPR teacher (``--dim``) is
+   trained on the kept users' interactions with each seed, early stopping on validation as any
+   run; the other users are folded in (``coreset_fold_in``, ``--fold-in``). Full-data teachers are
+   the reference.
+3. Per-user test NDCG@20 (RecBole's metric on the trainer's own ranking, all test users) of every
+   selection is compared with random selection at its budget, paired over users (mean over seeds;
+   Wilcoxon).
 4. Selection time of each solver on random tables of Gowalla's size (29,858 users, d = 300,
    importance uniform): the solver's cost, not a quality figure.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --out benchmarks/results/coreset/ml-100k-2026-12-02.json
-    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset citeulike-t \
+    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --fold-in none \
+        --out benchmarks/results/coreset/ml-100k-2026-12-02.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset citeulike-t --fold-in none \
         --config configs/dataset/citeulike-t.yaml --no-size-timing --out benchmarks/results/coreset/citeulike-t-2026-12-04.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset citeulike-t --config configs/dataset/citeulike-t.yaml \
+        --solvers random infomax topk:activity infomax:activity --extra-solvers --no-size-timing \
+        --out benchmarks/results/coreset/citeulike-t-fold-in-2026-12-04.json
 
 writes that JSON and a plot beside it (``.png``).
 """
@@ -79,9 +87,12 @@ def main() -> None:
     parser.add_argument("--select-dim", dest="select_dim", type=int, default=64)
     parser.add_argument("--select-epochs", dest="select_epochs", type=int, default=20)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.3, 0.5])
-    parser.add_argument("--solvers", nargs="+", default=["infomax", "random"])
-    parser.add_argument("--extra-solvers", dest="extra_solvers", nargs="+", default=["greedy", "topk", "kcenter"],
+    parser.add_argument("--solvers", nargs="+", default=["infomax", "random"],
+                        help="solver or solver:importance (difficulty, the default, or activity)")
+    parser.add_argument("--extra-solvers", dest="extra_solvers", nargs="*", default=["greedy", "topk", "kcenter"],
                         help="also run at the middle budget")
+    parser.add_argument("--fold-in", dest="fold_in", choices=["auto", "none"], default="auto",
+                        help="coreset_fold_in of the teachers trained on a coreset (none: the results before it)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path("bench-coreset"))
     parser.add_argument("--out", type=Path, required=True)
@@ -115,12 +126,14 @@ def main() -> None:
         selection = None
         select_seconds = None
         if solver != "full":
-            selection = args.work / f"{solver}-{budget}.json"
-            record = select_coreset(selector["checkpoint"], selection, budget, args.dataset, files, config_dict={"state": "ERROR"},
-                                    solver=solver, seed=0)
+            name, _, importance = solver.partition(":")
+            selection = args.work / f"{solver.replace(':', '-')}-{budget}.json"
+            record = select_coreset(selector["checkpoint"], selection, budget, args.dataset, files,
+                                    config_dict={"state": "ERROR"}, solver=name, importance=importance or "difficulty",
+                                    seed=0)
             select_seconds = record["seconds"]
         for seed in args.seeds:
-            extra = {"coreset": str(selection)} if selection else {}
+            extra = {"coreset": str(selection), "coreset_fold_in": args.fold_in} if selection else {}
             run = train("BPR", args.dataset, files, config_dict={**base, "embedding_size": args.dim, "seed": seed, **extra})
             ndcg = per_user_ndcg(run["checkpoint"], config, loaders)
             rows.append({"solver": solver, "budget": budget, "seed": seed, "ndcg@20": float(ndcg.mean()),
@@ -129,6 +142,7 @@ def main() -> None:
                          "train_seconds": float(run["train_seconds_per_epoch"]) * run["epochs_run"],
                          "select_seconds": select_seconds,
                          "kept_interactions": (run.get("coreset") or {}).get("interactions"),
+                         "folded_in_users": (run.get("coreset") or {}).get("folded_in_users"),
                          "per_user": ndcg.tolist()})
             print(f"{solver:>8} {budget:4.2f} seed {seed}: NDCG@20 {ndcg.mean():.4f} "
                   f"({run['epochs_run']} epochs, best {run.get('best_epoch')})", flush=True)
@@ -142,7 +156,7 @@ def main() -> None:
                  "not_converged": sum(r["converged"] is False for r in mine),
                  "train_seconds_mean": float(np.mean([r["train_seconds"] for r in mine])),
                  "select_seconds": mine[0]["select_seconds"], "kept_interactions": mine[0]["kept_interactions"]}
-        if solver == "infomax":
+        if solver not in ("full", "random"):
             other = [r for r in rows if r["solver"] == "random" and r["budget"] == budget]
             if other:
                 a = np.mean([r["per_user"] for r in mine], axis=0)

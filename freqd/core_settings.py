@@ -144,6 +144,9 @@ class TrainingSettings(Settings):
                                                                 "selected users' interactions only")
     kd_coreset: str | None = Field(None, min_length=1, description="a selection file (freqd coreset): the "
                                                                    "distillation term on the selected users only")
+    coreset_fold_in: Literal["auto", "mean", "none"] = Field(
+        "auto", description="users outside the coreset get the mean of their training items' embeddings (mean; "
+                            "auto: where the model scores its raw tables, i.e. BPR) or keep their initial rows (none)")
     train_pairs: str | None = Field(None, min_length=1, description="a pairs file (freqd-pairs/1): train on its "
                                                                     "(user, item) pairs instead of the split's")
 

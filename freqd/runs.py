@@ -213,9 +213,11 @@ def train(
     config, data, loaders = setup(model, dataset, config_file_list, config_dict)
     full_train, (loaders, coreset) = loaders[0], _with_coreset(config, loaders)
     net = build_model(config, loaders[0], model)
+    fold_in = _coreset_fold_in(config, net, full_train, loaders[0], coreset)
     run_dir = new_run_dir(config)
     metadata = {**run_metadata(config, net, data, full_train), **coreset}
     trainer = Trainer(config, net, metadata=metadata, metrics_path=run_dir / "metrics.csv")
+    trainer.fold_in = fold_in
     return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, coreset, evaluate_test=evaluate_test,
                            on_evaluation=on_evaluation)
 
@@ -345,6 +347,21 @@ def _with_coreset(config, loaders) -> tuple[tuple, dict[str, Any]]:
     return (train_data, *loaders[1:]), {"coreset": coreset_note(config["coreset"], record, n_interactions)}
 
 
+def _coreset_fold_in(config, net, full_train, train_data, coreset: dict[str, Any]):
+    """The :class:`~freqd.coreset.fold_in.FoldIn` of a run on a coreset (``coreset_fold_in``), or None;
+    the run's coreset note records how many users it folds in."""
+    if not config["coreset"]:
+        return None
+    from freqd.coreset.fold_in import fold_in_for
+
+    kept = torch.unique(train_data._dataset.inter_feat[train_data._dataset.uid_field])
+    fold_in = fold_in_for(config["coreset_fold_in"], net, full_train._dataset, kept)
+    coreset["coreset"]["folded_in_users"] = fold_in.n_users if fold_in is not None else 0
+    if fold_in is not None:
+        logger.info(f"coreset: {fold_in.n_users} users outside it folded in (the mean of their training items)")
+    return fold_in
+
+
 def distill(
     teacher: str,
     student: str | type = "BPR",
@@ -399,6 +416,7 @@ def distill(
     from freqd.models import adapt
 
     net = adapt(build_model(config, loaders[0], student), student_tables)
+    fold_in = _coreset_fold_in(config, net, full_train, loaders[0], coreset)
     setup_start = time.perf_counter()
     distiller = distiller_cls(config, teacher_model, net, loaders[0]._dataset)
     setup_seconds = time.perf_counter() - setup_start
@@ -410,6 +428,7 @@ def distill(
     metadata = {**run_metadata(config, net, data, full_train), "kd": distiller_cls.name, **teacher_info, **coreset}
     trainer = DistillTrainer(config, net, distiller, metadata=metadata, metrics_path=run_dir / "metrics.csv",
                              kd_users=kd_users)
+    trainer.fold_in = fold_in
     extra = {"kd": distiller_cls.name, "kd_weight": config["kd_weight"], "kd_setup_seconds": setup_seconds,
              **teacher_info, **coreset}
     return _fit_and_report(config, trainer, net, loaders, run_dir, saved, resume, extra, evaluate_test=evaluate_test,
@@ -437,8 +456,9 @@ def select_coreset(
 ) -> dict[str, Any]:
     """Choose the users to keep with a trained ``teacher`` and write the selection file ``out``.
 
-    Importance: the teacher's per-user BPR difficulty, or (with a ``student`` checkpoint, e.g. an
-    early student) the teacher–student top-``topk`` disagreement, rank-normalised; similarity: kNN
+    Importance: the teacher's per-user BPR difficulty, (with a ``student`` checkpoint, e.g. an
+    early student) the teacher–student top-``topk`` disagreement, or the user's number of training
+    items (``activity``), rank-normalised; similarity: kNN
     cosine of the teacher's user tables or Jaccard of histories, ``knn`` neighbours; then
     :func:`freqd.coreset.select`. The file records the dataset, the split fingerprint, the teacher's
     sha256 and every setting; ``freqd train --coreset`` / ``freqd distill --kd_coreset`` read it.
@@ -465,6 +485,8 @@ def select_coreset(
             raise ValueError("importance='disagreement' needs a student checkpoint (--student)")
         early = load_teacher(student, config, train)
         scores = sig.disagreement((users, items), early.cached_embeddings(), train, k=topk)
+    elif importance == "activity":
+        scores = sig.activity(train)
     else:
         raise ValueError(f"importance must be one of {sig.IMPORTANCES}, got {importance!r}")
     sims = sig.similarity(similarity, users, train, knn)  # type: ignore[arg-type]

@@ -209,6 +209,78 @@ def test_kd_coreset_distils_the_selected_users_triples_only(selection, bpr_teach
     assert result["kd_coreset"]["users"] == len(keep)
 
 
+def test_fold_in_gives_outside_users_the_mean_of_their_training_items():
+    from freqd.coreset.fold_in import FoldIn
+    from freqd.testing import FakeDataset
+
+    # users 1, 2 kept; 3 and 4 outside (4 with a repeated interaction); 5 has no training item
+    data = FakeDataset([1, 1, 2, 3, 3, 4, 4, 4], [1, 2, 3, 2, 5, 4, 4, 6], 6, 7)
+    model = torch.nn.Module()
+    model.user_embedding, model.item_embedding = torch.nn.Embedding(6, 3), torch.nn.Embedding(7, 3)
+    model._cache = ("stale",)
+    before = model.user_embedding.weight.detach().clone()
+    fold = FoldIn(data, torch.tensor([1, 2]))
+    fold(model)
+    items, users = model.item_embedding.weight.detach(), model.user_embedding.weight.detach()
+    history = {3: [2, 5], 4: [4, 6]}
+    for user in range(6):
+        expected = items[history[user]].mean(0) if user in history else before[user]
+        assert torch.allclose(users[user], expected, atol=1e-6), user
+    assert fold.n_users == 2 and model._cache is None
+
+
+def test_fold_in_modes():
+    from freqd.coreset.fold_in import FoldIn, fold_in_for
+    from freqd.models.bpr import BPR
+    from freqd.testing import FakeDataset
+
+    data = FakeDataset([1, 2], [1, 2], 3, 3)
+    kept = torch.tensor([1])
+    bpr = object.__new__(BPR)
+    assert isinstance(fold_in_for("auto", bpr, data, kept), FoldIn) and fold_in_for("none", bpr, data, kept) is None
+    other = torch.nn.Module()
+    assert fold_in_for("auto", other, data, kept) is None
+    with pytest.raises(ValueError, match="coreset_fold_in: 'mean' needs a BPR model"):
+        fold_in_for("mean", other, data, kept)
+
+
+def test_activity_counts_distinct_training_items():
+    from collections import Counter
+
+    from freqd.coreset.signals import activity
+    from freqd.testing import FakeDataset
+
+    pairs = [(1, 1), (1, 2), (1, 2), (2, 3), (4, 1), (4, 2), (4, 3)]
+    data = FakeDataset([u for u, _ in pairs], [i for _, i in pairs], 5, 4)
+    counts = Counter(u for u, _ in set(pairs))
+    assert activity(data).tolist() == [counts.get(user, 0) for user in range(1, 5)]
+
+
+@pytest.mark.slow
+def test_a_coreset_teacher_folds_in_the_other_users(selection, tmp_path, monkeypatch, one_thread):
+    from freqd.checkpoints import load_checkpoint
+    from freqd.coreset.files import read_selection
+    from freqd.runs import setup, train
+
+    monkeypatch.chdir(tmp_path)
+    path, _ = selection
+    _, _, (loader, _, _) = setup("BPR", "ml-100k", [], {"state": "ERROR"})
+    data = loader._dataset
+    keep, _ = read_selection(path, data)
+    runs = {mode: train("BPR", "ml-100k", config_dict={**QUIET, "embedding_size": 8, "coreset": str(path),
+                                                         "coreset_fold_in": mode}) for mode in ("auto", "none")}
+    assert runs["auto"]["coreset"]["folded_in_users"] == 943 - len(keep)
+    assert runs["none"]["coreset"]["folded_in_users"] == 0
+    users = data.inter_feat["user_id"].numpy()
+    items = data.inter_feat["item_id"].numpy()
+    outside = sorted(set(users.tolist()) - set(keep.tolist()))[:20]
+    for mode, folded in (("auto", True), ("none", False)):
+        state = load_checkpoint(runs[mode]["checkpoint"], map_location="cpu")["state_dict"]
+        user_table, item_table = state["user_embedding.weight"].numpy(), state["item_embedding.weight"].numpy()
+        means = np.stack([item_table[np.unique(items[users == u])].mean(0) for u in outside])
+        assert np.allclose(user_table[outside], means, atol=1e-5) is folded
+
+
 def test_selection_files_are_checked_against_the_data(tmp_path):
     from freqd.coreset.files import read_selection
     from freqd.testing import FakeDataset

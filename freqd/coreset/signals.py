@@ -3,6 +3,9 @@
 - ``difficulty``: the teacher's mean BPR loss −log σ(s(u, i⁺) − s(u, i⁻)) over the user's training
   positives, each against ``negatives`` uniform items that are not training positives (seeded);
 - ``disagreement``: 1 − |top-K(teacher) ∩ top-K(student)| / K, training items excluded;
+- ``activity``: the user's number of distinct training items (no teacher needed): heavy users train
+  the item table most, and with a fold-in (:mod:`freqd.coreset.fold_in`) the light ones still get
+  recommendations from it;
 - similarity ``cosine``: kNN cosine of the teacher's user tables; ``jaccard``: of training histories.
 
 Real users only: index j of every returned array is RecBole's internal user id j + 1.
@@ -19,7 +22,7 @@ from torch.nn import functional as F
 
 from freqd.coreset.solvers import jaccard_similarity, knn_similarity
 
-Importance = Literal["difficulty", "disagreement"]
+Importance = Literal["difficulty", "disagreement", "activity"]
 IMPORTANCES: tuple[Importance, ...] = get_args(Importance)
 Similarity = Literal["cosine", "jaccard"]
 SIMILARITIES: tuple[Similarity, ...] = get_args(Similarity)
@@ -33,6 +36,11 @@ def histories(train_dataset) -> sp.csr_matrix:
                            shape=(train_dataset.user_num, train_dataset.item_num))
     matrix.data[:] = 1.0
     return matrix[1:]
+
+
+def activity(train_dataset) -> np.ndarray:
+    """Per real user, the number of distinct items in its training interactions."""
+    return np.asarray(histories(train_dataset).sum(axis=1), dtype=np.float64).ravel()
 
 
 @torch.no_grad()

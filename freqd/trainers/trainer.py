@@ -78,6 +78,8 @@ class Trainer(RecBoleTrainer):
         self._best_smoothed: float | None = None
         self.best_epoch: int | None = None
         self.on_evaluation: Callable[[int, float], None] | None = None
+        # A run on a coreset: recomputes the outside users' rows before every evaluation (freqd.coreset.fold_in).
+        self.fold_in: Callable[[Any], None] | None = None
 
     def _drop_tensorboard(self) -> None:
         """On a rank other than 0: no TensorBoard events (rank 0 writes the run's); the event file RecBole's
@@ -335,6 +337,8 @@ class Trainer(RecBoleTrainer):
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        if self.fold_in is not None:
+            self.fold_in(self.model)
         start = perf_counter()
         result = full_sort_evaluate(self, eval_data)  # RecBole's metrics on the top-k, without its dense collector
         if result is None:
