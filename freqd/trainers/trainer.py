@@ -166,6 +166,8 @@ class Trainer(RecBoleTrainer):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        if self.fold_in is not None:  # also a run without validation saves the folded-in rows
+            self.fold_in(self.model)
         state = {
             "config": self.config,
             "epoch": epoch,
