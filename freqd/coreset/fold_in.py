@@ -52,9 +52,7 @@ class FoldIn:
 
 def supports_fold_in(model) -> bool:
     """Whether the model scores its raw user and item tables (freqd's BPR), which a fold-in needs."""
-    from freqd.models.bpr import BPR
-
-    return isinstance(model, BPR)
+    return getattr(model, "scores_raw_tables", False) is True
 
 
 def fold_in_for(mode: FoldInMode, model, full_train, kept: torch.Tensor) -> FoldIn | None:

@@ -28,6 +28,9 @@ class EmbeddingRecommender(GeneralRecommender):
     default_init = "xavier_normal"
     # Whether the ID tables' recommendation-loss gradients are row-sparse (``sparse_embeddings``).
     supports_sparse_embeddings = False
+    # True where the scores are inner products of the raw user_embedding/item_embedding rows (BPR):
+    # a user's row can then be written from item rows (freqd.coreset.fold_in).
+    scores_raw_tables = False
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)

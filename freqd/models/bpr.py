@@ -16,6 +16,7 @@ class BPR(EmbeddingRecommender):
     """
 
     supports_sparse_embeddings = True
+    scores_raw_tables = True
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
