@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+
+from freqd.coreset.signals import histories
 
 FoldInMode = Literal["auto", "mean", "none"]
 
@@ -24,16 +28,13 @@ class FoldIn:
     """Writes the folded-in rows of the users of ``full_train`` that are not in ``kept`` into a model."""
 
     def __init__(self, full_train, kept: torch.Tensor) -> None:
-        users = full_train.inter_feat[full_train.uid_field].long()
-        items = full_train.inter_feat[full_train.iid_field].long()
-        outside = ~torch.isin(users, kept)
-        users, items = users[outside], items[outside]
-        pairs = torch.unique(users * full_train.item_num + items)  # a repeated interaction counts once
-        users, items = pairs // full_train.item_num, pairs % full_train.item_num
-        self.rows, local = torch.unique(users, return_inverse=True)
-        counts = torch.bincount(local, minlength=len(self.rows)).double()
-        self.mean = torch.sparse_coo_tensor(torch.stack([local, items]), 1.0 / counts[local],
-                                            (len(self.rows), full_train.item_num)).coalesce().to_sparse_csr()
+        history = histories(full_train)  # real users × items, a repeated interaction counted once
+        with_items = np.flatnonzero(history.getnnz(axis=1)) + 1
+        rows = np.setdiff1d(with_items, np.asarray(kept))
+        mean = sp.diags(1.0 / history.getnnz(axis=1)[rows - 1]) @ history[rows - 1]
+        self.rows = torch.from_numpy(rows).long()
+        self.mean = torch.sparse_csr_tensor(torch.from_numpy(mean.indptr).long(), torch.from_numpy(mean.indices).long(),
+                                            torch.from_numpy(mean.data), mean.shape)
 
     @property
     def n_users(self) -> int:
