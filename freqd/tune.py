@@ -21,7 +21,9 @@ Paths are relative to the YAML's folder; ``split_seed`` defaults to 2020, as in 
 (the split does not move with ``seed``). Every trial trains with the config's early stopping and
 reports the smoothed validation score after each evaluation, which the pruner reads; the test set
 is never evaluated. Trials live in ``<out>/study.db`` (SQLite): rerunning the command continues
-the search, and a trial cut by an interrupt is run again with the same values. The output folder
+the search, and a trial cut by an interrupt continues exactly from its last evaluation (each trial
+keeps a resume checkpoint under ``<out>/runs/saved/trial-<n>/`` until it finishes; a trial cut
+before its first evaluation starts again with the same values). The output folder
 also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best values, to pass as
 ``--config``) and ``tune.json``.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,14 +262,40 @@ def _storage(out: Path):
 
 
 def _resume_interrupted(study) -> int:
-    """Close trials an interrupt left running and queue their values again; return how many."""
+    """Queue again the values of trials an interrupt cut (left running by a kill, or failed by
+    Ctrl-C), each marked with the trial it continues (whose checkpoint and reported scores the new
+    trial takes over); close the running ones as failed. Return how many."""
     from optuna.trial import TrialState
 
-    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    trials = study.get_trials(deepcopy=False)
+    continued = {t.user_attrs.get("continues") for t in trials}
+    stale = [t for t in trials if t.state == TrialState.RUNNING
+             or (t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in continued)]
     for trial in stale:
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=False)
+        if trial.state == TrialState.RUNNING:
+            study.tell(trial.number, state=TrialState.FAIL)
+        reported = {str(step): value for step, value in trial.intermediate_values.items()}
+        chain = [*trial.user_attrs.get("chain", []), trial.number]
+        study.enqueue_trial(trial.params, user_attrs={"continues": trial.number, "chain": chain,
+                                                      "reported": reported}, skip_if_exists=False)
     return len(stale)
+
+
+def _trial_dir(runs: Path, number: int) -> Path:
+    """Where trial ``number`` keeps its checkpoints while it runs."""
+    return runs / "saved" / f"trial-{number}"
+
+
+def _discard(runs: Path, trial) -> None:
+    """Delete a finished trial's checkpoints and those of the interrupted trials it continued."""
+    for number in [*trial.user_attrs.get("chain", []), trial.number]:
+        shutil.rmtree(_trial_dir(runs, int(number)), ignore_errors=True)
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    """The resume checkpoint an interrupted trial left in ``folder`` (the newest), or None."""
+    found = sorted(folder.glob("*-last.pth"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    return found[-1] if found else None
 
 
 def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, trials: int | None = None,
@@ -322,25 +351,46 @@ def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, tri
 
     def objective(trial) -> float:
         params = {p.name: p.suggest(trial) for p in config.space}
+        folder = _trial_dir(runs, trial.number)
         config_dict = {**defaults, **fixed, **params, "seed": config.seed,
-                       "results_dir": str(runs), "checkpoint_dir": str(runs / "saved")}
+                       "results_dir": str(runs), "checkpoint_dir": str(folder)}
         if config.dataset:
             config_dict["dataset"] = config.dataset
+        resume, reported = None, set()
+        for earlier in reversed(trial.user_attrs.get("chain", [])):  # the newest checkpoint of the chain
+            resume = _last_checkpoint(_trial_dir(runs, int(earlier)))
+            if resume is not None:
+                break
+        if resume is not None:  # the interrupted trial's scores, so the pruner sees the whole curve
+            for step, value in sorted((int(k), v) for k, v in trial.user_attrs.get("reported", {}).items()):
+                trial.report(value, step=step)
+                reported.add(step)
 
         def report(epoch: int, score: float) -> None:
-            trial.report(score if bigger else -score, step=epoch)
+            if epoch not in reported:  # an evaluation the interrupted trial had reported comes again
+                trial.report(score if bigger else -score, step=epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (smoothed validation {score:.4f})")
 
         files = [str(p) for p in config.config_files]
-        common: dict[str, Any] = dict(config_file_list=files, config_dict=config_dict, saved=False, evaluate_test=False,
-                      on_evaluation=report)
-        if config.kd is None:
-            result = train(config.model, config.dataset, **common)
-        else:
-            result = distill(str(config.teacher), config.model, config.kd, dataset=config.dataset, **common)
+        common: dict[str, Any] = dict(config_file_list=files, config_dict=config_dict, saved=True, evaluate_test=False,
+                                      on_evaluation=report, resume=None if resume is None else str(resume))
+        try:
+            if config.kd is None:
+                result = train(config.model, config.dataset, **common)
+            else:
+                result = distill(str(config.teacher), config.model, config.kd, dataset=config.dataset, **common)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # the next run continues it
+            raise
+        except optuna.TrialPruned:
+            _discard(runs, trial)
+            raise
+        _discard(runs, trial)
         for key in ("best_epoch", "epochs_run", "converged", "run_dir"):
             trial.set_user_attr(key, result[key])
+        if resume is not None:
+            trial.set_user_attr("resumed_from", str(resume))
         trial.set_user_attr("valid_metric", result["config"]["valid_metric"])
         return result["best_valid_score"] if bigger else -result["best_valid_score"]
 

@@ -121,6 +121,55 @@ def test_interrupted_trial_is_run_again_with_its_values(tmp_path):
     assert trials[1].params == cut.params
 
 
+class _InterruptAt(optuna.pruners.BasePruner):
+    """Never prunes; raises KeyboardInterrupt (a Ctrl-C) when the trial reports ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def prune(self, study, trial) -> bool:
+        if trial.last_step == self.step:
+            raise KeyboardInterrupt
+        return False
+
+
+@pytest.mark.slow
+def test_a_trial_cut_mid_run_continues_exactly(tmp_path, monkeypatch):
+    epochs = {"n": 0}
+    train_epoch = Trainer._train_epoch
+
+    def counting(self, *args, **kwargs):
+        epochs["n"] += 1
+        return train_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", counting)
+    run = {**RUN, "epochs": 6, "eval_step": 1, "stopping_step": 10}
+    path = _write(tmp_path / "search.yaml", {"model": "BPR", "overrides": run, "space": SPACE, "trials": 1})
+    config = load_tune_config(path)
+    reference = run_tune(config, out=tmp_path / "whole", progress=False, pruner=optuna.pruners.NopPruner())
+    assert epochs["n"] == 6
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(config, out=out, progress=False, pruner=_InterruptAt(3))
+    assert epochs["n"] == 6 + 4  # epochs 0-3 (RecBole counts from 0)
+    summary = run_tune(config, out=out, progress=False, pruner=optuna.pruners.NopPruner())
+    # The continued trial trained only the epochs after its last checkpoint (epoch 2: the cut came
+    # during the evaluation of epoch 3), and ends exactly where the uncut search ended.
+    assert epochs["n"] == 6 + 4 + 3
+    assert summary["best_value"] == reference["best_value"]
+    assert summary["best_params"] == reference["best_params"]
+    storage = f"sqlite:///{out / 'study.db'}"
+    cut, whole = optuna.load_study(study_name="freqd-tune", storage=storage).trials
+    assert (cut.state.name, whole.state.name) == ("FAIL", "COMPLETE")
+    uncut = optuna.load_study(study_name="freqd-tune", storage=f"sqlite:///{tmp_path / 'whole' / 'study.db'}").trials[0]
+    assert whole.intermediate_values == uncut.intermediate_values and len(uncut.intermediate_values) == 6
+    assert whole.user_attrs["resumed_from"].endswith("-last.pth")
+    assert not list((out / "runs" / "saved").glob("trial-*"))  # finished trials leave no checkpoints
+    # A further run has nothing left to continue.
+    again = run_tune(config, out=out, progress=False)
+    assert again["finished"] == 1 and epochs["n"] == 13
+
+
 @pytest.mark.slow
 def test_a_pruned_trial_stops_at_its_first_evaluation(tmp_path, spy):
     path = _write(tmp_path / "search.yaml", {"model": "BPR", "overrides": {**RUN, "epochs": 5}, "space": SPACE,
