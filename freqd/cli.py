@@ -203,11 +203,16 @@ def cmd_compare(args, overrides) -> int:
 
 def cmd_tune(args, overrides) -> int:
     """A validation-only hyperparameter search (Optuna); prints the best values and where they are."""
-    from freqd.tune import load_tune_config, run_tune
+    from freqd.tune import SearchBusyError, load_tune_config, run_tune
 
     _thread_option(args, overrides)
     config = load_tune_config(args.config, teacher=args.teacher_checkpoint)
-    summary = run_tune(config, out=args.out, trials=args.trials, overrides=overrides, progress=not args.no_progress)
+    try:
+        summary = run_tune(config, out=args.out, trials=args.trials, overrides=overrides,
+                           progress=not args.no_progress)
+    except SearchBusyError as exc:
+        print(f"freqd tune: {exc}", file=sys.stderr)
+        return 2
     out = args.out or f"results/tune/{config.source.stem}"
     print(f"{summary['finished']} of {summary['budget']} trials finished ({summary['complete']} complete, "
           f"{summary['pruned']} pruned, {summary['failed']} failed)")

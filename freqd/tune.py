@@ -23,7 +23,8 @@ reports the smoothed validation score after each evaluation, which the pruner re
 is never evaluated. Trials live in ``<out>/study.db`` (SQLite): rerunning the command continues
 the search, and a trial cut by an interrupt continues exactly from its last evaluation (each trial
 keeps a resume checkpoint under ``<out>/runs/saved/trial-<n>/`` until it finishes; a trial cut
-before its first evaluation starts again with the same values). The output folder
+before its first evaluation starts again with the same values). One process runs a search at a
+time (``<out>/tune.lock``; a second is refused with an error). The output folder
 also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best values, to pass as
 ``--config``) and ``tune.json``.
 """
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock, Timeout
 
 from freqd.io import atomic_write_json, atomic_write_text, to_jsonable
 
@@ -55,6 +57,10 @@ _RESERVED = {"seed", "model", "dataset", "results_dir", "checkpoint_dir"}
 
 class TuneConfigError(ValueError):
     """A tune YAML that cannot be run; the message names the file, key and value."""
+
+
+class SearchBusyError(RuntimeError):
+    """Another process is running the search in the same output folder."""
 
 
 @dataclass(frozen=True)
@@ -305,11 +311,6 @@ def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, tri
     ``overrides`` are fixed for every trial on top of the config's. ``pruner`` replaces the
     configured Optuna pruner (tests). Returns what ``tune.json`` holds.
     """
-    import optuna
-    from optuna.trial import TrialState
-
-    from freqd.runs import distill, train
-
     config = config if isinstance(config, TuneConfig) else load_tune_config(config)
     budget = config.trials if trials is None else int(trials)
     if budget < 1:
@@ -322,6 +323,27 @@ def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, tri
         check_trial_settings(config, fixed)
     out = Path(out) if out is not None else Path("results/tune") / config.source.stem
     out.mkdir(parents=True, exist_ok=True)
+    # One process per search: a second one would take the first's running trial for an interrupted one.
+    lock = FileLock(out / "tune.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SearchBusyError(f"another freqd tune is running the search in {out}; wait for it, or give this "
+                           f"one another --out") from None
+    try:
+        return _search(config, out, budget, fixed, progress, pruner)
+    finally:
+        lock.release()
+
+
+def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], progress: bool,
+            pruner) -> dict[str, Any]:
+    """:func:`run_tune` once it holds the search's lock."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from freqd.runs import distill, train
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if pruner is None:
         pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials,

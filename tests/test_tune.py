@@ -7,11 +7,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from filelock import FileLock
 
 from freqd import runs
 from freqd.cli import main
 from freqd.trainers import Trainer
-from freqd.tune import TuneConfigError, load_tune_config, run_tune
+from freqd.tune import SearchBusyError, TuneConfigError, load_tune_config, run_tune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -179,6 +180,22 @@ def test_a_pruned_trial_stops_at_its_first_evaluation(tmp_path, spy):
     assert (summary["finished"], summary["pruned"], summary["complete"]) == (1, 1, 0)
     assert len(spy["evaluated"]) == 1
     assert "best_params" not in summary and not (tmp_path / "out" / "best.yaml").exists()
+
+
+def test_a_second_process_on_the_same_search_is_refused(tmp_path, capsys):
+    path = _write(tmp_path / "search.yaml", {"model": "BPR", "overrides": RUN, "space": SPACE, "trials": 1})
+    out = tmp_path / "out"
+    out.mkdir()
+    held = FileLock(out / "tune.lock")  # what a running search holds
+    held.acquire(timeout=0)
+    try:
+        with pytest.raises(SearchBusyError, match="another freqd tune is running"):
+            run_tune(load_tune_config(path), out=out, progress=False)
+        assert main(["tune", str(path), "--out", str(out), "--no-progress"]) == 2
+        assert "another freqd tune is running the search in" in capsys.readouterr().err
+        assert not (out / "study.db").exists()  # refused before touching the study
+    finally:
+        held.release()
 
 
 def test_cli_reports_a_config_error(tmp_path, capsys):
