@@ -23,7 +23,8 @@ reports the smoothed validation score after each evaluation, which the pruner re
 is never evaluated. Trials live in ``<out>/study.db`` (SQLite): rerunning the command continues
 the search, and a trial cut by an interrupt continues exactly from its last evaluation (each trial
 keeps a resume checkpoint under ``<out>/runs/saved/trial-<n>/`` until it finishes; a trial cut
-before its first evaluation starts again with the same values). One process runs a search at a
+before its first evaluation starts again with the same values); the sampler's random state is
+stored with the trials, so a restarted search draws what the uncut one would have. One process runs a search at a
 time (``<out>/tune.lock``; a second is refused with an error). The output folder
 also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best values, to pass as
 ``--config``) and ``tune.json``.
@@ -292,6 +293,41 @@ def _trial_dir(runs: Path, number: int) -> Path:
     return runs / "saved" / f"trial-{number}"
 
 
+def _sampler_rngs(sampler) -> list:
+    """The NumPy generators behind Optuna's TPE sampler (its own and its random start-up sampler's);
+    [] where this Optuna version keeps them elsewhere."""
+    try:
+        return [sampler._rng.rng, sampler._random_sampler._rng.rng]
+    except AttributeError:
+        return []
+
+
+def save_sampler_state(study, sampler) -> None:
+    """Store the sampler's random state in the study once a trial has drawn its values, so a search
+    restarted after a cut draws what the uncut search would have drawn (not the seed's first values again)."""
+    states = []
+    for rng in _sampler_rngs(sampler):
+        kind, keys, pos, has_gauss, gauss = rng.get_state()
+        states.append([kind, [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)])
+    if states:
+        study.set_user_attr("sampler_state", states)
+
+
+def restore_sampler_state(study, sampler, seed: int) -> None:
+    """Continue the sampler's random stream where the search left it. A search stored without it
+    (by an older freqd) gets a stream seeded by its trial count, so it does not redraw its first values."""
+    import numpy as np
+
+    states, rngs = study.user_attrs.get("sampler_state"), _sampler_rngs(sampler)
+    if states and len(states) == len(rngs):
+        for rng, (kind, keys, pos, has_gauss, gauss) in zip(rngs, states):
+            rng.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    elif study.get_trials(deepcopy=False):
+        count = len(study.get_trials(deepcopy=False))
+        for offset, rng in enumerate(rngs):
+            rng.seed(np.random.SeedSequence([seed, count, offset]).generate_state(1)[0])
+
+
 def _discard(runs: Path, trial) -> None:
     """Delete a finished trial's checkpoints and those of the interrupted trials it continued."""
     for number in [*trial.user_attrs.get("chain", []), trial.number]:
@@ -350,9 +386,9 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
                                               n_warmup_steps=config.warmup_epochs)
                   if config.prune else optuna.pruners.NopPruner())
     fingerprint = config.fingerprint()
+    sampler = optuna.samplers.TPESampler(seed=config.sampler_seed)
     study = optuna.create_study(storage=_storage(out), study_name="freqd-tune", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=config.sampler_seed), pruner=pruner,
-                                direction="maximize")
+                                sampler=sampler, pruner=pruner, direction="maximize")
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
         study.set_user_attr("fingerprint", fingerprint)
@@ -360,6 +396,7 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
         raise ValueError(f"{out}/study.db holds a search of another configuration (the run, its files or the space "
                          f"changed since it started): use another --out, or delete the folder to start over")
     _resume_interrupted(study)
+    restore_sampler_state(study, sampler, config.sampler_seed)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     runs = out / "runs"
     from freqd.config import yaml_settings
@@ -373,6 +410,7 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
 
     def objective(trial) -> float:
         params = {p.name: p.suggest(trial) for p in config.space}
+        save_sampler_state(study, sampler)
         folder = _trial_dir(runs, trial.number)
         config_dict = {**defaults, **fixed, **params, "seed": config.seed,
                        "results_dir": str(runs), "checkpoint_dir": str(folder)}

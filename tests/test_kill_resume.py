@@ -1,4 +1,4 @@
-"""Real ``kill -9``: ``freqd train``, ``distill`` and ``compare`` killed at random moments end bit-identical.
+"""Real ``kill -9``: ``freqd train``, ``distill``, ``compare`` and ``tune`` killed at random moments end bit-identical.
 
 Each command runs in a subprocess on ml-100k with a tiny model. It is killed (SIGKILL) a seeded
 random time after its first ``-last.pth`` appeared (within the time an uninterrupted run takes
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 import yaml
@@ -262,3 +263,45 @@ def test_compare_killed_and_rerun_is_bit_identical(tmp_path):
         assert all(torch.equal(state[key], reference[name][3][key]) for key in state)
     _record({"command": "compare", "identical": True, "window_s": round(window, 3)})
     _temporaries(tmp_path / "killed", "compare")
+
+
+SEARCH = {
+    "model": "BPR",
+    "dataset": "ml-100k",
+    "overrides": {"epochs": EPOCHS, "eval_step": 1, "train_sampler": "fast", "embedding_size": 8,
+                  "eval_batch_size": 1_000_000, "use_gpu": False},
+    "trials": 2,
+    "pruner": "none",
+    "space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+}
+
+
+def _finished_trials(out: Path) -> list[list[str]]:
+    """The complete trials of a search: its rows of trials.csv without the trial number."""
+    rows = [line.split(",") for line in (out / "trials.csv").read_text(encoding="utf-8").splitlines()[1:]]
+    return [row[2:] for row in rows if row[1] == "COMPLETE"]
+
+
+def test_tune_killed_and_rerun_matches_the_uncut_search(tmp_path):
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump(SEARCH))
+    args = ["tune", str(config), "--no-progress", "--threads", "1"]
+    window, _ = _reference([*args, "--out", "whole"], tmp_path, "tune-whole.log", end=None)
+    delay = random.Random(SEED + 3).uniform(0.0, 0.3 * window)  # within the first trial
+    outcome, written, seconds = _kill_after_first_last([*args, "--out", "killed"], tmp_path, "tune-0.log", delay)
+    _record({"command": "tune", "delay_after_first_last_s": round(delay, 3), "killed_at_s": round(seconds, 3),
+             "outcome": outcome})
+    output = _finish([*args, "--out", "killed"], tmp_path, "tune-final.log")
+    assert "2 of 2 trials finished" in output
+    assert _finished_trials(tmp_path / "killed") == _finished_trials(tmp_path / "whole")
+    best = [yaml.safe_load((tmp_path / out / "best.yaml").read_text()) for out in ("killed", "whole")]
+    assert best[0] == best[1]  # (the header's trial number counts the cut trial)
+    # Killed within the first trial (the delay is under a third of the two trials' time): it went on
+    # from its checkpoint, not from the start.
+    assert outcome == "killed" and written
+    storage = f"sqlite:///{tmp_path / 'killed' / 'study.db'}"
+    trials = optuna.load_study(study_name="freqd-tune", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].user_attrs["continues"] == 0 and trials[1].user_attrs["resumed_from"].endswith("-last.pth")
+    assert not list((tmp_path / "killed" / "runs" / "saved").glob("trial-*"))
+    _temporaries(tmp_path / "killed", "tune")

@@ -12,7 +12,14 @@ from filelock import FileLock
 from freqd import runs
 from freqd.cli import main
 from freqd.trainers import Trainer
-from freqd.tune import SearchBusyError, TuneConfigError, load_tune_config, run_tune
+from freqd.tune import (
+    SearchBusyError,
+    TuneConfigError,
+    load_tune_config,
+    restore_sampler_state,
+    run_tune,
+    save_sampler_state,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -196,6 +203,38 @@ def test_a_second_process_on_the_same_search_is_refused(tmp_path, capsys):
         assert not (out / "study.db").exists()  # refused before touching the study
     finally:
         held.release()
+
+
+def _draws(study, n: int) -> list[float]:
+    distribution = optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)
+    values = []
+    for _ in range(n):
+        trial = study.ask({"learning_rate": distribution})
+        values.append(trial.params["learning_rate"])
+        study.tell(trial, 0.0)
+    return values
+
+
+def test_a_restarted_sampler_continues_its_random_stream():
+    storage = optuna.storages.InMemoryStorage()
+    uncut = _draws(optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0), direction="maximize"), 4)
+    first = optuna.samplers.TPESampler(seed=0)
+    study = optuna.create_study(storage=storage, study_name="s", sampler=first, direction="maximize")
+    assert _draws(study, 2) == uncut[:2]
+    save_sampler_state(study, first)
+    second = optuna.samplers.TPESampler(seed=0)  # a new process: the seed's stream from its start
+    restarted = optuna.load_study(storage=storage, study_name="s", sampler=second)
+    restore_sampler_state(restarted, second, seed=0)
+    assert _draws(restarted, 2) == uncut[2:]
+    # A search stored without the state (an older freqd) does not draw the seed's first values again.
+    third = optuna.samplers.TPESampler(seed=0)
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=third, direction="maximize")
+    _draws(study, 2)
+    study.set_user_attr("sampler_state", None)
+    fourth = optuna.samplers.TPESampler(seed=0)
+    restore_sampler_state(study, fourth, seed=0)
+    study.sampler = fourth
+    assert not set(_draws(study, 2)) & set(uncut)
 
 
 def test_cli_reports_a_config_error(tmp_path, capsys):
