@@ -559,6 +559,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"freqd: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("freqd: interrupted; files already written are intact. Rerun the same command to continue "
+              "(compare, tune), or pass --resume <checkpoint>-last.pth (train, distill)", file=sys.stderr)
+        return 130
     except OSError as exc:  # disk full, read-only output, permissions: the files written so far are intact
         print(f"freqd: error: {exc.strerror or exc} ({exc.filename or 'output'}); files already written are "
               "intact, partial ones were not kept", file=sys.stderr)

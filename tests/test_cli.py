@@ -120,3 +120,15 @@ def test_plot_draws_the_metrics_csv_columns(tmp_path, saved_figures):
     assert drawn(valid) == {"ndcg@20": ([1, 2], [0.2, 0.3])}  # an epoch without validation is left out
     assert drawn(spectral.axes[0]) == {"k=1": ([0, 1, 2], [1.2, 1.0, 0.9]), "k=2": ([0, 1, 2], [1.6, 1.3, 1.1])}
     assert sorted(path.name for path in run.glob("*.png")) == ["curves.png", "spectral.png"]
+
+
+def test_ctrl_c_exits_130_with_how_to_continue(capsys, monkeypatch):
+    import freqd.cli as cli
+
+    def interrupted(args, overrides):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_tune", interrupted)
+    assert cli.main(["tune", "search.yaml"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Rerun the same command" in err and "--resume" in err
