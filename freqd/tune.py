@@ -293,7 +293,7 @@ def _trial_dir(runs: Path, number: int) -> Path:
     return runs / "saved" / f"trial-{number}"
 
 
-def _sampler_rngs(sampler) -> list:
+def sampler_rngs(sampler) -> list:
     """The NumPy generators behind Optuna's TPE sampler (its own and its random start-up sampler's);
     [] where this Optuna version keeps them elsewhere."""
     try:
@@ -306,26 +306,37 @@ def save_sampler_state(study, sampler) -> None:
     """Store the sampler's random state in the study once a trial has drawn its values, so a search
     restarted after a cut draws what the uncut search would have drawn (not the seed's first values again)."""
     states = []
-    for rng in _sampler_rngs(sampler):
+    for rng in sampler_rngs(sampler):
         kind, keys, pos, has_gauss, gauss = rng.get_state()
         states.append([kind, [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)])
     if states:
         study.set_user_attr("sampler_state", states)
 
 
-def restore_sampler_state(study, sampler, seed: int) -> None:
-    """Continue the sampler's random stream where the search left it. A search stored without it
-    (by an older freqd) gets a stream seeded by its trial count, so it does not redraw its first values."""
+def restore_sampler_state(study, sampler, seed: int, n_params: int) -> None:
+    """Continue the sampler's random stream where the search left it.
+
+    A search stored without it (by an older freqd) is replayed when every trial it drew came from
+    the random start-up phase (one uniform per parameter): the stream is then exactly the uncut
+    search's. Otherwise it gets a stream seeded by its trial count, so it does not redraw the
+    seed's first values.
+    """
     import numpy as np
 
-    states, rngs = study.user_attrs.get("sampler_state"), _sampler_rngs(sampler)
+    states, rngs = study.user_attrs.get("sampler_state"), sampler_rngs(sampler)
+    if not rngs:
+        return
     if states and len(states) == len(rngs):
         for rng, (kind, keys, pos, has_gauss, gauss) in zip(rngs, states):
             rng.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    elif study.get_trials(deepcopy=False):
-        count = len(study.get_trials(deepcopy=False))
+        return
+    trials = study.get_trials(deepcopy=False)
+    drawn = [t for t in trials if "fixed_params" not in t.system_attrs]  # not values queued again
+    if len(drawn) <= getattr(sampler, "_n_startup_trials", 0):
+        rngs[1].uniform(size=len(drawn) * n_params)  # the start-up sampler's draws, replayed
+    elif trials:
         for offset, rng in enumerate(rngs):
-            rng.seed(np.random.SeedSequence([seed, count, offset]).generate_state(1)[0])
+            rng.seed(np.random.SeedSequence([seed, len(trials), offset]).generate_state(1)[0])
 
 
 def _discard(runs: Path, trial) -> None:
@@ -396,7 +407,7 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
         raise ValueError(f"{out}/study.db holds a search of another configuration (the run, its files or the space "
                          f"changed since it started): use another --out, or delete the folder to start over")
     _resume_interrupted(study)
-    restore_sampler_state(study, sampler, config.sampler_seed)
+    restore_sampler_state(study, sampler, config.sampler_seed, len(config.space))
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     runs = out / "runs"
     from freqd.config import yaml_settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -18,6 +19,7 @@ from freqd.tune import (
     load_tune_config,
     restore_sampler_state,
     run_tune,
+    sampler_rngs,
     save_sampler_state,
 )
 
@@ -224,17 +226,26 @@ def test_a_restarted_sampler_continues_its_random_stream():
     save_sampler_state(study, first)
     second = optuna.samplers.TPESampler(seed=0)  # a new process: the seed's stream from its start
     restarted = optuna.load_study(storage=storage, study_name="s", sampler=second)
-    restore_sampler_state(restarted, second, seed=0)
+    restore_sampler_state(restarted, second, seed=0, n_params=1)
     assert _draws(restarted, 2) == uncut[2:]
-    # A search stored without the state (an older freqd) does not draw the seed's first values again.
-    third = optuna.samplers.TPESampler(seed=0)
-    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=third, direction="maximize")
+    # A search stored without the state (an older freqd), still in the random start-up phase, with
+    # one trial queued again after a cut: replayed, it draws what the uncut search drew.
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0), direction="maximize")
     _draws(study, 2)
-    study.set_user_attr("sampler_state", None)
-    fourth = optuna.samplers.TPESampler(seed=0)
-    restore_sampler_state(study, fourth, seed=0)
-    study.sampler = fourth
-    assert not set(_draws(study, 2)) & set(uncut)
+    study.enqueue_trial({"learning_rate": uncut[1]})
+    _draws(study, 1)
+    fresh = optuna.samplers.TPESampler(seed=0)
+    restore_sampler_state(study, fresh, seed=0, n_params=1)
+    study.sampler = fresh
+    assert _draws(study, 2) == uncut[2:]
+    # Past the start-up phase the stream cannot be replayed: it is reseeded, not restarted.
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=1), direction="maximize")
+    _draws(study, 2)
+    fresh = optuna.samplers.TPESampler(seed=0, n_startup_trials=1)
+    restore_sampler_state(study, fresh, seed=0, n_params=1)
+    start = optuna.samplers.TPESampler(seed=0, n_startup_trials=1)
+    for rng, initial in zip(sampler_rngs(fresh), sampler_rngs(start)):
+        assert not np.array_equal(rng.get_state()[1], initial.get_state()[1])
 
 
 def test_cli_reports_a_config_error(tmp_path, capsys):
