@@ -21,13 +21,13 @@ Paths are relative to the YAML's folder; ``split_seed`` defaults to 2020, as in 
 (the split does not move with ``seed``). Every trial trains with the config's early stopping and
 reports the smoothed validation score after each evaluation, which the pruner reads; the test set
 is never evaluated. Trials live in ``<out>/study.db`` (SQLite): rerunning the command continues
-the search, and a trial cut by an interrupt continues exactly from its last evaluation (each trial
+the search. A trial cut by an interrupt continues exactly from its last evaluation (each trial
 keeps a resume checkpoint under ``<out>/runs/saved/trial-<n>/`` until it finishes; a trial cut
-before its first evaluation starts again with the same values); the sampler's random state is
-stored with the trials, so a restarted search draws what the uncut one would have. One process runs a search at a
-time (``<out>/tune.lock``; a second is refused with an error). The output folder
-also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best values, to pass as
-``--config``) and ``tune.json``.
+before its first evaluation starts again with the same values), and the sampler's random state is
+stored with the trials, so a restarted search draws what the uncut one would have. One process
+runs a search at a time (``<out>/tune.lock``; a second is refused with an error). The output
+folder also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best
+values, to pass as ``--config``) and ``tune.json``.
 """
 
 from __future__ import annotations
