@@ -36,12 +36,15 @@ import hashlib
 import json
 import math
 import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from filelock import FileLock, Timeout
+from tqdm import tqdm
 
 from freqd.io import atomic_write_json, atomic_write_text, to_jsonable
 
@@ -52,6 +55,8 @@ _PARAM_KEYS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "
                "categorical": {"type", "choices"}}
 #: Settings of the machine the search ran on, not results: left out of ``best.yaml``.
 MACHINE_KEYS = frozenset({"threads"})
+#: With progress on, a running trial prints its epoch and score at most this often (seconds).
+STATUS_SECONDS = 60.0
 #: Keys the search sets itself for every trial.
 _RESERVED = {"seed", "model", "dataset", "results_dir", "checkpoint_dir"}
 
@@ -437,9 +442,14 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
                 trial.report(value, step=step)
                 reported.add(step)
 
+        said = [time.monotonic()]
+
         def report(epoch: int, score: float) -> None:
             if epoch not in reported:  # an evaluation the interrupted trial had reported comes again
                 trial.report(score if bigger else -score, step=epoch)
+            if progress and time.monotonic() - said[0] >= STATUS_SECONDS:  # long trials say where they are
+                said[0] = time.monotonic()
+                tqdm.write(f"trial {trial.number}: epoch {epoch}, smoothed validation {score:.4f}", file=sys.stderr)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (smoothed validation {score:.4f})")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import yaml
 from filelock import FileLock
 
-from freqd import runs
+from freqd import runs, tune
 from freqd.cli import main
 from freqd.trainers import Trainer
 from freqd.tune import (
@@ -189,6 +190,19 @@ def test_a_pruned_trial_stops_at_its_first_evaluation(tmp_path, spy):
     assert (summary["finished"], summary["pruned"], summary["complete"]) == (1, 1, 0)
     assert len(spy["evaluated"]) == 1
     assert "best_params" not in summary and not (tmp_path / "out" / "best.yaml").exists()
+
+
+@pytest.mark.slow
+def test_a_running_trial_says_where_it_is(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tune, "STATUS_SECONDS", 0.0)
+    path = _write(tmp_path / "search.yaml", {"model": "BPR", "overrides": {**RUN, "epochs": 3, "eval_step": 1},
+                                              "space": SPACE, "trials": 1})
+    run_tune(load_tune_config(path), out=tmp_path / "out", progress=True)
+    err = capsys.readouterr().err
+    said = re.findall(r"trial 0: epoch \d+", err)
+    assert said == ["trial 0: epoch 0", "trial 0: epoch 1", "trial 0: epoch 2"]  # one per evaluation
+    run_tune(load_tune_config(path), out=tmp_path / "quiet", progress=False)
+    assert "trial 0: epoch" not in capsys.readouterr().err
 
 
 def test_a_second_process_on_the_same_search_is_refused(tmp_path, capsys):
