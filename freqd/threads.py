@@ -5,15 +5,45 @@ Two torch threads competing for one free core make every small batch wait for th
 never more. Subnormal floats (below 1.2e-38) are flushed to zero: Adam's moments of parameters
 whose gradient stays zero (dead ReLU units of a projector, untouched rows) decay into that range
 after a few hundred steps, and x86 arithmetic on them is slow (a FreqD epoch 6.5x slower after 60
-epochs, benchmarks/RESULTS.md §15a).
+epochs, benchmarks/RESULTS.md §15a). On Linux with glibc, freed large blocks are kept for reuse:
+glibc gives every block above 32 MB its own mapping and unmaps it when freed, so each step's
+embedding gradients and propagation buffers came back as fresh pages that the kernel faults in and
+zeroes (a Gowalla BPR d = 300 step spent as long in the kernel as in torch, §24b). Set
+``FREQD_MALLOC_REUSE=0`` to keep glibc's defaults.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from typing import Any, Final
 
 AUTO: Final = "auto"
+#: glibc's mallopt parameters (malloc.h) and the values set: large blocks from the heap, never trimmed.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD, _TRIM_THRESHOLD = 1 << 30, (1 << 31) - 1
+_MALLOC_SET: list[bool] = []
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc serve blocks up to 1 GiB from the heap and keep freed memory for reuse
+    (``mallopt``; no well-kept Python package sets it). Returns whether it is in effect: False
+    off Linux/glibc or with ``FREQD_MALLOC_REUSE=0``. Costs peak memory (freed blocks are not
+    returned to the system), never changes a result. Set once per process."""
+    if _MALLOC_SET:
+        return _MALLOC_SET[0]
+    applied = False
+    if os.environ.get("FREQD_MALLOC_REUSE", "1").strip() != "0" and sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL("libc.so.6").mallopt
+        except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+            mallopt = None
+        if mallopt is not None:
+            applied = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD,
+                                                                                        _TRIM_THRESHOLD))
+    _MALLOC_SET.append(applied)
+    return applied
 
 
 def available_cpus() -> int:
@@ -62,7 +92,8 @@ def resolve_threads(value: Any = AUTO, jobs: int = 1) -> int:
 
 def apply_threads(value: Any = AUTO, jobs: int = 1) -> int:
     """Resolve ``value`` and set torch's intra-op (and, while still allowed, inter-op) thread count;
-    flush subnormal floats to zero on CPUs that support it.
+    flush subnormal floats to zero on CPUs that support it; keep freed memory for reuse
+    (:func:`reuse_freed_memory`).
 
     Returns the count set. Torch accepts the inter-op count only once per process and only before
     inter-op work starts; later calls keep the first value (freqd's runs use intra-op threads).
@@ -71,6 +102,7 @@ def apply_threads(value: Any = AUTO, jobs: int = 1) -> int:
     import torch
 
     torch.set_flush_denormal(True)
+    reuse_freed_memory()
     count = resolve_threads(value, jobs)
     torch.set_num_threads(count)
     if torch.get_num_interop_threads() != count:

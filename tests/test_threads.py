@@ -1,9 +1,12 @@
-"""The ``threads`` key: its ``auto`` resolution, refused values, the CLI spellings, and its record in results.json."""
+"""The ``threads`` key: its ``auto`` resolution, refused values, the CLI spellings, and its record in results.json;
+the reuse of freed memory."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +162,38 @@ def test_an_orphaned_compare_worker_drops_its_queued_runs(monkeypatch, restore_t
     ran = []
     monkeypatch.setattr(runner, "_ensure_arm", lambda *args: ran.append(args))
     assert runner._worker_run(None, None, None, 0, "key", "content", None) is False and ran == []
+
+
+_FAULTS = """
+import ctypes, resource
+from freqd.threads import reuse_freed_memory
+applied = reuse_freed_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+def block():  # a 64 MB buffer written once and freed, like a step's gradient table
+    address = libc.malloc(64 << 20)
+    ctypes.memset(address, 1, 64 << 20)
+    libc.free(address)
+block()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    block()
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _page_faults(reuse: str) -> tuple[str, int]:
+    """(whether the setting applied, minor page faults of five 64 MB allocations after a first one)."""
+    env = {**os.environ, "FREQD_MALLOC_REUSE": reuse, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
+    applied, faults = out.stdout.split()
+    return applied, int(faults)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_large_blocks_are_reused_instead_of_faulted_in_again():
+    pages = 5 * (64 << 20) // 4096  # what five fresh 64 MB blocks fault in at 4 kB pages
+    applied, faults = _page_faults("0")
+    assert applied == "False" and faults > pages // 2  # glibc's default: each block mapped anew
+    applied, faults = _page_faults("1")
+    assert applied == "True" and faults < pages // 20
