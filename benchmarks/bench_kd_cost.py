@@ -71,7 +71,9 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
     import numpy as np
     import torch
 
-    torch.set_num_threads(threads)
+    from freqd.threads import apply_threads
+
+    apply_threads(threads)  # as a run sets it: threads, subnormal flush, reuse of freed memory
     from freqd.checkpoints import load_teacher
     from freqd.compat import silence_known_warnings
     from freqd.distillers import StepTables, get_distiller

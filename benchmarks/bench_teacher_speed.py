@@ -41,7 +41,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    torch.set_num_threads(args.threads)
+    from freqd.threads import apply_threads
+
+    apply_threads(args.threads)  # as a run sets it: threads, subnormal flush, reuse of freed memory
     from freqd.compat import silence_known_warnings
     from freqd.models import get_model
     from freqd.runs import setup
