@@ -15,6 +15,7 @@ zeroes (a Gowalla BPR d = 300 step spent as long in the kernel as in torch, §24
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from typing import Any, Final
@@ -23,27 +24,21 @@ AUTO: Final = "auto"
 #: glibc's mallopt parameters (malloc.h) and the values set: large blocks from the heap, never trimmed.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD, _TRIM_THRESHOLD = 1 << 30, (1 << 31) - 1
-_MALLOC_SET: list[bool] = []
 
 
+@functools.cache
 def reuse_freed_memory() -> bool:
     """Make glibc's malloc serve blocks up to 1 GiB from the heap and keep freed memory for reuse
     (``mallopt``; no well-kept Python package sets it). Returns whether it is in effect: False
     off Linux/glibc or with ``FREQD_MALLOC_REUSE=0``. Costs peak memory (freed blocks are not
     returned to the system), never changes a result. Set once per process."""
-    if _MALLOC_SET:
-        return _MALLOC_SET[0]
-    applied = False
-    if os.environ.get("FREQD_MALLOC_REUSE", "1").strip() != "0" and sys.platform.startswith("linux"):
-        try:
-            mallopt = ctypes.CDLL("libc.so.6").mallopt
-        except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-            mallopt = None
-        if mallopt is not None:
-            applied = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD,
-                                                                                        _TRIM_THRESHOLD))
-    _MALLOC_SET.append(applied)
-    return applied
+    if os.environ.get("FREQD_MALLOC_REUSE", "1").strip() == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
 def available_cpus() -> int:

@@ -350,12 +350,6 @@ def _discard(runs: Path, trial) -> None:
         shutil.rmtree(_trial_dir(runs, int(number)), ignore_errors=True)
 
 
-def _last_checkpoint(folder: Path) -> Path | None:
-    """The resume checkpoint an interrupted trial left in ``folder`` (the newest), or None."""
-    found = sorted(folder.glob("*-last.pth"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    return found[-1] if found else None
-
-
 def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, trials: int | None = None,
              overrides: dict[str, Any] | None = None, progress: bool = True, pruner=None) -> dict[str, Any]:
     """Run (or continue) the search until ``trials`` trials (default: the config's) have finished.
@@ -395,6 +389,7 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
     from optuna.trial import TrialState
 
     from freqd.runs import distill, train
+    from freqd.trainers.trainer import newest_last_checkpoint
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if pruner is None:
@@ -434,7 +429,7 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
             config_dict["dataset"] = config.dataset
         resume, reported = None, set()
         for earlier in reversed(trial.user_attrs.get("chain", [])):  # the newest checkpoint of the chain
-            resume = _last_checkpoint(_trial_dir(runs, int(earlier)))
+            resume = newest_last_checkpoint(_trial_dir(runs, int(earlier)))
             if resume is not None:
                 break
         if resume is not None:  # the interrupted trial's scores, so the pruner sees the whole curve

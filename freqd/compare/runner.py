@@ -53,6 +53,7 @@ from freqd.compare.report import build_report
 from freqd.compare.store import arm_paths, check_stale, is_done, load_result, teacher_paths, write_result
 from freqd.io import atomic_write_text
 from freqd.threads import apply_threads, resolve_threads
+from freqd.trainers.trainer import newest_last_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -343,8 +344,7 @@ def interrupted_run(work: Path, key: str) -> Path | None:
     marker = work / RUN_KEY
     if not marker.is_file() or marker.read_text(encoding="utf-8").strip() != key:
         return None
-    lasts = sorted((work / "saved").glob("*-last.pth"), key=lambda path: path.stat().st_mtime_ns)
-    return lasts[-1] if lasts else None
+    return newest_last_checkpoint(work / "saved")
 
 
 def _check_protocol(who: str, run: dict[str, Any], ctx: EvalContext) -> None:

@@ -29,9 +29,9 @@ class FoldIn:
 
     def __init__(self, full_train, kept: torch.Tensor) -> None:
         history = histories(full_train)  # real users × items, a repeated interaction counted once
-        with_items = np.flatnonzero(history.getnnz(axis=1)) + 1
-        rows = np.setdiff1d(with_items, np.asarray(kept))
-        mean = sp.diags(1.0 / history.getnnz(axis=1)[rows - 1]) @ history[rows - 1]
+        counts = history.getnnz(axis=1)
+        rows = np.setdiff1d(np.flatnonzero(counts) + 1, np.asarray(kept))
+        mean = sp.diags(1.0 / counts[rows - 1]) @ history[rows - 1]
         self.rows = torch.from_numpy(rows).long()
         self.mean = torch.sparse_csr_tensor(torch.from_numpy(mean.indptr).long(), torch.from_numpy(mean.indices).long(),
                                             torch.from_numpy(mean.data), mean.shape)

@@ -43,6 +43,13 @@ def unique_checkpoint_name(folder: str, model: str) -> str:
     return str(path)
 
 
+def newest_last_checkpoint(folder: str | Path) -> Path | None:
+    """The newest resume checkpoint (``<best>-last.pth``, :attr:`Trainer.last_file`) in ``folder``, or None."""
+    folder = Path(folder)
+    lasts = sorted(folder.glob("*-last.pth"), key=lambda path: path.stat().st_mtime_ns) if folder.is_dir() else []
+    return lasts[-1] if lasts else None
+
+
 class Trainer(RecBoleTrainer):
     """RecBole's ``Trainer``, changed where RecBole 1.2.1 breaks or loses information.
 
