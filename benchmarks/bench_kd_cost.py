@@ -7,7 +7,8 @@ For each arm, one subprocess (so peak RSS is per arm) builds the data once, then
   (``on_epoch_start``: resampling, student rankings);
 * runs ``--steps`` training batches from RecBole's training loader, and on every batch times one
   scratch-student step and one distilled-student step (rec loss + kd_weight · KD loss, backward,
-  fused Adam), alternating, so machine noise hits both alike;
+  fused Adam; with ``--set kd_coreset=FILE`` the KD loss on the selected users' triples only, as
+  the trainer computes it), alternating, so machine noise hits both alike;
 * reports the estimated epoch times ``steps_per_epoch × (loader + step) + hook`` and their ratio.
 
 Full epochs of the slow methods take many minutes on CPU (DE/HTD on Gowalla), hence the per-step
@@ -79,6 +80,7 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
     from freqd.distillers import StepTables, get_distiller
     from freqd.models import get_model
     from freqd.runs import setup
+    from freqd.trainers.distill import kd_term
 
     silence_known_warnings()
     kd, yaml_name, arm_settings = KD_ARMS[arm]
@@ -101,6 +103,11 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
     distiller.on_epoch_start(0, student)
     hook_seconds = time.perf_counter() - start
     kd_weight = float(distiller.kd_weight)
+    kd_users = None
+    if config["kd_coreset"]:  # as the trainer: the distillation term on the selected users' triples only
+        from freqd.coreset.files import read_selection
+
+        kd_users = read_selection(config["kd_coreset"], train, key="kd_coreset")[0]
     optimizers = {
         "scratch": torch.optim.Adam(scratch.parameters(), lr=1e-3, fused=True),
         "kd": torch.optim.Adam([*student.parameters(), *distiller.parameters()], lr=1e-3, fused=True),
@@ -114,7 +121,7 @@ def run_arm(arm: str, dataset: str, teacher_path: str, steps: int, threads: int,
         else:
             with student.one_step():  # as the trainer: the student's tables once per step
                 tables = StepTables.of(student)
-                loss = student.calculate_loss(batch) + kd_weight * distiller(batch, tables)
+                loss = student.calculate_loss(batch) + kd_term(distiller, batch, tables, kd_weight, kd_users)
         loss.backward()
         optimizers[kind].step()
         return time.perf_counter() - begin
