@@ -3,7 +3,8 @@
 FreqD's default projects every distilled row (the batch's unique users, positives and negatives)
 through a per-entity MLP d_S → (d_S + d_T) / 2 → r (r = 64, the teacher's principal subspace).
 This times that MLP's forward and backward alone, on as many rows as one 2,048-triple batch of each
-dataset holds, and reports it with its FLOP count. Whatever else the step does, a FreqD step cannot
+dataset holds, and reports it with its FLOP count (one MLP of that shape for every row: splitting
+the rows between a user and an item MLP changes no FLOP). Whatever else the step does, a FreqD step cannot
 cost less than this, so it bounds the epoch ratio from below: compare it with the scratch step of
 ``bench_kd_cost.py`` (1.1–4.2 ms in ``benchmarks/results/kd-cost-*-2026-12-04.json``).
 

@@ -338,3 +338,21 @@ def test_run_width_of_models_freqd_cannot_name_and_of_code_students():
     assert model_width(fake_config(model="MyOwnRecommender", embedding_size=8)) == 8
     assert model_width(fake_config(model="Hash", embedding_size=20, hash_bits=64)) == 64
     assert model_width(fake_config(model="BPR", embedding_size=20)) == 20
+
+
+def test_kd_term_on_a_coreset_weighs_the_selected_triples_by_their_share():
+    """kd_coreset: the distiller sees the selected users' triples only, scaled by their share; none gives 0."""
+    from freqd.trainers.distill import kd_term
+
+    class MeanUser:  # a distiller whose loss is the mean user id of the triples it is given
+        USER_ID = "user_id"
+
+        def __call__(self, interaction, tables):
+            return interaction["user_id"].double().mean()
+
+    batch = Interaction({"user_id": torch.tensor([1, 2, 3, 4, 3, 9]), "item_id": torch.arange(6)})
+    tables = StepTables(torch.zeros(10, 2), torch.zeros(6, 2))
+    assert float(kd_term(MeanUser(), batch, tables, 0.5)) == pytest.approx(0.5 * 22 / 6)
+    # users 3 and 9: triples (3, 3, 9), 3 of 6 -> 0.5 × (3/6) × mean(3, 3, 9)
+    assert float(kd_term(MeanUser(), batch, tables, 0.5, torch.tensor([3, 9]))) == pytest.approx(0.5 * 0.5 * 5.0)
+    assert float(kd_term(MeanUser(), batch, tables, 0.5, torch.tensor([7]))) == 0.0

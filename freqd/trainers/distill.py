@@ -10,18 +10,18 @@ from freqd.distillers.base import StepTables
 from freqd.trainers.trainer import Trainer
 
 
-def kd_term(distiller, interaction, tables: StepTables, kd_weight: float, kd_users=None, like=None):
+def kd_term(distiller, interaction, tables: StepTables, kd_weight: float, kd_users=None):
     """kd_weight × the distiller's loss on a batch; with ``kd_users`` (``kd_coreset``), on their triples only.
 
     The selected users' triples are scaled by their share of the batch, so each weighs what it
-    weighs in a full batch; a batch without any is a zero like ``like``.
+    weighs in a full batch; a batch without any gives zero.
     """
     if kd_users is None:
         return kd_weight * distiller(interaction, tables)
     chosen = torch.isin(interaction[distiller.USER_ID], kd_users)
     n_chosen = int(chosen.sum())
     if n_chosen == 0:
-        return like.new_zeros(()) if like is not None else torch.zeros(())
+        return tables.users.new_zeros(())
     return kd_weight * (n_chosen / len(chosen)) * distiller(interaction[chosen], tables)
 
 
@@ -59,7 +59,7 @@ class DistillTrainer(Trainer):
             # Inside ``one_step`` the recommendation loss reads these same tables (no second propagation).
             tables = StepTables.of(self.model)
             rec = self.model.calculate_loss(interaction)
-            return rec, kd_term(self.distiller, interaction, tables, self.kd_weight, self.kd_users, rec)
+            return rec, kd_term(self.distiller, interaction, tables, self.kd_weight, self.kd_users)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.distiller.train()
