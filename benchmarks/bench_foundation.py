@@ -57,7 +57,9 @@ def _recbole_norm_adj(self):
 
 def time_training(config_cls, model_cls, trainer_cls, dataset, settings, epochs):
     if settings.get("train_sampler") == "fast":  # freqd's own setup builds its training loader
-        config, _, (train, valid, test) = setup(model_cls.__name__, dataset, [], dict(settings))
+        # setup applies the config's thread count: keep the one the other arms run with
+        settings = {**settings, "threads": torch.get_num_threads()}
+        config, _, (train, valid, test) = setup(model_cls.__name__, dataset, [], settings)
     else:
         config = config_cls(model=model_cls, dataset=dataset, config_dict=dict(settings))
         init_seed(config["seed"], True)
