@@ -209,6 +209,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", known_cl
     return checkpoint
 
 
+def weights_digest(path: str | os.PathLike) -> str:
+    """sha1 of a checkpoint's weights (each tensor's name, dtype, shape and bytes, in name order).
+
+    Unlike the file's hash it leaves out what a rebuild changes without changing the model (the
+    saved config's paths and times, the optimizer state): a teacher retrained bit for bit from the
+    same command has the same digest.
+    """
+    import hashlib
+
+    state = load_checkpoint(path)["state_dict"]
+    digest = hashlib.sha1()
+    for name in sorted(state):
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{path}: state_dict[{name!r}] is not a tensor ({type(tensor).__name__})")
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 #: Config keys that decide which interactions a model is trained on and how they are split: a teacher
 #: without freqd's training-data fingerprint (a stock RecBole checkpoint) must carry the student's values.
 #: ``load_col``/``unused_col`` are left out: they change which columns are read, not which rows.

@@ -20,14 +20,17 @@ checkpoint with ``kd`` — and a search space over its config keys::
 Paths are relative to the YAML's folder; ``split_seed`` defaults to 2020, as in ``freqd compare``
 (the split does not move with ``seed``). Every trial trains with the config's early stopping and
 reports the smoothed validation score after each evaluation, which the pruner reads; the test set
-is never evaluated. Trials live in ``<out>/study.db`` (SQLite): rerunning the command continues
-the search. A trial cut by an interrupt continues exactly from its last evaluation (each trial
+is never evaluated. Trials live in ``<out>/study.journal`` (Optuna's journal, JSON lines; a search
+begun in a ``study.db`` by an earlier freqd continues there): rerunning the command continues the
+search, and copying the journal into another machine's ``--out`` folder continues it there (with
+the same config files and a teacher of the same weights; a trial that was running starts again
+with its values unless its checkpoint folder is copied too). A trial cut by an interrupt continues exactly from its last evaluation (each trial
 keeps a resume checkpoint under ``<out>/runs/saved/trial-<n>/`` until it finishes; a trial cut
 before its first evaluation starts again with the same values), and the sampler's random state is
 stored with the trials, so a restarted search draws what the uncut one would have. One process
 runs a search at a time (``<out>/tune.lock``; a second is refused with an error). The output
 folder also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best
-values, to pass as ``--config``) and ``tune.json``.
+values, to pass as ``--config``) and ``tune.json``, written again after every finished trial.
 """
 
 from __future__ import annotations
@@ -110,10 +113,23 @@ class TuneConfig:
     title: str = ""
 
     def fingerprint(self) -> str:
-        """sha1 of what decides the trials' results (not the budget): a resumed search must match it."""
+        """sha1 of what decides the trials' results (not the budget): a resumed search must match it.
+
+        The teacher enters by its weights (:func:`freqd.checkpoints.weights_digest`), not its path,
+        so a search moved to another machine continues with a teacher rebuilt there bit for bit.
+        """
+        from freqd.checkpoints import weights_digest
+
+        return self._digest(weights_digest(self.teacher) if self.teacher else None)
+
+    def path_fingerprint(self) -> str:
+        """The fingerprint with the teacher's path in place of its weights, as searches begun by an
+        earlier freqd stored it: such a search continues with the same teacher file."""
+        return self._digest(str(self.teacher) if self.teacher else None)
+
+    def _digest(self, teacher: str | None) -> str:
         content = {
-            "model": self.model, "dataset": self.dataset, "kd": self.kd, "seed": self.seed,
-            "teacher": str(self.teacher) if self.teacher else None,
+            "model": self.model, "dataset": self.dataset, "kd": self.kd, "seed": self.seed, "teacher": teacher,
             "config_files": {str(p): p.read_text(encoding="utf-8") for p in self.config_files},
             "overrides": self.overrides, "space": [vars(p) for p in self.space],
         }
@@ -267,10 +283,32 @@ def check_trial_settings(config: TuneConfig, fixed: dict[str, Any]) -> None:
         raise _fail(config.source, str(exc)) from None
 
 
-def _storage(out: Path):
+#: The search's trials, as Optuna's journal: a text file of JSON lines, appended to, that moves
+#: between machines by copying it into another ``--out`` folder.
+JOURNAL = "study.journal"
+
+
+def study_storage(out: str | Path):
+    """The Optuna storage of the search in ``out``: its journal file, or the SQLite ``study.db`` of a
+    search begun by an earlier freqd, which continues there."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    out = Path(out)
+    if (out / "study.db").exists():
+        return optuna.storages.RDBStorage(f"sqlite:///{(out / 'study.db').resolve()}")
+    journal = str((out / JOURNAL).resolve())
+    return optuna.storages.JournalStorage(JournalFileBackend(journal, lock_obj=JournalFileOpenLock(journal)))
+
+
+def load_study(out: str | Path):
+    """The Optuna study of the search in ``out`` (read it for the trials' curves and attributes)."""
     import optuna
 
-    return optuna.storages.RDBStorage(f"sqlite:///{(out / 'study.db').resolve()}")
+    out = Path(out)
+    if not (out / "study.db").exists() and not (out / JOURNAL).exists():
+        raise FileNotFoundError(f"no search in {out}: neither {JOURNAL} nor study.db is there")
+    return optuna.load_study(study_name="freqd-tune", storage=study_storage(out))
 
 
 def _resume_interrupted(study) -> int:
@@ -398,14 +436,15 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
                   if config.prune else optuna.pruners.NopPruner())
     fingerprint = config.fingerprint()
     sampler = optuna.samplers.TPESampler(seed=config.sampler_seed)
-    study = optuna.create_study(storage=_storage(out), study_name="freqd-tune", load_if_exists=True,
+    study = optuna.create_study(storage=study_storage(out), study_name="freqd-tune", load_if_exists=True,
                                 sampler=sampler, pruner=pruner, direction="maximize")
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
         study.set_user_attr("fingerprint", fingerprint)
-    elif stored != fingerprint:
-        raise ValueError(f"{out}/study.db holds a search of another configuration (the run, its files or the space "
-                         f"changed since it started): use another --out, or delete the folder to start over")
+    elif stored not in (fingerprint, config.path_fingerprint()):
+        raise ValueError(f"{out} holds a search of another configuration (the run, its files, the space or the "
+                         f"teacher's weights changed since it started): use another --out, or delete the folder "
+                         f"to start over")
     _resume_interrupted(study)
     restore_sampler_state(study, sampler, config.sampler_seed, len(config.space))
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -473,7 +512,10 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
     done = sum(t.state in finished for t in study.get_trials(deepcopy=False))
     remaining = max(0, budget - done)
     if remaining:
-        study.optimize(objective, n_trials=remaining, catch=(), show_progress_bar=progress)
+        def write(study, trial) -> None:  # after every finished trial, so a long search shows where it stands
+            _write_outputs(config, study, out, budget, fixed, bigger)
+
+        study.optimize(objective, n_trials=remaining, catch=(), show_progress_bar=progress, callbacks=[write])
     return _write_outputs(config, study, out, budget, fixed, bigger)
 
 

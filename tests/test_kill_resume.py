@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pytest
 import torch
 import yaml
 
 from freqd import load_checkpoint
+from freqd.tune import load_study
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -299,8 +299,7 @@ def test_tune_killed_and_rerun_matches_the_uncut_search(tmp_path):
     # Killed within the first trial (the delay is under a third of the two trials' time): it went on
     # from its checkpoint, not from the start.
     assert outcome == "killed" and written
-    storage = f"sqlite:///{tmp_path / 'killed' / 'study.db'}"
-    trials = optuna.load_study(study_name="freqd-tune", storage=storage).trials
+    trials = load_study(tmp_path / "killed").trials
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert trials[1].user_attrs["continues"] == 0 and trials[1].user_attrs["resumed_from"].endswith("-last.pth")
     assert not list((tmp_path / "killed" / "runs" / "saved").glob("trial-*"))

@@ -8,15 +8,19 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import torch
 import yaml
 from filelock import FileLock
 
 from freqd import runs, tune
 from freqd.cli import main
+from freqd.io import file_sha256
 from freqd.trainers import Trainer
 from freqd.tune import (
+    JOURNAL,
     SearchBusyError,
     TuneConfigError,
+    load_study,
     load_tune_config,
     restore_sampler_state,
     run_tune,
@@ -117,19 +121,55 @@ def test_distillation_search_resumes_and_never_evaluates_test(tmp_path, bpr_teac
 
 
 @pytest.mark.slow
-def test_interrupted_trial_is_run_again_with_its_values(tmp_path):
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])  # a search begun by an earlier freqd is in study.db
+def test_interrupted_trial_is_run_again_with_its_values(tmp_path, storage):
     path = _write(tmp_path / "search.yaml", {"model": "BPR", "overrides": RUN, "space": SPACE, "trials": 1})
     config = load_tune_config(path)
     out = tmp_path / "out"
     out.mkdir()
-    study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name="freqd-tune",
-                                direction="maximize")
+    url = (optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / JOURNAL)))
+           if storage == "journal" else f"sqlite:///{out / 'study.db'}")
+    study = optuna.create_study(storage=url, study_name="freqd-tune", direction="maximize")
     cut = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)})
     summary = run_tune(config, out=out, progress=False)
-    trials = optuna.load_study(study_name="freqd-tune", storage=f"sqlite:///{out / 'study.db'}").trials
+    trials = load_study(out).trials
     states = [t.state.name for t in trials]
     assert states == ["FAIL", "COMPLETE"] and summary["failed"] == 1
     assert trials[1].params == cut.params
+    assert (out / JOURNAL).exists() == (storage == "journal")
+
+
+@pytest.mark.slow
+def test_a_search_moved_to_another_folder_continues_with_a_rebuilt_teacher(tmp_path, bpr_teacher_32, spy):
+    space = {"kd_weight": {"type": "float", "low": 0.1, "high": 2.0, "log": True}}
+    path = _write(tmp_path / "search.yaml", {"model": "BPR", "kd": "KD", "overrides": RUN, "space": space,
+                                              "trials": 2, "pruner": "none"})
+    whole = run_tune(load_tune_config(path, teacher=bpr_teacher_32), out=tmp_path / "whole", progress=False)
+    first = tmp_path / "first"
+    run_tune(load_tune_config(path, teacher=bpr_teacher_32), out=first, trials=1, progress=False)
+    assert len((first / "trials.csv").read_text().strip().splitlines()) == 2  # written as each trial ends
+    # Another machine: the journal copied into a new folder, the teacher rebuilt elsewhere (same
+    # weights, a checkpoint that differs in its saved config and optimizer state).
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / JOURNAL).write_bytes((first / JOURNAL).read_bytes())
+    state = torch.load(bpr_teacher_32, weights_only=False)
+    state["config"]["checkpoint_dir"] = str(tmp_path / "elsewhere")
+    state["optimizer"] = {}
+    rebuilt = tmp_path / "rebuilt.pth"
+    torch.save(state, rebuilt)
+    assert file_sha256(rebuilt) != file_sha256(bpr_teacher_32)
+    built = len(spy["built"])
+    summary = run_tune(load_tune_config(path, teacher=rebuilt), out=moved, trials=2, progress=False)
+    assert len(spy["built"]) == built + 1  # only the missing trial was trained
+    assert summary["best_value"] == whole["best_value"] and summary["best_params"] == whole["best_params"]
+    assert [t.params for t in load_study(moved).trials] == [t.params for t in load_study(tmp_path / "whole").trials]
+    # A teacher with other weights does not mix into the search.
+    state["state_dict"] = {k: v + 1e-3 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    other = tmp_path / "other.pth"
+    torch.save(state, other)
+    with pytest.raises(ValueError, match="teacher's weights"):
+        run_tune(load_tune_config(path, teacher=other), out=moved, trials=3, progress=False)
 
 
 class _InterruptAt(optuna.pruners.BasePruner):
@@ -169,10 +209,9 @@ def test_a_trial_cut_mid_run_continues_exactly(tmp_path, monkeypatch):
     assert epochs["n"] == 6 + 4 + 3
     assert summary["best_value"] == reference["best_value"]
     assert summary["best_params"] == reference["best_params"]
-    storage = f"sqlite:///{out / 'study.db'}"
-    cut, whole = optuna.load_study(study_name="freqd-tune", storage=storage).trials
+    cut, whole = load_study(out).trials
     assert (cut.state.name, whole.state.name) == ("FAIL", "COMPLETE")
-    uncut = optuna.load_study(study_name="freqd-tune", storage=f"sqlite:///{tmp_path / 'whole' / 'study.db'}").trials[0]
+    uncut = load_study(tmp_path / "whole").trials[0]
     assert whole.intermediate_values == uncut.intermediate_values and len(uncut.intermediate_values) == 6
     assert whole.user_attrs["resumed_from"].endswith("-last.pth")
     assert not list((out / "runs" / "saved").glob("trial-*"))  # finished trials leave no checkpoints
@@ -216,7 +255,7 @@ def test_a_second_process_on_the_same_search_is_refused(tmp_path, capsys):
             run_tune(load_tune_config(path), out=out, progress=False)
         assert main(["tune", str(path), "--out", str(out), "--no-progress"]) == 2
         assert "another freqd tune is running the search in" in capsys.readouterr().err
-        assert not (out / "study.db").exists()  # refused before touching the study
+        assert not (out / JOURNAL).exists()  # refused before touching the study
     finally:
         held.release()
 
