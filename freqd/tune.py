@@ -382,6 +382,14 @@ def restore_sampler_state(study, sampler, seed: int, n_params: int) -> None:
             rng.seed(np.random.SeedSequence([seed, len(trials), offset]).generate_state(1)[0])
 
 
+def _relative(path: str | Path, out: Path) -> str:
+    """``path`` relative to the search's folder when it lies inside it."""
+    try:
+        return Path(path).resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _discard(runs: Path, trial) -> None:
     """Delete a finished trial's checkpoints and those of the interrupted trials it continued."""
     for number in [*trial.user_attrs.get("chain", []), trial.number]:
@@ -502,10 +510,12 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
             _discard(runs, trial)
             raise
         _discard(runs, trial)
-        for key in ("best_epoch", "epochs_run", "converged", "run_dir"):
+        for key in ("best_epoch", "epochs_run", "converged"):
             trial.set_user_attr(key, result[key])
+        # Paths relative to the output folder: the journal moves between machines.
+        trial.set_user_attr("run_dir", _relative(result["run_dir"], out))
         if resume is not None:
-            trial.set_user_attr("resumed_from", str(resume))
+            trial.set_user_attr("resumed_from", _relative(resume, out))
         trial.set_user_attr("valid_metric", result["config"]["valid_metric"])
         return result["best_valid_score"] if bigger else -result["best_valid_score"]
 

@@ -213,7 +213,8 @@ def test_a_trial_cut_mid_run_continues_exactly(tmp_path, monkeypatch):
     assert (cut.state.name, whole.state.name) == ("FAIL", "COMPLETE")
     uncut = load_study(tmp_path / "whole").trials[0]
     assert whole.intermediate_values == uncut.intermediate_values and len(uncut.intermediate_values) == 6
-    assert whole.user_attrs["resumed_from"].endswith("-last.pth")
+    assert whole.user_attrs["resumed_from"].startswith("runs/saved/trial-0/")  # inside the folder: portable
+    assert whole.user_attrs["resumed_from"].endswith("-last.pth") and whole.user_attrs["run_dir"].startswith("runs/")
     assert not list((out / "runs" / "saved").glob("trial-*"))  # finished trials leave no checkpoints
     # A further run has nothing left to continue.
     again = run_tune(config, out=out, progress=False)
