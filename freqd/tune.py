@@ -38,9 +38,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -423,9 +425,38 @@ def run_tune(config: TuneConfig | str | Path, out: str | Path | None = None, tri
         raise SearchBusyError(f"another freqd tune is running the search in {out}; wait for it, or give this "
                            f"one another --out") from None
     try:
+        repair_journal(out)
         return _search(config, out, budget, fixed, progress, pruner)
     finally:
         lock.release()
+
+
+def repair_journal(out: str | Path) -> None:
+    """Make the journal in ``out`` readable after a kill, by the process that holds the search's lock.
+
+    The journal's own lock file, left by a process killed while writing, is removed (no other process
+    can be writing: Optuna would wait 30 s and then take it anyway). A last line cut by the kill is
+    dropped with a warning: Optuna skips it, but the next line appended would be glued to it and make
+    the journal unreadable.
+    """
+    out = Path(out)
+    journal = out / JOURNAL
+    (out / f"{JOURNAL}.lock").unlink(missing_ok=True)
+    if not journal.is_file():
+        return
+    with open(journal, "r+b") as handle:
+        size = handle.seek(0, 2)
+        if size == 0:
+            return
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        data = journal.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    warnings.warn(f"{journal}: dropped a last line cut by an interrupted write ({size - keep} bytes)", stacklevel=2)
 
 
 def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], progress: bool,

@@ -22,6 +22,7 @@ from freqd.tune import (
     TuneConfigError,
     load_study,
     load_tune_config,
+    repair_journal,
     restore_sampler_state,
     run_tune,
     sampler_rngs,
@@ -306,3 +307,24 @@ def test_cli_reports_a_config_error(tmp_path, capsys):
     path = _write(tmp_path / "bad.yaml", {"model": "BPR", "space": {}})
     assert main(["tune", str(path)]) == 2
     assert "space must map" in capsys.readouterr().err
+
+
+def test_a_journal_cut_mid_line_is_repaired_and_continues(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    storage = tune.study_storage(out)
+    study = optuna.create_study(storage=storage, study_name="freqd-tune", direction="maximize")
+    distribution = {"learning_rate": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)}
+    study.tell(study.ask(distribution), 0.5)
+    whole = (out / JOURNAL).read_bytes()
+    with open(out / JOURNAL, "ab") as handle:  # a kill in the middle of writing the next record
+        handle.write(b'{"op_code":4,"worker_id":"x","study_id":0,"datetime_start":"20')
+    (out / f"{JOURNAL}.lock").write_text("")  # the journal's lock, left by the killed writer
+    with pytest.warns(UserWarning, match="dropped a last line"):
+        repair_journal(out)
+    assert (out / JOURNAL).read_bytes() == whole and not (out / f"{JOURNAL}.lock").exists()
+    again = load_study(out)
+    again.tell(again.ask(distribution), 0.7)
+    assert [t.value for t in load_study(out).trials] == [0.5, 0.7]
+    repair_journal(out)  # a whole journal is left as it is, without a warning
+    assert len(load_study(out).trials) == 2
