@@ -418,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
         "tune", allow_abbrev=False, help="hyperparameter search on validation only (Optuna TPE, pruning, resumable)",
         description="Search the config keys of a tune YAML's 'space' for one run (a model, or a student distilled "
                     "with --kd from a teacher). Trials are stored in <out>/study.journal: rerunning continues the "
-                    "search, here or, with the journal copied, on another machine. The test set is never evaluated. --key=value is fixed for every trial.",
+                    "search, here or, with the journal copied, on another machine. The test set is never "
+                    "evaluated. --key=value is fixed for every trial.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     tune.add_argument("config", metavar="CONFIG", help="tune YAML, e.g. configs/tune/ml-100k-freqd.yaml")
     tune.add_argument("--out", default=None, metavar="DIR", help="output folder (default: results/tune/<name>)")

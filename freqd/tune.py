@@ -24,11 +24,11 @@ is never evaluated. Trials live in ``<out>/study.journal`` (Optuna's journal, JS
 begun in a ``study.db`` by an earlier freqd continues there): rerunning the command continues the
 search, and copying the journal into another machine's ``--out`` folder continues it there (with
 the same config files and a teacher of the same weights; a trial that was running starts again
-with its values unless its checkpoint folder is copied too). A trial cut by an interrupt continues exactly from its last evaluation (each trial
-keeps a resume checkpoint under ``<out>/runs/saved/trial-<n>/`` until it finishes; a trial cut
-before its first evaluation starts again with the same values), and the sampler's random state is
-stored with the trials, so a restarted search draws what the uncut one would have. One process
-runs a search at a time (``<out>/tune.lock``; a second is refused with an error). The output
+with its values unless its checkpoint folder is copied too). A trial cut by an interrupt
+continues exactly from its last evaluation (each trial keeps a resume checkpoint under
+``<out>/runs/saved/trial-<n>/`` until it finishes; a trial cut before its first evaluation starts
+again with the same values), and the sampler's random state is stored with the trials, so a
+restarted search draws what the uncut one would have. One process runs a search at a time (``<out>/tune.lock``; a second is refused with an error). The output
 folder also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best
 values, to pass as ``--config``) and ``tune.json``, written again after every finished trial.
 """
@@ -119,20 +119,24 @@ class TuneConfig:
 
         The teacher enters by its weights (:func:`freqd.checkpoints.weights_digest`), not its path,
         so a search moved to another machine continues with a teacher rebuilt there bit for bit.
+        The config files enter by their text and their paths relative to the tune YAML, so the
+        checkout may lie elsewhere there.
         """
         from freqd.checkpoints import weights_digest
 
-        return self._digest(weights_digest(self.teacher) if self.teacher else None)
+        folder = self.source.resolve().parent
+        return self._digest(weights_digest(self.teacher) if self.teacher else None,
+                            {Path(os.path.relpath(p, folder)).as_posix(): p for p in self.config_files})
 
     def path_fingerprint(self) -> str:
-        """The fingerprint with the teacher's path in place of its weights, as searches begun by an
-        earlier freqd stored it: such a search continues with the same teacher file."""
-        return self._digest(str(self.teacher) if self.teacher else None)
+        """The fingerprint as searches begun by an earlier freqd stored it (the teacher's path, the
+        config files' absolute paths): such a search continues in the same place."""
+        return self._digest(str(self.teacher) if self.teacher else None, {str(p): p for p in self.config_files})
 
-    def _digest(self, teacher: str | None) -> str:
+    def _digest(self, teacher: str | None, files: dict[str, Path]) -> str:
         content = {
             "model": self.model, "dataset": self.dataset, "kd": self.kd, "seed": self.seed, "teacher": teacher,
-            "config_files": {str(p): p.read_text(encoding="utf-8") for p in self.config_files},
+            "config_files": {name: path.read_text(encoding="utf-8") for name, path in files.items()},
             "overrides": self.overrides, "space": [vars(p) for p in self.space],
         }
         return hashlib.sha1(json.dumps(to_jsonable(content), sort_keys=True).encode()).hexdigest()

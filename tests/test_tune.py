@@ -143,14 +143,22 @@ def test_interrupted_trial_is_run_again_with_its_values(tmp_path, storage):
 @pytest.mark.slow
 def test_a_search_moved_to_another_folder_continues_with_a_rebuilt_teacher(tmp_path, bpr_teacher_32, spy):
     space = {"kd_weight": {"type": "float", "low": 0.1, "high": 2.0, "log": True}}
-    path = _write(tmp_path / "search.yaml", {"model": "BPR", "kd": "KD", "overrides": RUN, "space": space,
-                                              "trials": 2, "pruner": "none"})
+    search = {"model": "BPR", "kd": "KD", "config_files": ["run.yaml"], "space": space, "trials": 2, "pruner": "none"}
+    _write(tmp_path / "run.yaml", RUN)
+    path = _write(tmp_path / "search.yaml", search)
     whole = run_tune(load_tune_config(path, teacher=bpr_teacher_32), out=tmp_path / "whole", progress=False)
     first = tmp_path / "first"
     run_tune(load_tune_config(path, teacher=bpr_teacher_32), out=first, trials=1, progress=False)
     assert len((first / "trials.csv").read_text().strip().splitlines()) == 2  # written as each trial ends
-    # Another machine: the journal copied into a new folder, the teacher rebuilt elsewhere (same
-    # weights, a checkpoint that differs in its saved config and optimizer state).
+    # Another machine: the checkout elsewhere (the YAML and the config files it names), the journal
+    # copied into a new folder, the teacher rebuilt (same weights, a checkpoint that differs in its
+    # saved config and optimizer state).
+    elsewhere = tmp_path / "checkout"
+    elsewhere.mkdir()
+    _write(elsewhere / "run.yaml", RUN)
+    here = load_tune_config(path, teacher=bpr_teacher_32)
+    path = _write(elsewhere / "search.yaml", search)
+    assert load_tune_config(path, teacher=bpr_teacher_32).path_fingerprint() != here.path_fingerprint()
     moved = tmp_path / "moved"
     moved.mkdir()
     (moved / JOURNAL).write_bytes((first / JOURNAL).read_bytes())
