@@ -2,8 +2,9 @@
 
     python benchmarks/tune_table.py benchmarks/results/tune/ml-100k-bpr-bpr-*
 
-One row per folder (its ``tune.json`` and ``trials.csv``), so a comparison's arms can be shown with the
-budget each received. Only validation scores exist here: ``freqd tune`` never evaluates the test set.
+One row per folder (its ``tune.json`` and ``trials.csv``, written after every finished trial), so a
+comparison's arms can be shown with the budget each received, and a search under way with what it
+has spent. Only validation scores exist here: ``freqd tune`` never evaluates the test set.
 """
 
 from __future__ import annotations
@@ -40,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
           "best values |")
     print("|---|---|---|---|---|---|")
     for folder in args.folders:
-        if not (folder / "tune.json").is_file():
-            raise SystemExit(f"{folder}: no tune.json (not a finished freqd tune folder)")
-        print(row(folder))
+        if (folder / "tune.json").is_file():
+            print(row(folder))
+        elif (folder / "study.journal").is_file() or (folder / "study.db").is_file():
+            print(f"| {folder.name} | | no trial finished yet | | | |")  # a search under way
+        else:
+            raise SystemExit(f"{folder}: neither tune.json nor a study (not a freqd tune folder)")
     return 0
 
 
