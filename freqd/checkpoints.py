@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from freqd.datasets.loading import dataset_fingerprint
-from freqd.io import file_sha256
+from freqd.io import file_sha256, state_digest
 from freqd.models import EmbeddingRecommender, get_model
 
 logger = logging.getLogger(__name__)
@@ -210,23 +210,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", known_cl
 
 
 def weights_digest(path: str | os.PathLike) -> str:
-    """sha1 of a checkpoint's weights (each tensor's name, dtype, shape and bytes, in name order).
+    """:func:`freqd.io.state_digest` of a checkpoint's ``state_dict``.
 
     Unlike the file's hash it leaves out what a rebuild changes without changing the model (the
     saved config's paths and times, the optimizer state): a teacher retrained bit for bit from the
     same command has the same digest.
     """
-    import hashlib
-
-    state = load_checkpoint(path)["state_dict"]
-    digest = hashlib.sha1()
-    for name in sorted(state):
-        tensor = state[name]
-        if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{path}: state_dict[{name!r}] is not a tensor ({type(tensor).__name__})")
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    try:
+        return state_digest(load_checkpoint(path)["state_dict"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 #: Config keys that decide which interactions a model is trained on and how they are split: a teacher

@@ -131,3 +131,16 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def state_digest(state: Any) -> str:
+    """sha1 of a state dict's tensors (each one's name, dtype, shape and bytes, in name order): the
+    model's weights, whatever else a checkpoint file holds around them."""
+    digest = hashlib.sha1()
+    for name in sorted(state):
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"state_dict[{name!r}] is not a tensor ({type(tensor).__name__})")
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

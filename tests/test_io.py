@@ -1,16 +1,19 @@
-"""Tests for freqd.io: JSON-safe conversion and atomic writes."""
+"""Tests for freqd.io: JSON-safe conversion, atomic writes and the weights digest."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from freqd.io import atomic_write_json, atomic_write_text, to_jsonable
+from freqd.io import atomic_write_json, atomic_write_text, state_digest, to_jsonable
 
 
 def _strict_loads(text: str):
@@ -140,3 +143,16 @@ def test_checkpoint_names_of_runs_started_together_never_collide(tmp_path, monke
     assert second == str(tmp_path / "BPR-Dec-02-2026_08-57-01-123456-2.pth")
     open(tmp_path / "BPR-Dec-02-2026_08-57-01-123456-2-last.pth", "w").close()  # a -last alone also claims it
     assert trainer.unique_checkpoint_name(str(tmp_path), "BPR").endswith("-123456-3.pth")
+
+
+def test_state_digest_hashes_names_dtypes_shapes_and_bytes_in_name_order():
+    state = {"b": torch.tensor(1.5), "a": torch.tensor([[1, -2]])}
+    expected = hashlib.sha1(b"a|torch.int64|(1, 2)|" + struct.pack("<2q", 1, -2)
+                            + b"b|torch.float32|()|" + struct.pack("<f", 1.5)).hexdigest()
+    assert state_digest(state) == expected
+    assert state_digest(dict(reversed(list(state.items())))) == expected  # order of the dict does not matter
+    assert state_digest({**state, "b": torch.tensor(1.5, dtype=torch.float64)}) != expected  # same value, other dtype
+    assert state_digest({**state, "a": torch.tensor([1, -2])}) != expected  # same bytes, other shape
+    assert state_digest({**state, "b": torch.tensor([[1.5]]).t()[0, 0]}) == expected  # a view hashes its values
+    with pytest.raises(ValueError, match="'c'] is not a tensor"):
+        state_digest({**state, "c": 3})

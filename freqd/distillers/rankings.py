@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from freqd.distributed import Shard, blockwise_topk, current_shard, everyone, gather_chunks
-from freqd.io import atomic_torch_save
+from freqd.io import atomic_torch_save, state_digest
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +55,7 @@ def mask_training_(scores: Tensor, train: Tensor, start: int, stop: int, first_i
 
 def teacher_key(teacher) -> str:
     """The teacher checkpoint's sha256 (set by ``load_teacher``), else a hash of its state dict."""
-    key = getattr(teacher, "checkpoint_sha256", None)
-    if key:
-        return key
-    digest = hashlib.sha256()
-    for name, tensor in sorted(teacher.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return getattr(teacher, "checkpoint_sha256", None) or state_digest(teacher.state_dict())
 
 
 @torch.no_grad()
