@@ -591,7 +591,8 @@ def _write_outputs(config: TuneConfig, study, out: Path, budget: int, fixed: dic
         metric = best.user_attrs.get("valid_metric", "the validation metric")
         summary.update(best_trial=best.number, best_value=value, best_params=best.params, valid_metric=metric,
                        best_converged=best.user_attrs.get("converged"))
-        header = (f"# freqd tune {config.source.name}: best of {summary['finished']} trials (budget {budget}), "
+        so_far = "" if summary["finished"] >= budget else "so far (the search is under way) "
+        header = (f"# freqd tune {config.source.name}: best {so_far}of {summary['finished']} trials (budget {budget}), "
                   f"trial {best.number}, smoothed validation {metric} {value:.6f}"
                   f"{'' if best.user_attrs.get('converged') else ' (not converged: capped by epochs)'}.\n"
                   f"# The fixed overrides and the best values; pass with the same config files as --config.\n")

@@ -141,12 +141,25 @@ def test_interrupted_trial_is_run_again_with_its_values(tmp_path, storage):
 
 
 @pytest.mark.slow
-def test_a_search_moved_to_another_folder_continues_with_a_rebuilt_teacher(tmp_path, bpr_teacher_32, spy):
+def test_a_search_moved_to_another_folder_continues_with_a_rebuilt_teacher(tmp_path, bpr_teacher_32, spy,
+                                                                            monkeypatch):
     space = {"kd_weight": {"type": "float", "low": 0.1, "high": 2.0, "log": True}}
     search = {"model": "BPR", "kd": "KD", "config_files": ["run.yaml"], "space": space, "trials": 2, "pruner": "none"}
     _write(tmp_path / "run.yaml", RUN)
     path = _write(tmp_path / "search.yaml", search)
+    headers = []
+    write = tune._write_outputs
+
+    def recording(config, study, out, *args):  # best.yaml's first line each time the files are written
+        summary = write(config, study, out, *args)
+        headers.append((out / "best.yaml").read_text().splitlines()[0])
+        return summary
+
+    monkeypatch.setattr(tune, "_write_outputs", recording)
     whole = run_tune(load_tune_config(path, teacher=bpr_teacher_32), out=tmp_path / "whole", progress=False)
+    # Written after each trial (twice after the last: by the callback, then at the end).
+    assert ["under way" in header for header in headers] == [True, False, False]
+    assert "best of 2 trials (budget 2)" in headers[-1]
     first = tmp_path / "first"
     run_tune(load_tune_config(path, teacher=bpr_teacher_32), out=first, trials=1, progress=False)
     assert len((first / "trials.csv").read_text().strip().splitlines()) == 2  # written as each trial ends
