@@ -216,8 +216,9 @@ def weights_digest(path: str | os.PathLike) -> str:
     saved config's paths and times, the optimizer state): a teacher retrained bit for bit from the
     same command has the same digest.
     """
+    state = load_checkpoint(path)["state_dict"]  # its errors name the file already
     try:
-        return state_digest(load_checkpoint(path)["state_dict"])
+        return state_digest(state)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
 

@@ -28,8 +28,8 @@ with its values unless its checkpoint folder is copied too). A trial cut by an i
 continues exactly from its last evaluation (each trial keeps a resume checkpoint under
 ``<out>/runs/saved/trial-<n>/`` until it finishes; a trial cut before its first evaluation starts
 again with the same values), and the sampler's random state is stored with the trials, so a
-restarted search draws what the uncut one would have. One process runs a search at a time (``<out>/tune.lock``; a second is refused with an error). The output
-folder also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best
+restarted search draws what the uncut one would have. One process runs a search at a time
+(``<out>/tune.lock``; a second is refused with an error). The output folder also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best
 values, to pass as ``--config``) and ``tune.json``, written again after every finished trial.
 """
 
@@ -446,21 +446,15 @@ def repair_journal(out: str | Path) -> None:
     out = Path(out)
     journal = out / JOURNAL
     (out / f"{JOURNAL}.lock").unlink(missing_ok=True)
-    if not journal.is_file():
+    data = journal.read_bytes() if journal.is_file() else b""
+    if not data or data.endswith(b"\n"):
         return
+    keep = data.rfind(b"\n") + 1
     with open(journal, "r+b") as handle:
-        size = handle.seek(0, 2)
-        if size == 0:
-            return
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        data = journal.read_bytes()
-        keep = data.rfind(b"\n") + 1
         handle.truncate(keep)
-        handle.flush()
         os.fsync(handle.fileno())
-    warnings.warn(f"{journal}: dropped a last line cut by an interrupted write ({size - keep} bytes)", stacklevel=2)
+    warnings.warn(f"{journal}: dropped a last line cut by an interrupted write ({len(data) - keep} bytes)",
+                  stacklevel=2)
 
 
 def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], progress: bool,
