@@ -482,9 +482,10 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
         raise ValueError(f"{out} holds a search of another configuration (the run, its files, the space or the "
                          f"teacher's weights changed since it started): use another --out, or delete the folder "
                          f"to start over")
-    _resume_interrupted(study)
-    restore_sampler_state(study, sampler, config.sampler_seed, len(config.space))
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    if sum(t.state in finished for t in study.get_trials(deepcopy=False)) < budget:
+        _resume_interrupted(study)  # a spent budget queues nothing: a larger one later continues them
+    restore_sampler_state(study, sampler, config.sampler_seed, len(config.space))
     runs = out / "runs"
     from freqd.config import yaml_settings
 

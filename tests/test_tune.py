@@ -27,6 +27,7 @@ from freqd.tune import (
     run_tune,
     sampler_rngs,
     save_sampler_state,
+    study_storage,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,6 +120,20 @@ def test_distillation_search_resumes_and_never_evaluates_test(tmp_path, bpr_teac
                                                                                      "high": 0.5}}})
     with pytest.raises(ValueError, match="another configuration"):
         run_tune(load_tune_config(changed, teacher=bpr_teacher_32), out=out, progress=False)
+
+
+def test_a_spent_budget_queues_no_continuation(tmp_path):
+    path = _write(tmp_path / "search.yaml", {"model": "BPR", "overrides": RUN, "space": SPACE, "trials": 1})
+    out = tmp_path / "out"
+    out.mkdir()
+    study = optuna.create_study(storage=study_storage(out), study_name="freqd-tune", direction="maximize")
+    space = {"learning_rate": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)}
+    study.tell(study.ask(space), 0.5)
+    study.ask(space)  # cut by a kill after a run with a larger budget
+    summary = run_tune(load_tune_config(path), out=out, progress=False)
+    assert [t.state.name for t in load_study(out).trials] == ["COMPLETE", "RUNNING"]
+    assert (summary["finished"], summary["best_value"]) == (1, 0.5)
+    assert [row.split(",")[1] for row in (out / "trials.csv").read_text().splitlines()[1:]] == ["COMPLETE", "RUNNING"]
 
 
 @pytest.mark.slow
