@@ -215,7 +215,8 @@ def cmd_tune(args, overrides) -> int:
         return 2
     out = args.out or f"results/tune/{config.source.stem}"
     print(f"{summary['finished']} of {summary['budget']} trials finished ({summary['complete']} complete, "
-          f"{summary['pruned']} pruned, {summary['failed']} failed)")
+          f"{summary['pruned']} pruned, {summary['failed']} failed"
+          f"{', {} cut by a stop and continued'.format(summary['cut']) if summary.get('cut') else ''})")
     if "best_params" in summary:
         print(f"best: trial {summary['best_trial']}, validation {summary['valid_metric']} {summary['best_value']:.4f}, "
               f"{summary['best_params']}")

@@ -30,7 +30,9 @@ continues exactly from its last evaluation (each trial keeps a resume checkpoint
 again with the same values), and the sampler's random state is stored with the trials, so a
 restarted search draws what the uncut one would have. One process runs a search at a time
 (``<out>/tune.lock``; a second is refused with an error). The output folder also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best
-values, to pass as ``--config``) and ``tune.json``, written again after every finished trial.
+values, to pass as ``--config``) and ``tune.json``, written again after every finished trial; a trial
+cut by a stop is a FAIL in Optuna's terms, counted as ``cut`` (not ``failed``) in ``tune.json``, and
+``trials.csv``'s ``continues`` column names it in the row of the trial that went on with it.
 """
 
 from __future__ import annotations
@@ -564,12 +566,16 @@ def _write_outputs(config: TuneConfig, study, out: Path, budget: int, fixed: dic
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
+    continued = {t.user_attrs.get("continues") for t in trials}
+    # Trials a stop cut (failed in Optuna's terms) and a later trial continued, or will.
+    cut = [t for t in trials if t.state == TrialState.FAIL and (t.number in continued or t.user_attrs.get("interrupted"))]
     rows = []
     for t in trials:
         value = None if t.value is None else (t.value if bigger else -t.value)
         rows.append({"trial": t.number, "state": t.state.name, "value": value, **t.params,
-                     **{k: t.user_attrs.get(k) for k in ("best_epoch", "epochs_run", "converged")}})
-    columns = ["trial", "state", "value", *[p.name for p in config.space], "best_epoch", "epochs_run", "converged"]
+                     **{k: t.user_attrs.get(k) for k in ("best_epoch", "epochs_run", "converged", "continues")}})
+    columns = ["trial", "state", "value", *[p.name for p in config.space], "best_epoch", "epochs_run", "converged",
+               "continues"]
     lines = [",".join(columns)] + [",".join("" if r.get(c) is None else str(r.get(c)) for c in columns) for r in rows]
     atomic_write_text(out / "trials.csv", "\n".join(lines) + "\n")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -577,7 +583,8 @@ def _write_outputs(config: TuneConfig, study, out: Path, budget: int, fixed: dic
         "config": str(config.source), "model": config.model, "kd": config.kd, "seed": config.seed,
         "budget": budget, "finished": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials),
         "complete": len(complete), "pruned": sum(t.state == TrialState.PRUNED for t in trials),
-        "failed": sum(t.state == TrialState.FAIL for t in trials), "space": [vars(p) for p in config.space],
+        "failed": sum(t.state == TrialState.FAIL for t in trials) - len(cut), "cut": len(cut),
+        "space": [vars(p) for p in config.space],
         "test_evaluated": False,
     }
     if complete:

@@ -15,6 +15,7 @@ kill moments).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -277,9 +278,10 @@ SEARCH = {
 
 
 def _finished_trials(out: Path) -> list[list[str]]:
-    """The complete trials of a search: its rows of trials.csv without the trial number."""
-    rows = [line.split(",") for line in (out / "trials.csv").read_text(encoding="utf-8").splitlines()[1:]]
-    return [row[2:] for row in rows if row[1] == "COMPLETE"]
+    """The complete trials of a search: its rows of trials.csv without the trial numbers (its own, and
+    the cut trial it continues)."""
+    rows = csv.DictReader((out / "trials.csv").read_text(encoding="utf-8").splitlines())
+    return [[v for k, v in row.items() if k not in ("trial", "continues")] for row in rows if row["state"] == "COMPLETE"]
 
 
 def test_tune_killed_and_rerun_matches_the_uncut_search(tmp_path):
@@ -292,7 +294,7 @@ def test_tune_killed_and_rerun_matches_the_uncut_search(tmp_path):
     _record({"command": "tune", "delay_after_first_last_s": round(delay, 3), "killed_at_s": round(seconds, 3),
              "outcome": outcome})
     output = _finish([*args, "--out", "killed"], tmp_path, "tune-final.log")
-    assert "2 of 2 trials finished" in output
+    assert "2 of 2 trials finished (2 complete, 0 pruned, 0 failed, 1 cut by a stop and continued)" in output
     assert _finished_trials(tmp_path / "killed") == _finished_trials(tmp_path / "whole")
     best = [yaml.safe_load((tmp_path / out / "best.yaml").read_text()) for out in ("killed", "whole")]
     assert best[0] == best[1]  # (the header's trial number counts the cut trial)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -150,7 +151,9 @@ def test_interrupted_trial_is_run_again_with_its_values(tmp_path, storage):
     summary = run_tune(config, out=out, progress=False)
     trials = load_study(out).trials
     states = [t.state.name for t in trials]
-    assert states == ["FAIL", "COMPLETE"] and summary["failed"] == 1
+    assert states == ["FAIL", "COMPLETE"] and (summary["failed"], summary["cut"]) == (0, 1)
+    rows = list(csv.DictReader((out / "trials.csv").read_text().splitlines()))
+    assert [(row["state"], row["continues"]) for row in rows] == [("FAIL", ""), ("COMPLETE", "0")]
     assert trials[1].params == cut.params
     assert (out / JOURNAL).exists() == (storage == "journal")
 
