@@ -214,9 +214,9 @@ def cmd_tune(args, overrides) -> int:
         print(f"freqd tune: {exc}", file=sys.stderr)
         return 2
     out = args.out or f"results/tune/{config.source.stem}"
+    cut = f", {summary['cut']} cut by a stop and continued" if summary.get("cut") else ""
     print(f"{summary['finished']} of {summary['budget']} trials finished ({summary['complete']} complete, "
-          f"{summary['pruned']} pruned, {summary['failed']} failed"
-          f"{', {} cut by a stop and continued'.format(summary['cut']) if summary.get('cut') else ''})")
+          f"{summary['pruned']} pruned, {summary['failed']} failed{cut})")
     if "best_params" in summary:
         print(f"best: trial {summary['best_trial']}, validation {summary['valid_metric']} {summary['best_value']:.4f}, "
               f"{summary['best_params']}")
