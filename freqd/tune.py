@@ -29,9 +29,10 @@ continues exactly from its last evaluation (each trial keeps a resume checkpoint
 ``<out>/runs/saved/trial-<n>/`` until it finishes; a trial cut before its first evaluation starts
 again with the same values), and the sampler's random state is stored with the trials, so a
 restarted search draws what the uncut one would have. One process runs a search at a time
-(``<out>/tune.lock``; a second is refused with an error). The output folder also holds ``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best
-values, to pass as ``--config``) and ``tune.json``, written again after every finished trial; a trial
-cut by a stop is a FAIL in Optuna's terms, counted as ``cut`` (not ``failed``) in ``tune.json``, and
+(``<out>/tune.lock``; a second is refused with an error). The output folder also holds
+``trials.csv``, ``best.yaml`` (the fixed overrides but ``threads``, plus the best values, to pass
+as ``--config``) and ``tune.json``, written again after every finished trial; a trial cut by a stop
+is a FAIL in Optuna's terms, counted as ``cut`` (not ``failed``) in ``tune.json``, and
 ``trials.csv``'s ``continues`` column names it in the row of the trial that went on with it.
 """
 
@@ -484,8 +485,8 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
         raise ValueError(f"{out} holds a search of another configuration (the run, its files, the space or the "
                          f"teacher's weights changed since it started): use another --out, or delete the folder "
                          f"to start over")
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    if sum(t.state in finished for t in study.get_trials(deepcopy=False)) < budget:
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+    if done < budget:
         _resume_interrupted(study)  # a spent budget queues nothing: a larger one later continues them
     restore_sampler_state(study, sampler, config.sampler_seed, len(config.space))
     runs = out / "runs"
@@ -551,7 +552,6 @@ def _search(config: TuneConfig, out: Path, budget: int, fixed: dict[str, Any], p
         trial.set_user_attr("valid_metric", result["config"]["valid_metric"])
         return result["best_valid_score"] if bigger else -result["best_valid_score"]
 
-    done = sum(t.state in finished for t in study.get_trials(deepcopy=False))
     remaining = max(0, budget - done)
     if remaining:
         def write(study, trial) -> None:  # after every finished trial, so a long search shows where it stands
