@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Start or continue the equal-budget searches of citeulike-t, LightGCN 256 -> BPR 20 (RESULTS §28):
-# train the teacher in WORK when it holds none (about 25 min, one thread), check that its weights are
-# those the committed searches were run with, then run one single-thread `freqd tune` per ARM in the
-# background, each in its committed folder benchmarks/results/tune/citeulike-t-lightgcn-bpr-<arm>/
-# (commit those folders to keep the trials). Logs: WORK/tune-<arm>.log.
+# Start or continue the equal-budget searches of citeulike-t, LightGCN 256 -> BPR 20 (RESULTS §28) and
+# their test runs (§32): train the teacher in WORK when it holds none (about 25 min, one thread), check
+# that its weights are those the committed searches were run with, then start one single-thread job in
+# the background per argument:
+#   ARM              `freqd tune` in its committed folder benchmarks/results/tune/citeulike-t-lightgcn-bpr-<arm>/
+#                    (commit those folders to keep the trials); log WORK/tune-<arm>.log
+#   test:ARMS[:SEEDS] `freqd compare configs/compare/citeulike-t-lightgcn-bpr-equal-budget.yaml` for those
+#                    arms (comma-separated) and seeds (default: the config's) in WORK/eb, where a finished
+#                    run is reused and a cut one continues; log WORK/test-<arms>[-<seeds>].log
 #
-#   benchmarks/run_searches.sh WORK ARM...        e.g. benchmarks/run_searches.sh ../runs freqd-kd rrd kd
+#   benchmarks/run_searches.sh WORK ARG...   e.g. benchmarks/run_searches.sh ../runs rrd test:freqd-kd,kd test:fd:3
 #
 # Needs FREQD_DATA_ROOT (the folder that holds citeulike-t). Three single-thread jobs fill two cores.
 set -euo pipefail
 if [ $# -lt 2 ]; then
-    sed -n '2,10p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
 fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,11 +39,21 @@ if [ "$digest" != "$expected" ]; then
     exit 1
 fi
 echo "teacher $teacher (weights digest $digest)"
-for arm in "$@"; do
-    config="$repo/configs/tune/citeulike-t-lightgcn-bpr-$arm.yaml"
+for arg in "$@"; do
+    if [[ "$arg" == test:* ]]; then
+        IFS=: read -r _ arms seeds <<< "$arg"
+        [ -n "$arms" ] || { echo "no arms in $arg (test:ARMS[:SEEDS])" >&2; exit 2; }
+        log="$work/test-${arms//,/-}${seeds:+-${seeds//,/-}}.log"
+        (cd "$repo" && nohup setsid freqd compare configs/compare/citeulike-t-lightgcn-bpr-equal-budget.yaml \
+            --teacher-checkpoint "$teacher" --arms "$arms" ${seeds:+--seeds "$seeds"} --jobs 1 --threads 1 \
+            --no-progress --out "$work/eb" > "$log" 2>&1 < /dev/null &)
+        echo "started test runs of $arms${seeds:+ (seeds $seeds)} (log: $log)"
+        continue
+    fi
+    config="$repo/configs/tune/citeulike-t-lightgcn-bpr-$arg.yaml"
     [ -f "$config" ] || { echo "no search config $config" >&2; exit 2; }
-    (cd "$repo" && nohup setsid freqd tune "configs/tune/citeulike-t-lightgcn-bpr-$arm.yaml" \
+    (cd "$repo" && nohup setsid freqd tune "configs/tune/citeulike-t-lightgcn-bpr-$arg.yaml" \
         --teacher-checkpoint "$teacher" --threads 1 \
-        --out "benchmarks/results/tune/citeulike-t-lightgcn-bpr-$arm" > "$work/tune-$arm.log" 2>&1 &)
-    echo "started $arm (log: $work/tune-$arm.log)"
+        --out "benchmarks/results/tune/citeulike-t-lightgcn-bpr-$arg" > "$work/tune-$arg.log" 2>&1 < /dev/null &)
+    echo "started $arg (log: $work/tune-$arg.log)"
 done
