@@ -16,7 +16,7 @@ from freqd.distillers.cd import CDSettings
 from freqd.distillers.dcd import DCDSettings, correction_weights, dual_correction_sample
 from freqd.distillers.kd import KDSettings
 from freqd.distillers.rankings import training_csr
-from freqd.distillers.rrd import RRDSettings, relaxed_ranking_loss
+from freqd.distillers.rrd import RRDSettings, listwise_loss, relaxed_ranking_loss
 from freqd.distillers.sampling import (
     rank_decay_logits,
     ranks_among_unobserved,
@@ -156,6 +156,32 @@ def test_listwise_loss_sums_over_unique_batch_users(tiny, name):
                                   [student.score(u, j) for j in below[u].tolist()]) for u in set(BATCH))
     got = distiller(_batch(BATCH), StepTables.of(student))
     assert float(got) == pytest.approx(expected / len(BATCH), rel=1e-5)
+
+
+@pytest.mark.parametrize("dense", [None, True, False])
+@pytest.mark.parametrize("n_items", [30, 3000])
+def test_listwise_loss_either_scoring_is_the_plackett_luce_sum(dense, n_items):
+    """Gathering the listed items and scoring the whole catalogue give the brute-force loss, on a
+    catalogue below and above the size where the automatic choice switches; the gradient reaches
+    exactly the batch's users and their listed items."""
+    gen = torch.Generator().manual_seed(n_items)
+    users, items = torch.randn(5, 4, generator=gen), torch.randn(n_items, 4, generator=gen)
+    above = torch.randint(0, n_items, (5, 3), generator=gen)
+    below = torch.randint(0, n_items, (5, 2), generator=gen)
+    batch = torch.tensor([1, 3, 3, 4])
+    expected = sum(_plackett_luce([float(users[u] @ items[i]) for i in above[u].tolist()],
+                                  [float(users[u] @ items[j]) for j in below[u].tolist()]) for u in {1, 3, 4})
+    users.requires_grad_(True)
+    items.requires_grad_(True)
+    got = listwise_loss(batch, StepTables(users, items), above, below, dense=dense)
+    assert float(got) == pytest.approx(expected / 4, rel=1e-5)
+    got.backward()
+    assert users.grad is not None and items.grad is not None
+    assert float(users.grad[[0, 2]].abs().sum()) == 0 and float(users.grad[[1, 3, 4]].abs().min()) > 0
+    listed = torch.zeros(n_items, dtype=torch.bool)
+    listed[torch.cat([above[[1, 3, 4]].flatten(), below[[1, 3, 4]].flatten()])] = True
+    assert float(items.grad[~listed].abs().sum()) == 0
+    assert bool((items.grad[listed].abs().sum(dim=1) > 0).all())
 
 
 @pytest.mark.parametrize("guide", ["student", "teacher", "random"])

@@ -47,13 +47,31 @@ def relaxed_ranking_loss(above: Tensor, below: Tensor) -> Tensor:
     return (tail - above).sum()
 
 
-def listwise_loss(batch: Tensor, tables: StepTables, above: Tensor, below: Tensor) -> Tensor:
+# Scoring the batch's users against the whole catalogue is one matmul; it beats gathering each user's
+# listed items (and scattering their gradients back) while the catalogue holds fewer than about 20 times
+# as many items as a user's list (one CPU thread, 300 listed items: 2-3x faster at 1.7k-3.7k items,
+# level near 6k, slower beyond).
+DENSE_CATALOGUE_RATIO = 16
+
+
+def listwise_loss(batch: Tensor, tables: StepTables, above: Tensor, below: Tensor,
+                  dense: bool | None = None) -> Tensor:
     """:func:`relaxed_ranking_loss` over the unique users of ``batch`` (the triples' users), scored by the
-    student: ``above[u]`` in order above ``below[u]``; divided by the number of triples (RRD, DCD)."""
+    student: ``above[u]`` in order above ``below[u]``; divided by the number of triples (RRD, DCD).
+
+    ``dense`` scores through the full user × catalogue product instead of gathering the listed items;
+    ``None`` picks it when the catalogue is at most DENSE_CATALOGUE_RATIO times a user's list.
+    """
     users = torch.unique(batch)
     rows = tables.users[users]
-    return relaxed_ranking_loss(pair_scores(rows, tables.items, above[users]),
-                                pair_scores(rows, tables.items, below[users])) / batch.shape[0]
+    above, below = above[users], below[users]
+    if dense is None:
+        dense = tables.items.shape[0] <= DENSE_CATALOGUE_RATIO * (above.shape[1] + below.shape[1])
+    if dense:
+        scores = rows @ tables.items.T
+        return relaxed_ranking_loss(scores.gather(1, above), scores.gather(1, below)) / batch.shape[0]
+    return relaxed_ranking_loss(pair_scores(rows, tables.items, above),
+                                pair_scores(rows, tables.items, below)) / batch.shape[0]
 
 
 class RRDSettings(DistillerSettings):
