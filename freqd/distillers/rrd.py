@@ -69,9 +69,10 @@ def listwise_loss(batch: Tensor, tables: StepTables, above: Tensor, below: Tenso
         dense = tables.items.shape[0] <= DENSE_CATALOGUE_RATIO * (above.shape[1] + below.shape[1])
     if dense:
         scores = rows @ tables.items.T
-        return relaxed_ranking_loss(scores.gather(1, above), scores.gather(1, below)) / batch.shape[0]
-    return relaxed_ranking_loss(pair_scores(rows, tables.items, above),
-                                pair_scores(rows, tables.items, below)) / batch.shape[0]
+        above_scores, below_scores = scores.gather(1, above), scores.gather(1, below)
+    else:
+        above_scores, below_scores = pair_scores(rows, tables.items, above), pair_scores(rows, tables.items, below)
+    return relaxed_ranking_loss(above_scores, below_scores) / batch.shape[0]
 
 
 class RRDSettings(DistillerSettings):
