@@ -59,14 +59,16 @@ if [ "$digest" != "$expected" ]; then
     exit 1
 fi
 echo "teacher $teacher (weights digest $digest)"
+# Each job replaces its subshell (exec) and holds only its log, so a pipe reading this script's output ends
+# when the script does.
 for arg in "$@"; do
     if [[ "$arg" == test:* ]]; then
         IFS=: read -r _ arms seeds <<< "$arg"
         [ -n "$arms" ] || { echo "no arms in $arg (test:ARMS[:SEEDS])" >&2; exit 2; }
         log="$work/test-${arms//,/-}${seeds:+-${seeds//,/-}}.log"
-        (cd "$repo" && nohup setsid freqd compare "configs/compare/$setting-equal-budget.yaml" \
+        (cd "$repo" && exec nohup setsid freqd compare "configs/compare/$setting-equal-budget.yaml" \
             --teacher-checkpoint "$teacher" --arms "$arms" ${seeds:+--seeds "$seeds"} --jobs 1 --threads 1 \
-            --no-progress --out "$work/eb" > "$log" 2>&1 < /dev/null &)
+            --no-progress --out "$work/eb" > "$log" 2>&1 < /dev/null) &
         echo "started test runs of $arms${seeds:+ (seeds $seeds)} (log: $log)"
         continue
     fi
@@ -75,8 +77,8 @@ for arg in "$@"; do
     # A search without a distiller (scratch) takes no teacher.
     teacher_arg=()
     grep -q '^kd:' "$config" && teacher_arg=(--teacher-checkpoint "$teacher")
-    (cd "$repo" && nohup setsid freqd tune "configs/tune/$setting-$arg.yaml" \
+    (cd "$repo" && exec nohup setsid freqd tune "configs/tune/$setting-$arg.yaml" \
         "${teacher_arg[@]}" --threads 1 \
-        --out "benchmarks/results/tune/$setting-$arg" > "$work/tune-$arg.log" 2>&1 < /dev/null &)
+        --out "benchmarks/results/tune/$setting-$arg" > "$work/tune-$arg.log" 2>&1 < /dev/null) &
     echo "started $arg (log: $work/tune-$arg.log)"
 done
