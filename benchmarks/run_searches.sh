@@ -6,8 +6,9 @@
 #                    benchmarks/results/tune/<setting>-<arm>/ (commit those folders to keep the trials);
 #                    log WORK/tune-<arm>.log
 #   test:ARMS[:SEEDS] `freqd compare configs/compare/<setting>-equal-budget.yaml` for those arms (comma-separated)
-#                    and seeds (default: the config's) in WORK/eb, where a finished run is reused and a cut
-#                    one continues; log WORK/test-<arms>[-<seeds>].log
+#                    and seeds (default: the config's) in benchmarks/results/compare/<setting>-equal-budget/,
+#                    where a finished run is reused and a cut one continues (commit its teacher.json/.npz and
+#                    arms/*/s*.json/.npz to keep the finished runs); log WORK/test-<arms>[-<seeds>].log
 # Settings: citeulike-t-lightgcn-bpr (the default; RESULTS §28, §32; teacher about 25 min, one thread) and
 # ml-1m-bpr-bpr (RESULTS §33; teacher about 8 min).
 #
@@ -68,7 +69,7 @@ for arg in "$@"; do
         log="$work/test-${arms//,/-}${seeds:+-${seeds//,/-}}.log"
         (cd "$repo" && exec nohup setsid freqd compare "configs/compare/$setting-equal-budget.yaml" \
             --teacher-checkpoint "$teacher" --arms "$arms" ${seeds:+--seeds "$seeds"} --jobs 1 --threads 1 \
-            --no-progress --out "$work/eb" > "$log" 2>&1 < /dev/null) &
+            --no-progress --out "benchmarks/results/compare/$setting-equal-budget" > "$log" 2>&1 < /dev/null) &
         echo "started test runs of $arms${seeds:+ (seeds $seeds)} (log: $log)"
         continue
     fi

@@ -323,6 +323,48 @@ def test_existing_checkpoint_as_teacher(done, tmp_path, route):
     assert result["rows"][1]["metrics"]["ndcg@20"]["values"] == report["rows"][1]["metrics"]["ndcg@20"]["values"][:1]
 
 
+@pytest.mark.slow
+def test_a_teacher_rebuilt_elsewhere_keeps_results_and_other_weights_make_them_stale(done, tmp_path):
+    """A teacher checkpoint enters the results' keys by its weights: the same weights saved again at
+    another path with another saved config (a rebuild on another machine) reuse every stored result
+    and are the file distilled from; changed weights make the teacher and the distilled arm stale."""
+    from freqd.checkpoints import load_checkpoint
+
+    folder, _, _ = done
+    original = folder / "out" / json.loads((folder / "out" / "teacher.json").read_text())["checkpoint"]
+    first = tmp_path / "first" / "BPR-a.pth"
+    first.parent.mkdir()
+    shutil.copy(original, first)
+    config = write_config(tmp_path, arms=[{"name": "freqd", "kd": "FreqD", "config_files": [FREQD_YAML]}], seeds=[0],
+                          control="teacher")
+    out = tmp_path / "out"
+    run_comparison(config, out=out, progress=False, teacher_checkpoint=first)
+    stored = metrics_of(out)
+
+    checkpoint = load_checkpoint(first)
+    checkpoint["config"]["checkpoint_dir"] = str(tmp_path / "elsewhere")
+    rebuilt = tmp_path / "second" / "BPR-b.pth"
+    rebuilt.parent.mkdir()
+    torch.save(checkpoint, rebuilt)
+    assert rebuilt.read_bytes() != first.read_bytes()
+    shutil.rmtree(first.parent)
+    result = run_comparison(config, out=out, progress=False, teacher_checkpoint=rebuilt)
+    assert result["executed"] == [] and metrics_of(out) == stored
+
+    (out / "arms" / "freqd" / "s0.json").unlink()
+    result = run_comparison(config, out=out, progress=False, teacher_checkpoint=rebuilt)
+    assert result["executed"] == [{"arm": "freqd", "seed": 0}] and metrics_of(out) == stored
+
+    other = next(key for key, value in checkpoint["state_dict"].items() if value.is_floating_point())
+    checkpoint["state_dict"][other] = checkpoint["state_dict"][other] + 0.01
+    changed = tmp_path / "third" / "BPR-c.pth"
+    changed.parent.mkdir()
+    torch.save(checkpoint, changed)
+    with pytest.raises(StaleResultError) as error:
+        run_comparison(config, out=out, progress=False, teacher_checkpoint=changed)
+    assert "teacher.json" in str(error.value) and "arms/freqd/s0.json" in str(error.value)
+
+
 def test_teacher_checkpoint_argument_errors(tmp_path, capsys):
     from freqd.cli import main
 

@@ -197,10 +197,16 @@ class ComparisonConfig:
                 **self.cli_student_overrides}
 
     def teacher_key(self) -> tuple[str, dict[str, Any]]:
-        """(hash, hashed content) identifying the teacher: its file's sha256, or its training spec."""
+        """(hash, hashed content) identifying the teacher: its weights' digest, or its training spec.
+
+        The weights (:func:`freqd.checkpoints.weights_digest`), not the file: a teacher rebuilt bit for
+        bit on another machine keeps the results stored with the first one reusable.
+        """
         content: dict[str, Any]
         if self.teacher.checkpoint is not None:
-            content = {"checkpoint_sha256": file_sha256(self.teacher.checkpoint)}
+            from freqd.checkpoints import weights_digest
+
+            content = {"weights_digest": weights_digest(self.teacher.checkpoint)}
         else:
             content = {"dataset": self.dataset, "model": self._teacher_spec().model,
                        "config_files": _file_digests(self.teacher_files()),

@@ -294,11 +294,14 @@ def _arm_locked(comparison, out, ctx, arm, seed, key, content, teacher, executed
     config_dict = {**comparison.arm_overrides(arm, seed), "checkpoint_dir": str(work / "saved"),
                    "results_dir": str(work / "runs")}
     previous = None if resume is None else str(resume)
+    # A teacher given by checkpoint is distilled from that file: its stored result may name the path
+    # of an equal teacher (same weights digest) on another machine.
+    teacher_checkpoint = comparison.teacher.checkpoint or result_checkpoint(out, teacher)
     if arm.kd is None:
         run = train(comparison.arm_model(arm), comparison.dataset, config_file_list=files, config_dict=config_dict,
                     resume=previous)
     else:
-        run = distill(str(result_checkpoint(out, teacher)), comparison.arm_model(arm), arm.kd, dataset=comparison.dataset,
+        run = distill(str(teacher_checkpoint), comparison.arm_model(arm), arm.kd, dataset=comparison.dataset,
                       config_file_list=files, config_dict=config_dict, resume=previous)
     _check_protocol(f"arm {arm.name!r}", run, ctx)
     history = _history(Path(run["run_dir"]))
