@@ -367,3 +367,16 @@ def test_a_journal_cut_mid_line_is_repaired_and_continues(tmp_path):
     assert [t.value for t in load_study(out).trials] == [0.5, 0.7]
     repair_journal(out)  # a whole journal is left as it is, without a warning
     assert len(load_study(out).trials) == 2
+
+
+def test_shipped_tune_configs_parse(tmp_path):
+    """Every configs/tune YAML loads: its files exist, its keys and space are valid, and a
+    distilling search takes the teacher it is given (a placeholder file here)."""
+    teacher = tmp_path / "teacher.pth"
+    teacher.write_bytes(b"")
+    shipped = sorted((Path(__file__).resolve().parents[1] / "configs" / "tune").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        kd = yaml.safe_load(path.read_text(encoding="utf-8")).get("kd")
+        config = tune.load_tune_config(path, teacher=teacher if kd else None)
+        assert config.kd == kd and config.space and config.trials >= 1, path.name
