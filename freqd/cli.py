@@ -259,7 +259,8 @@ def cmd_trust(args, overrides) -> int:
                            edges=parse_edges(args.edges), edge_seeds=_tuple(parse_seeds(args.edge_seeds)),
                            miars=args.miars, poison=parse_poison(args.poison))
     out = args.out or f"{args.folder.rstrip('/')}/trust"
-    report = trust_report(args.folder, config=args.config, out=out, options=options)
+    report = trust_report(args.folder, config=args.config, out=out, options=options,
+                          teacher_checkpoint=args.teacher_checkpoint)
     print((Path(out) / "trust.md").read_text(encoding="utf-8"))
     print(f"written: {', '.join(f'{out}/{name}' for name in report['files'])}")
     return 0
@@ -464,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("folder", metavar="DIR", help="a 'freqd compare' output folder")
     trust.add_argument("--config", default=None, metavar="YAML",
                        help="the comparison's YAML (default: the one the folder's results.json names)")
+    trust.add_argument("--teacher-checkpoint", dest="teacher_checkpoint", default=None, metavar="PTH",
+                       help="the teacher's file, where the comparison was given one (its stored weights digest "
+                            "must match; default: the path the folder's results.json names)")
     trust.add_argument("--out", default=None, metavar="DIR", help="report folder (default: DIR/trust)")
     trust.add_argument("--parts", default="privacy,robustness,fairness", help="comma-separated parts to compute")
     trust.add_argument("--epsilons", default="0.1,0.5,1.0", help="APR budgets, multiples of the mean row norm")

@@ -317,7 +317,9 @@ def test_existing_checkpoint_as_teacher(done, tmp_path, route):
     else:
         config = write_config(tmp_path, arms=[{"name": "scratch"}], seeds=[0])
         result = run_comparison(config, out=tmp_path / "out", progress=False, teacher_checkpoint=checkpoint)
-        assert json.loads((tmp_path / "out" / "teacher.json").read_text())["source"] == "checkpoint"
+        stored = (tmp_path / "out" / "teacher.json").read_text()
+        assert json.loads(stored)["source"] == "checkpoint" and json.loads(stored)["checkpoint"] is None
+        assert json.loads(stored)["checkpoint_name"] == checkpoint.name and str(checkpoint.parent) not in stored
     assert result["executed"] == [{"arm": "teacher", "seed": 0}, {"arm": "scratch", "seed": 0}]
     assert result["rows"][0]["metrics"] == report["rows"][0]["metrics"]
     assert result["rows"][1]["metrics"]["ndcg@20"]["values"] == report["rows"][1]["metrics"]["ndcg@20"]["values"][:1]

@@ -390,6 +390,43 @@ def test_trust_names_a_missing_run(compared, tmp_path):
         trust_report(out, options=None)
 
 
+@pytest.mark.slow
+def test_a_teacher_given_by_checkpoint_is_audited_from_a_file_with_its_weights(compared, tmp_path, monkeypatch):
+    """The comparison stores such a teacher by weights digest, not by its machine's path: trust loads the
+    file results.json names or the one given, refuses other weights and names the missing file."""
+    from freqd.compare import run_comparison
+    from freqd.compare.config import ComparisonConfigError
+    from freqd.trust import TrustError, TrustOptions, trust_report
+
+    monkeypatch.chdir(tmp_path)
+    original = compared / "out" / json.loads((compared / "out" / "teacher.json").read_text())["checkpoint"]
+    moved = tmp_path / "elsewhere" / "teacher.pth"
+    moved.parent.mkdir()
+    shutil.copy(original, moved)
+    config = yaml.safe_load((compared / "compare.yaml").read_text())
+    config["arms"] = [{"name": "scratch"}]
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    run_comparison(path, out=out, progress=False, teacher_checkpoint=moved)
+    assert str(moved.parent) not in (out / "teacher.json").read_text()
+    options = TrustOptions(parts=("fairness",), plots=False, progress=False)
+    teacher_ndcg = json.loads((out / "teacher.json").read_text())["metrics"]["ndcg@20"]
+
+    report = trust_report(out, options=options)
+    assert report["rows"][0]["model"] == "teacher" and report["rows"][0]["ndcg@20"] == teacher_ndcg
+    moved.unlink()
+    with pytest.raises(ComparisonConfigError, match="not found"):
+        trust_report(out, options=options)
+    report = trust_report(out, options=options, teacher_checkpoint=original)
+    assert report["rows"][0]["ndcg@20"] == teacher_ndcg
+    with pytest.raises(TrustError, match="pass that file with --teacher-checkpoint"):
+        trust_report(out, config=path, options=options)
+    student = next((out / "arms" / "scratch" / "s0" / "saved").glob("*.pth"))
+    with pytest.raises(TrustError, match="is not the teacher"):
+        trust_report(out, options=options, teacher_checkpoint=student)
+
+
 # -- the shadow attack ---------------------------------------------------------------------------
 def test_shadow_assignments_put_every_pair_in_exactly_half_of_the_shadows_and_are_seeded():
     from freqd.trust import shadows

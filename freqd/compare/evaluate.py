@@ -112,8 +112,19 @@ def loader_pairs(loader, uid_field: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64)
 
 
-def result_checkpoint(out: Path, result: dict[str, Any]) -> Path:
-    """A stored result's checkpoint: absolute as given, else relative to the comparison folder ``out``."""
+def result_checkpoint(out: Path, result: dict[str, Any], teacher_checkpoint: str | Path | None = None) -> Path:
+    """A stored result's checkpoint, relative to the comparison folder ``out``.
+
+    A teacher given by file is stored by its weights digest, not its machine-specific path: its
+    checkpoint is ``teacher_checkpoint`` (the comparison's), and a missing one is an error.
+    """
+    if result.get("kind") == "teacher" and result.get("source") == "checkpoint":
+        if teacher_checkpoint is None:
+            raise FileNotFoundError(
+                f"the teacher of {out} was given by checkpoint ({result.get('checkpoint_name') or 'a .pth file'}, "
+                f"weights digest {(result.get('spec') or {}).get('weights_digest')}): pass that file with "
+                "--teacher-checkpoint")
+        return Path(teacher_checkpoint)
     path = Path(result["checkpoint"])
     return path if path.is_absolute() else out / path
 

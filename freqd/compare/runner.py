@@ -242,8 +242,9 @@ def _teacher_locked(comparison, out, ctx, key, content, executed, bar) -> dict[s
     if comparison.teacher.checkpoint is not None:
         checkpoint = comparison.teacher.checkpoint
         per_user, metrics, measured = _evaluate(checkpoint, ctx, comparison)
-        result = {"kind": "teacher", "source": "checkpoint", "checkpoint": str(checkpoint), "run": None,
-                  "history": []}
+        # Stored without its path, which names one machine: the key holds its weights digest.
+        result = {"kind": "teacher", "source": "checkpoint", "checkpoint": None, "checkpoint_name": checkpoint.name,
+                  "run": None, "history": []}
     else:
         from freqd.runs import train
 
@@ -294,13 +295,11 @@ def _arm_locked(comparison, out, ctx, arm, seed, key, content, teacher, executed
     config_dict = {**comparison.arm_overrides(arm, seed), "checkpoint_dir": str(work / "saved"),
                    "results_dir": str(work / "runs")}
     previous = None if resume is None else str(resume)
-    # A teacher given by checkpoint is distilled from that file: its stored result may name the path
-    # of an equal teacher (same weights digest) on another machine.
-    teacher_checkpoint = comparison.teacher.checkpoint or result_checkpoint(out, teacher)
     if arm.kd is None:
         run = train(comparison.arm_model(arm), comparison.dataset, config_file_list=files, config_dict=config_dict,
                     resume=previous)
     else:
+        teacher_checkpoint = result_checkpoint(out, teacher, comparison.teacher.checkpoint)
         run = distill(str(teacher_checkpoint), comparison.arm_model(arm), arm.kd, dataset=comparison.dataset,
                       config_file_list=files, config_dict=config_dict, resume=previous)
     _check_protocol(f"arm {arm.name!r}", run, ctx)

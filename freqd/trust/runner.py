@@ -105,12 +105,15 @@ class TrustData:
     triples: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def comparison_of(folder: Path, config: str | Path | None = None) -> ComparisonConfig:
-    """The comparison that made ``folder``: ``config`` when given, else the YAML its ``results.json`` names."""
-    return _comparison_and_record(folder, config)[0]
+def comparison_of(folder: Path, config: str | Path | None = None,
+                  teacher_checkpoint: str | Path | None = None) -> ComparisonConfig:
+    """The comparison that made ``folder``: ``config`` when given, else the YAML its ``results.json`` names;
+    ``teacher_checkpoint`` replaces the teacher file named there (a path on the machine that ran it)."""
+    return _comparison_and_record(folder, config, teacher_checkpoint)[0]
 
 
-def _comparison_and_record(folder: Path, config: str | Path | None) -> tuple[ComparisonConfig, dict[str, Any]]:
+def _comparison_and_record(folder: Path, config: str | Path | None, teacher_checkpoint: str | Path | None = None
+                           ) -> tuple[ComparisonConfig, dict[str, Any]]:
     if config is None:
         results = folder / "results.json"
         if not results.is_file():
@@ -125,9 +128,25 @@ def _comparison_and_record(folder: Path, config: str | Path | None) -> tuple[Com
             seeds=stored.get("seeds"), overrides=overrides.get("all") or None,
             teacher_overrides=overrides.get("teacher") or None, student_overrides=overrides.get("student") or None,
             arms=[a["name"] for a in stored.get("arms", [])] or None,
-            teacher_checkpoint=(stored.get("teacher") or {}).get("checkpoint"))
+            teacher_checkpoint=teacher_checkpoint or (stored.get("teacher") or {}).get("checkpoint"))
         return comparison, stored
-    return load_comparison_config(config), {}
+    comparison = load_comparison_config(config)
+    if teacher_checkpoint is not None:
+        comparison = comparison.with_overrides(teacher_checkpoint=teacher_checkpoint)
+    return comparison, {}
+
+
+def _check_teacher_file(comparison: ComparisonConfig, teacher: dict[str, Any], folder: Path) -> None:
+    """A teacher stored by weights digest is audited only from a file with those weights."""
+    if teacher.get("source") != "checkpoint":
+        return
+    expected = (teacher.get("spec") or {}).get("weights_digest")
+    if comparison.teacher.checkpoint is None:
+        raise TrustError(f"the teacher of {folder} was given by checkpoint ({teacher.get('checkpoint_name')}, "
+                         f"weights digest {expected}): pass that file with --teacher-checkpoint")
+    if comparison.teacher_key()[0] != teacher.get("key"):
+        raise TrustError(f"{comparison.teacher.checkpoint} is not the teacher of {folder}: its weights digest "
+                         f"is {comparison.teacher_key()[1]['weights_digest']}, the stored teacher's {expected}")
 
 
 def build_data(ctx: EvalContext, seed: int) -> TrustData:
@@ -390,17 +409,19 @@ def _train_seconds(folder: Path) -> float:
 
 
 def trust_report(folder: str | Path, config: str | Path | None = None, out: str | Path | None = None,
-                 options: TrustOptions | None = None) -> dict[str, Any]:
+                 options: TrustOptions | None = None, teacher_checkpoint: str | Path | None = None
+                 ) -> dict[str, Any]:
     """Audit the teacher and every (arm, seed) model of a finished comparison folder; write the report.
 
     ``config`` is the comparison's YAML (default: the one its ``results.json`` names); ``out`` the
-    report folder (default ``<folder>/trust``). Returns what ``trust.json`` holds.
+    report folder (default ``<folder>/trust``); ``teacher_checkpoint`` the teacher's file where the
+    comparison was given one (checked against its stored weights digest). Returns what ``trust.json`` holds.
     """
     from freqd.trust.report import write_report
 
     options = options or TrustOptions()
     folder = Path(folder)
-    comparison, record = _comparison_and_record(folder, config)
+    comparison, record = _comparison_and_record(folder, config, teacher_checkpoint)
     if options.arms is not None or options.seeds is not None:
         missing = sorted(set(options.arms or ()) - {a.name for a in comparison.arms})
         if missing:
@@ -412,6 +433,7 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
         stored = read_results(comparison, folder)
     except FileNotFoundError as exc:
         raise TrustError(str(exc)) from exc
+    _check_teacher_file(comparison, stored.teacher, folder)
     out = Path(out) if out is not None else folder / "trust"
     start = perf_counter()
     ctx = build_eval_context(comparison)
@@ -432,7 +454,7 @@ def trust_report(folder: str | Path, config: str | Path | None = None, out: str 
     from tqdm import tqdm
 
     for name, label, kd, seed, result, ndcg in tqdm(jobs, desc="trust", disable=not options.progress, unit="model"):
-        model = load_model(result_checkpoint(folder, result), ctx)
+        model = load_model(result_checkpoint(folder, result, comparison.teacher.checkpoint), ctx)
         row: dict[str, Any] = {"model": name, "label": label, "kd": kd, "seed": seed, "dataset": comparison.dataset,
                                "d": result.get("embedding_size"), "kd_weight": _kd_weight(folder, result) if kd else None,
                                key: float(result["metrics"][key])}
