@@ -80,16 +80,20 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="the comparison YAML of that folder")
     parser.add_argument("--arms", nargs="+", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--teacher-checkpoint", type=Path, default=None,
+                        help="the teacher's file where the comparison was given one (default: the YAML's)")
     parser.add_argument("--cache", type=Path, default=None, help="safetensors file holding the graph's SVD")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     from freqd.compare.config import load_comparison_config
-    from freqd.compare.evaluate import build_eval_context, load_model
+    from freqd.compare.evaluate import build_eval_context, load_model, result_checkpoint
     from freqd.graph import bipartite_edge_index, bipartite_frequency_energies, normalized_adjacency
 
     comparison = load_comparison_config(args.config)
+    if args.teacher_checkpoint is not None:
+        comparison = comparison.with_overrides(teacher_checkpoint=args.teacher_checkpoint)
     ctx = build_eval_context(comparison)
     train = ctx.train_dataset
     n_users, n_items = train.user_num, train.item_num
@@ -110,8 +114,8 @@ def main() -> None:
             return model.embeddings()
 
     teacher_record = json.loads((args.folder / "teacher.json").read_text(encoding="utf-8"))
-    teacher = final_tables(teacher_record["checkpoint"])
-    students = {(arm, seed): final_tables(args.folder / stored["checkpoint"]) + (stored["metrics"]["ndcg@20"],)
+    teacher = final_tables(result_checkpoint(args.folder, teacher_record, comparison.teacher.checkpoint))
+    students = {(arm, seed): final_tables(result_checkpoint(args.folder, stored)) + (stored["metrics"]["ndcg@20"],)
                 for arm in args.arms for seed in args.seeds
                 for stored in [json.loads((args.folder / "arms" / arm / f"s{seed}.json").read_text(encoding="utf-8"))]}
     variants = {}
