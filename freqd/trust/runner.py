@@ -144,9 +144,10 @@ def _check_teacher_file(comparison: ComparisonConfig, teacher: dict[str, Any], f
     if comparison.teacher.checkpoint is None:
         raise TrustError(f"the teacher of {folder} was given by checkpoint ({teacher.get('checkpoint_name')}, "
                          f"weights digest {expected}): pass that file with --teacher-checkpoint")
-    if comparison.teacher_key()[0] != teacher.get("key"):
+    key, content = comparison.teacher_key()
+    if key != teacher.get("key"):
         raise TrustError(f"{comparison.teacher.checkpoint} is not the teacher of {folder}: its weights digest "
-                         f"is {comparison.teacher_key()[1]['weights_digest']}, the stored teacher's {expected}")
+                         f"is {content['weights_digest']}, the stored teacher's {expected}")
 
 
 def build_data(ctx: EvalContext, seed: int) -> TrustData:
