@@ -140,10 +140,11 @@ def _check_teacher_file(comparison: ComparisonConfig, teacher: dict[str, Any], f
     """A teacher stored by weights digest is audited only from a file with those weights."""
     if teacher.get("source") != "checkpoint":
         return
+    try:
+        result_checkpoint(folder, teacher, comparison.teacher.checkpoint)
+    except FileNotFoundError as exc:
+        raise TrustError(str(exc)) from exc
     expected = (teacher.get("spec") or {}).get("weights_digest")
-    if comparison.teacher.checkpoint is None:
-        raise TrustError(f"the teacher of {folder} was given by checkpoint ({teacher.get('checkpoint_name')}, "
-                         f"weights digest {expected}): pass that file with --teacher-checkpoint")
     key, content = comparison.teacher_key()
     if key != teacher.get("key"):
         raise TrustError(f"{comparison.teacher.checkpoint} is not the teacher of {folder}: its weights digest "
