@@ -2,15 +2,17 @@
 
 1. A selection teacher (BPR, ``--select-dim``, ``--select-epochs``, seed 0) supplies importance
    (per-user BPR difficulty, or the user's number of training items) and similarity (10-NN cosine
-   of its user tables).
-2. For each selection (``solver`` or ``solver:importance``, e.g. ``topk:activity``) and budget,
+   of its user tables, or with ``--similarity jaccard`` the 10-NN Jaccard of training histories).
+2. For each selection (``solver``, ``solver:importance`` or ``solver:importance:alpha``, e.g.
+   ``topk:activity`` or ``infomax:activity:0.03``; α defaults to ``--alpha``) and budget,
    ``freqd coreset``'s function writes a selection file (timed), and a BPR teacher (``--dim``) is
    trained on the kept users' interactions with each seed, early stopping on validation as any
    run; the other users are folded in (``coreset_fold_in``, ``--fold-in``). Full-data teachers are
    the reference.
 3. Per-user test NDCG@20 (RecBole's metric on the trainer's own ranking, all test users) of every
    selection is compared with random selection at its budget, paired over users (mean over seeds;
-   Wilcoxon).
+   Wilcoxon). Each row also keeps the run's best smoothed validation NDCG@20, so α can be chosen on
+   validation (``--seeds 0`` over several α, then the chosen one over every seed).
 4. Selection time of each solver on random tables of Gowalla's size (29,858 users, d = 300,
    importance uniform): the solver's cost, not a quality figure.
 
@@ -21,6 +23,17 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset citeulike-t --config configs/dataset/citeulike-t.yaml \
         --solvers random infomax topk:activity infomax:activity --extra-solvers --no-size-timing \
         --out benchmarks/results/coreset/citeulike-t-fold-in-2026-12-04.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset citeulike-t --config configs/dataset/citeulike-t.yaml \
+        --solvers random infomax:activity:0 infomax:activity:0.01 infomax:activity:0.03 infomax:activity:0.1 \
+        infomax:activity:1 --extra-solvers --seeds 0 --no-size-timing \
+        --out benchmarks/results/coreset/citeulike-t-alpha-cosine-seed0-2026-12-07.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset citeulike-t --config configs/dataset/citeulike-t.yaml \
+        --similarity jaccard --solvers infomax:activity:0.1 infomax:activity:0.3 infomax:activity:1 --extra-solvers \
+        --seeds 0 --no-size-timing --out benchmarks/results/coreset/citeulike-t-alpha-jaccard-seed0-2026-12-07.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset citeulike-t --config configs/dataset/citeulike-t.yaml \
+        --solvers random infomax:activity:0.01 topk:activity --budgets 0.3 --extra-solvers --no-size-timing \
+        --full-from benchmarks/results/coreset/citeulike-t-fold-in-2026-12-04.json \
+        --out benchmarks/results/coreset/citeulike-t-infomax-alpha0.01-30-2026-12-07.json
 
 writes that JSON and a plot beside it (``.png``).
 """
@@ -52,6 +65,17 @@ def per_user_ndcg(checkpoint: str, config, loaders) -> np.ndarray:
                        20, 256)
     hits, n_pos = rec[:, :-1].numpy().astype(bool), rec[:, -1].numpy()
     return NDCG(config).metric_info(hits, n_pos)[:, 19]
+
+
+def parse_selection(spec: str, default_alpha: float) -> tuple[str, str, float]:
+    """``solver[:importance[:alpha]]`` -> (solver, importance, alpha); a bad α is refused, naming the spec."""
+    name, _, rest = spec.partition(":")
+    importance, _, alpha = rest.partition(":")
+    try:
+        value = float(alpha) if alpha else default_alpha
+    except ValueError:
+        raise SystemExit(f"--solvers {spec!r}: alpha {alpha!r} is not a number") from None
+    return name, importance or "difficulty", value
 
 
 def plot(result: dict, path: Path) -> None:
@@ -88,7 +112,10 @@ def main() -> None:
     parser.add_argument("--select-epochs", dest="select_epochs", type=int, default=20)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     parser.add_argument("--solvers", nargs="+", default=["infomax", "random"],
-                        help="solver or solver:importance (difficulty, the default, or activity)")
+                        help="solver, solver:importance (difficulty, the default, or activity) or solver:importance:alpha")
+    parser.add_argument("--alpha", type=float, default=1.0, help="weight of the redundancy term where a selection names none")
+    parser.add_argument("--similarity", choices=["cosine", "jaccard"], default="cosine",
+                        help="redundancy between users: 10-NN cosine of the selection teacher's user rows, or Jaccard of histories")
     parser.add_argument("--extra-solvers", dest="extra_solvers", nargs="*", default=["greedy", "topk", "kcenter"],
                         help="also run at the middle budget")
     parser.add_argument("--fold-in", dest="fold_in", choices=["auto", "none"], default="auto",
@@ -98,6 +125,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--no-size-timing", dest="size_timing", action="store_false",
                         help="skip step 4 (selection time on random Gowalla-sized tables)")
+    parser.add_argument("--full-from", dest="full_from", type=Path,
+                        help="take the full-data teachers' rows from this earlier output (same dataset, settings and seeds) "
+                             "instead of training them again")
     parser.add_argument("--plot-only", dest="plot_only", action="store_true",
                         help="only redraw <out>.png from an existing --out file")
     args = parser.parse_args()
@@ -122,21 +152,29 @@ def main() -> None:
     middle = sorted(args.budgets)[len(args.budgets) // 2]
     jobs += [(s, middle) for s in args.extra_solvers]
     rows = []
+    if args.full_from:
+        rows = [dict(r, reused_from=str(args.full_from)) for r in json.loads(args.full_from.read_text())["rows"]
+                if r["solver"] == "full" and r["seed"] in args.seeds]
+        if sorted(r["seed"] for r in rows) != sorted(args.seeds):
+            raise SystemExit(f"--full-from {args.full_from}: no full-data rows for every seed of {args.seeds}")
     for solver, budget in jobs:
+        if solver == "full" and args.full_from:
+            continue
         selection = None
         select_seconds = None
         if solver != "full":
-            name, _, importance = solver.partition(":")
-            selection = args.work / f"{solver.replace(':', '-')}-{budget}.json"
+            name, importance, alpha = parse_selection(solver, args.alpha)
+            selection = args.work / f"{name}-{importance}-{alpha:g}-{budget}.json"
             record = select_coreset(selector["checkpoint"], selection, budget, args.dataset, files,
-                                    config_dict={"state": "ERROR"}, solver=name, importance=importance or "difficulty",
-                                    seed=0)
+                                    config_dict={"state": "ERROR"}, solver=name, importance=importance,
+                                    alpha=alpha, similarity=args.similarity, seed=0)
             select_seconds = record["seconds"]
         for seed in args.seeds:
             extra = {"coreset": str(selection), "coreset_fold_in": args.fold_in} if selection else {}
             run = train("BPR", args.dataset, files, config_dict={**base, "embedding_size": args.dim, "seed": seed, **extra})
             ndcg = per_user_ndcg(run["checkpoint"], config, loaders)
             rows.append({"solver": solver, "budget": budget, "seed": seed, "ndcg@20": float(ndcg.mean()),
+                         "valid_ndcg@20": float(run["best_valid_score"]),
                          "test_ndcg@20": run["test_result"]["ndcg@20"], "epochs": run["epochs_run"],
                          "best_epoch": run.get("best_epoch"), "converged": run.get("converged"),
                          "train_seconds": float(run["train_seconds_per_epoch"]) * run["epochs_run"],
@@ -153,6 +191,8 @@ def main() -> None:
         entry = {"solver": solver, "budget": budget, "ndcg@20_mean": float(np.mean([r["ndcg@20"] for r in mine])),
                  "ndcg@20_std": float(np.std([r["ndcg@20"] for r in mine], ddof=1)) if len(mine) > 1 else None,
                  "share_of_full": float(np.mean([r["ndcg@20"] for r in mine]) / full),
+                 "valid_ndcg@20_mean": (float(np.mean([r["valid_ndcg@20"] for r in mine]))
+                                        if all("valid_ndcg@20" in r for r in mine) else None),
                  "not_converged": sum(r["converged"] is False for r in mine),
                  "train_seconds_mean": float(np.mean([r["train_seconds"] for r in mine])),
                  "select_seconds": mine[0]["select_seconds"], "kept_interactions": mine[0]["kept_interactions"]}
@@ -182,7 +222,7 @@ def main() -> None:
             timing.append({"solver": solver, "seconds": time.perf_counter() - start})
             print(f"gowalla-sized selection, {solver}: {timing[-1]['seconds']:.1f} s", flush=True)
     for row in rows:
-        row.pop("per_user")
+        row.pop("per_user", None)
     result = {"command": "python benchmarks/bench_coreset.py", "args": {k: str(v) for k, v in vars(args).items()},
               "dataset": args.dataset, "rows": rows, "summary": summary,
               "gowalla_sized_timing": {"knn_seconds": knn_seconds, "solvers": timing},
