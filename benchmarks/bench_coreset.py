@@ -223,7 +223,8 @@ def main() -> None:
             print(f"gowalla-sized selection, {solver}: {timing[-1]['seconds']:.1f} s", flush=True)
     for row in rows:
         row.pop("per_user", None)
-    result = {"command": "python benchmarks/bench_coreset.py", "args": {k: str(v) for k, v in vars(args).items()},
+    recorded = {**{k: str(v) for k, v in vars(args).items()}, "work": "<work folder>", "out": args.out.name}  # no machine paths
+    result = {"command": "python benchmarks/bench_coreset.py", "args": recorded,
               "dataset": args.dataset, "rows": rows, "summary": summary,
               "gowalla_sized_timing": {"knn_seconds": knn_seconds, "solvers": timing},
               "machine": platform.platform(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}

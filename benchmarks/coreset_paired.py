@@ -4,8 +4,8 @@
 selections of the same work folder (``--work``): it finds each run by the selection file and seed
 its ``results.json`` records, recomputes every test user's NDCG@20 from the run's checkpoint (with
 the fold-in the checkpoint holds; the mean must equal the run's own test NDCG@20), averages over the
-seeds both selections have, and reports the mean difference, the difference per seed and the
-Wilcoxon signed-rank p over users.
+seeds both selections have, and reports the difference per seed and the package's paired tests
+(``freqd.compare.stats.paired_tests``: mean difference, t-test, Wilcoxon) over users.
 
     OMP_NUM_THREADS=1 python benchmarks/coreset_paired.py --work <bench work folder> --dataset citeulike-t \\
         --config configs/dataset/citeulike-t.yaml infomax-activity-0.01-0.3 topk-activity-1-0.3 \\
@@ -50,8 +50,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from scipy.stats import wilcoxon
-
+    from freqd.compare.stats import paired_tests
     from freqd.runs import setup
 
     config, _, loaders = setup("BPR", args.dataset, args.config,
@@ -72,9 +71,11 @@ def main() -> None:
     a, b = per_user[args.a], per_user[args.b]
     result = {"a": args.a, "b": args.b, "seeds": seeds, "users": int(a.shape[1]),
               "a_ndcg@20": a.mean(axis=1).tolist(), "b_ndcg@20": b.mean(axis=1).tolist(),
-              "mean_delta": float((a - b).mean()), "delta_per_seed": (a - b).mean(axis=1).tolist(),
-              "wilcoxon_p": float(wilcoxon(a.mean(axis=0), b.mean(axis=0)).pvalue),
-              "command": "python benchmarks/coreset_paired.py " + " ".join(sys.argv[1:])}
+              "delta_per_seed": (a - b).mean(axis=1).tolist(),
+              "seed_mean_per_user": paired_tests(a.mean(axis=0), b.mean(axis=0)),
+              "command": " ".join(["python benchmarks/coreset_paired.py --work <work folder>",  # no machine paths
+                                   f"--dataset {args.dataset}", *(f"--config {c}" for c in args.config),
+                                   f"--dim {args.dim}", args.a, args.b])}
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
