@@ -135,8 +135,7 @@ def main() -> None:
         plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
         return
     torch.set_num_threads(1)
-    from scipy.stats import wilcoxon
-
+    from freqd.compare.stats import paired_tests
     from freqd.coreset import select
     from freqd.runs import select_coreset, setup, train
 
@@ -201,8 +200,9 @@ def main() -> None:
             if other:
                 a = np.mean([r["per_user"] for r in mine], axis=0)
                 b = np.mean([r["per_user"] for r in other], axis=0)
-                entry["vs_random_mean_delta"] = float((a - b).mean())
-                entry["vs_random_wilcoxon_p"] = float(wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0
+                tests = paired_tests(a, b)
+                entry["vs_random_mean_delta"] = tests["mean_diff"]
+                entry["vs_random_wilcoxon_p"] = tests["wilcoxon_pvalue"]
         summary.append(entry)
         print(json.dumps({k: v for k, v in entry.items()}), flush=True)
     timing: list[dict] = []
