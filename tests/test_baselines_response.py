@@ -18,6 +18,7 @@ from freqd.distillers.kd import KDSettings
 from freqd.distillers.rankings import training_csr
 from freqd.distillers.rrd import RRDSettings, listwise_loss, relaxed_ranking_loss
 from freqd.distillers.sampling import (
+    gather_rows,
     rank_decay_logits,
     ranks_among_unobserved,
     sample_without_replacement,
@@ -156,6 +157,24 @@ def test_listwise_loss_sums_over_unique_batch_users(tiny, name):
                                   [student.score(u, j) for j in below[u].tolist()]) for u in set(BATCH))
     got = distiller(_batch(BATCH), StepTables.of(student))
     assert float(got) == pytest.approx(expected / len(BATCH), rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4)])
+def test_gather_rows_is_a_one_hot_product_in_value_and_gradient(shape):
+    """Rows of a table picked by an index with repeats: the values are onehot(index) @ table and the
+    table's gradient is onehot(index)ᵀ @ upstream (repeats summed); the index gets none."""
+    gen = torch.Generator().manual_seed(len(shape))
+    table = torch.randn(6, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 6, shape, generator=gen)
+    index.view(-1)[:2] = 5                                      # a repeated row for certain
+    upstream = torch.randn(*shape, 4, generator=gen, dtype=torch.float64)
+    one_hot = torch.nn.functional.one_hot(index.reshape(-1), 6).to(torch.float64)
+    got = gather_rows(table, index)
+    assert got.shape == (*shape, 4)
+    torch.testing.assert_close(got.reshape(-1, 4), one_hot @ table.detach())
+    (got * upstream).sum().backward()
+    assert table.grad is not None
+    torch.testing.assert_close(table.grad, one_hot.T @ upstream.reshape(-1, 4))
 
 
 @pytest.mark.parametrize("dense", [None, True, False])

@@ -86,9 +86,33 @@ def student_pool(student, train: Tensor, n: int, device) -> Tensor:
 
 
 # -- scoring -------------------------------------------------------------------------------------------
+class _GatherRows(torch.autograd.Function):
+    """``table[index]`` for an integer index tensor: forward by ``index_select``, backward by an
+    accumulating ``index_put_``. Same values and gradients as advanced indexing, whose forward is about
+    twice as slow on CPU, and faster than ``index_select``'s own backward (``index_add_``)."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.n_rows = table.shape[0]
+        return table.index_select(0, index.reshape(-1)).view(*index.shape, *table.shape[1:])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (index,) = ctx.saved_tensors
+        flat = grad.reshape(index.numel(), *grad.shape[index.dim():])
+        out = grad.new_zeros(ctx.n_rows, *grad.shape[index.dim():])
+        return out.index_put_((index.reshape(-1),), flat, accumulate=True), None
+
+
+def gather_rows(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]`` (rows of a 2-d table for an integer index tensor of any shape), faster on CPU."""
+    return _GatherRows.apply(table, index)
+
+
 def pair_scores(user_rows: Tensor, item_table: Tensor, items: Tensor) -> Tensor:
     """Inner products ⟨user_rows[r], item_table[items[r, j]]⟩ as a (rows, k) tensor."""
-    return torch.bmm(item_table[items], user_rows.unsqueeze(-1)).squeeze(-1)
+    return torch.bmm(gather_rows(item_table, items), user_rows.unsqueeze(-1)).squeeze(-1)
 
 
 @torch.no_grad()
