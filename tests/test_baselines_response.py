@@ -162,7 +162,7 @@ def test_listwise_loss_sums_over_unique_batch_users(tiny, name):
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4)])
 def test_gather_rows_is_a_one_hot_product_in_value_and_gradient(shape):
     """Rows of a table picked by an index with repeats: the values are onehot(index) @ table and the
-    table's gradient is onehot(index)ᵀ @ upstream (repeats summed); the index gets none."""
+    table's gradient is onehot(index)ᵀ @ upstream (repeats summed)."""
     gen = torch.Generator().manual_seed(len(shape))
     table = torch.randn(6, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     index = torch.randint(0, 6, shape, generator=gen)

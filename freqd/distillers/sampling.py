@@ -100,9 +100,9 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         (index,) = ctx.saved_tensors
-        flat = grad.reshape(index.numel(), *grad.shape[index.dim():])
-        out = grad.new_zeros(ctx.n_rows, *grad.shape[index.dim():])
-        return out.index_put_((index.reshape(-1),), flat, accumulate=True), None
+        row_shape = grad.shape[index.dim():]
+        out = grad.new_zeros(ctx.n_rows, *row_shape)
+        return out.index_put_((index.reshape(-1),), grad.reshape(index.numel(), *row_shape), accumulate=True), None
 
 
 def gather_rows(table: Tensor, index: Tensor) -> Tensor:
