@@ -13,7 +13,7 @@ import logging
 import torch
 from torch import Tensor
 
-from freqd.distillers.rankings import masked_scores, teacher_topk, topk_unobserved
+from freqd.distillers.rankings import mask_training_, teacher_topk, topk_unobserved
 from freqd.distillers.teacher import TeacherTables
 from freqd.distributed import current_shard
 
@@ -135,8 +135,9 @@ def ranks_among_unobserved(user_table: Tensor, item_table: Tensor, train: Tensor
     """
     out = torch.empty_like(items)
     n_items = item_table.shape[0]
-    chunks = [(start, min(start + chunk_size, items.shape[0])) for start in range(0, items.shape[0], chunk_size)]
-    for start, stop, scores in masked_scores(user_table, item_table, train, chunks):
+    for start in range(0, items.shape[0], chunk_size):
+        stop = min(start + chunk_size, items.shape[0])
+        scores = mask_training_(user_table[start:stop] @ item_table.T, train, start, stop)
         target = scores.gather(1, items[start:stop].to(scores.device))
         ascending = scores.sort(dim=1).values
         higher = n_items - torch.searchsorted(ascending, target, right=True)

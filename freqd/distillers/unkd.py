@@ -25,8 +25,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from freqd.distillers.base import Distiller, DistillerSettings, StepTables
-from freqd.distillers.rankings import masked_scores, training_csr
-from freqd.distillers.sampling import CHUNK_SIZE, degrees, pair_scores, truncated_geometric
+from freqd.distillers.rankings import training_csr
+from freqd.distillers.sampling import CHUNK_SIZE, degrees, mask_training_, pair_scores, truncated_geometric
 from freqd.settings import Float, Int
 
 
@@ -82,8 +82,9 @@ def group_rankings(user_table: Tensor, item_table: Tensor, train: Tensor, groups
     widths = [min(pool, len(items)) for items in groups]
     ranked = torch.zeros(n_users, len(groups), max(widths), dtype=torch.int32, device=device)
     groups = [items.to(device) for items in groups]
-    chunks = [(start, min(start + chunk_size, n_users)) for start in range(0, n_users, chunk_size)]
-    for start, stop, scores in masked_scores(user_table, item_table, train, chunks):
+    for start in range(0, n_users, chunk_size):
+        stop = min(start + chunk_size, n_users)
+        scores = mask_training_(user_table[start:stop] @ item_table.T, train, start, stop)
         for g, items in enumerate(groups):
             top = scores[:, items].topk(widths[g], dim=1).indices
             ranked[start:stop, g, :widths[g]] = items[top].int()
