@@ -35,12 +35,16 @@
         --full-from benchmarks/results/coreset/citeulike-t-fold-in-2026-12-04.json \
         --out benchmarks/results/coreset/citeulike-t-infomax-alpha0.01-30-2026-12-07.json
 
-writes that JSON and a plot beside it (``.png``).
+writes that JSON and a plot beside it (``.png``). Each teacher's row is also kept in ``<work>/rows/``
+with the settings that made it, and the selection teacher in ``<work>/selector.json``: the same command
+run again (after an interruption, or with more seeds or selections) reuses every finished row whose
+settings are unchanged and trains only the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import time
@@ -65,6 +69,37 @@ def per_user_ndcg(checkpoint: str, config, loaders) -> np.ndarray:
                        20, 256)
     hits, n_pos = rec[:, :-1].numpy().astype(bool), rec[:, -1].numpy()
     return NDCG(config).metric_info(hits, n_pos)[:, 19]
+
+
+def settings_key(args, files: list[str], **parts) -> dict:
+    """What a cached row (or the selection teacher) depends on: the dataset, its config files' contents,
+    the training settings and ``parts``; a cached file is reused only when its key is equal."""
+    contents = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files]
+    return {"dataset": args.dataset, "configs": contents, "dim": args.dim, "select_dim": args.select_dim,
+            "select_epochs": args.select_epochs, "similarity": args.similarity, "fold_in": args.fold_in,
+            "eval_step": args.eval_step, "stopping_step": args.stopping_step, **parts}
+
+
+def kept_digest(selection: Path) -> str:
+    """sha256 of a selection file's kept indices (the file's other fields hold timings and paths)."""
+    keep = json.loads(selection.read_text(encoding="utf-8"))["keep"]
+    return hashlib.sha256(json.dumps(keep).encode()).hexdigest()
+
+
+def cached(path: Path, key: dict) -> dict | None:
+    """The record stored at ``path`` if it was made with ``key``, else None."""
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if record.get("key") == key else None
+
+
+def store(path: Path, record: dict) -> None:
+    """Write ``record`` atomically (a half-written row is never read back as finished)."""
+    from freqd.io import atomic_write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, record)
 
 
 def parse_selection(spec: str, default_alpha: float) -> tuple[str, str, float]:
@@ -121,6 +156,10 @@ def main() -> None:
     parser.add_argument("--fold-in", dest="fold_in", choices=["auto", "none"], default="auto",
                         help="coreset_fold_in of the teachers trained on a coreset (none: the results before it)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--eval-step", dest="eval_step", type=int, default=1,
+                        help="validate every N epochs (a large catalogue: validation costs as much as an epoch)")
+    parser.add_argument("--stopping-step", dest="stopping_step", type=int, default=10,
+                        help="patience in validations without improvement of the mean of the last 3")
     parser.add_argument("--work", type=Path, default=Path("bench-coreset"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--no-size-timing", dest="size_timing", action="store_false",
@@ -141,11 +180,16 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     base = {"show_progress": False, "state": "ERROR", "train_sampler": "fast", "split_seed": 2020, "epochs": 500,
-            "eval_step": 1, "stopping_step": 10, "valid_smoothing": 3,
+            "eval_step": args.eval_step, "stopping_step": args.stopping_step, "valid_smoothing": 3,
             "checkpoint_dir": str(args.work / "saved"), "results_dir": str(args.work / "runs")}
     files = args.config  # freqd.runs.setup refuses a missing file, naming it
-    selector = train("BPR", args.dataset, files, config_dict={**base, "embedding_size": args.select_dim, "seed": 0,
-                                                         "epochs": args.select_epochs})
+    selector_key = settings_key(args, files, role="selection teacher")
+    selector = cached(args.work / "selector.json", selector_key)
+    if selector is None or not Path(selector["checkpoint"]).exists():
+        run = train("BPR", args.dataset, files, config_dict={**base, "embedding_size": args.select_dim, "seed": 0,
+                                                            "epochs": args.select_epochs})
+        selector = {"key": selector_key, "checkpoint": run["checkpoint"]}
+        store(args.work / "selector.json", selector)
     config, _, loaders = setup("BPR", args.dataset, files, {**base, "embedding_size": args.dim})
     jobs = [("full", 1.0)] + [(s, b) for s in args.solvers for b in args.budgets]
     middle = sorted(args.budgets)[len(args.budgets) // 2]
@@ -169,6 +213,14 @@ def main() -> None:
                                     alpha=alpha, similarity=args.similarity, seed=0)
             select_seconds = record["seconds"]
         for seed in args.seeds:
+            key = settings_key(args, files, solver=solver, budget=budget, seed=seed,
+                               kept=None if selection is None else kept_digest(selection))
+            row_file = args.work / "rows" / f"{solver.replace(':', '-')}-{budget:g}-s{seed}.json"
+            row = cached(row_file, key)
+            if row is not None:
+                rows.append(row["row"])
+                print(f"{solver:>8} {budget:4.2f} seed {seed}: reused {row_file.name}", flush=True)
+                continue
             extra = {"coreset": str(selection), "coreset_fold_in": args.fold_in} if selection else {}
             run = train("BPR", args.dataset, files, config_dict={**base, "embedding_size": args.dim, "seed": seed, **extra})
             ndcg = per_user_ndcg(run["checkpoint"], config, loaders)
@@ -181,6 +233,7 @@ def main() -> None:
                          "kept_interactions": (run.get("coreset") or {}).get("interactions"),
                          "folded_in_users": (run.get("coreset") or {}).get("folded_in_users"),
                          "per_user": ndcg.tolist()})
+            store(row_file, {"key": key, "row": rows[-1]})
             print(f"{solver:>8} {budget:4.2f} seed {seed}: NDCG@20 {ndcg.mean():.4f} "
                   f"({run['epochs_run']} epochs, best {run.get('best_epoch')})", flush=True)
     summary = []
@@ -215,12 +268,12 @@ def main() -> None:
         start = time.perf_counter()
         sims = knn_similarity(features, 10)
         knn_seconds = time.perf_counter() - start
-        importance = rng.random(29858)
-        for solver in ("infomax", "greedy", "random", "topk", "kcenter"):
+        uniform = rng.random(29858)
+        for name in ("infomax", "greedy", "random", "topk", "kcenter"):
             start = time.perf_counter()
-            select(importance, sims, 0.3, solver=solver, features=features)
-            timing.append({"solver": solver, "seconds": time.perf_counter() - start})
-            print(f"gowalla-sized selection, {solver}: {timing[-1]['seconds']:.1f} s", flush=True)
+            select(uniform, sims, 0.3, solver=name, features=features)  # type: ignore[arg-type]
+            timing.append({"solver": name, "seconds": time.perf_counter() - start})
+            print(f"gowalla-sized selection, {name}: {timing[-1]['seconds']:.1f} s", flush=True)
     for row in rows:
         row.pop("per_user", None)
     recorded = {**{k: str(v) for k, v in vars(args).items()}, "work": "<work folder>", "out": args.out.name}  # no machine paths
