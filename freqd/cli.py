@@ -249,12 +249,16 @@ def cmd_trust(args, overrides) -> int:
     from freqd.trust.runner import TrustOptions, trust_report
 
     apply_threads(args.threads if args.threads is not None else "auto")
+    show_text = overrides.pop("show_progress", "True")  # RecBole's spelling of --no-progress, as runs take it
+    if show_text.strip().lower() not in ("true", "false"):
+        raise ValueError(f"--show_progress={show_text!r} is invalid: expected True or False")
+    show = show_text.strip().lower() == "true"
     if overrides:
-        raise ValueError(f"freqd trust takes no config overrides, got {sorted(overrides)}")
+        raise ValueError(f"freqd trust takes no config overrides other than --show_progress, got {sorted(overrides)}")
     options = TrustOptions(parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
                            epsilons=tuple(float(e) for e in args.epsilons.split(",") if e.strip()), k=args.k,
                            seed=args.seed, arms=_tuple(parse_arms(args.arms)), seeds=_tuple(parse_seeds(args.seeds)),
-                           plots=not args.no_plots, progress=not args.no_progress, shadows=args.shadows,
+                           plots=not args.no_plots, progress=show and not args.no_progress, shadows=args.shadows,
                            shadow_arms=_tuple(parse_arms(args.shadow_arms)), jobs=args.jobs,
                            edges=parse_edges(args.edges), edge_seeds=_tuple(parse_seeds(args.edge_seeds)),
                            miars=args.miars, poison=parse_poison(args.poison))

@@ -377,6 +377,13 @@ def test_trust_cli_writes_the_report_and_names_a_missing_folder(compared, tmp_pa
     assert "no results.json" in capsys.readouterr().err
     assert main(["trust", str(compared / "out"), "--parts", "privacy,magic"]) == 2
     assert "magic" in capsys.readouterr().err
+    assert main(["trust", str(compared / "out"), "--out", str(tmp_path / "u"), "--parts", "fairness", "--no-plots",
+                 "--show_progress=False"]) == 0
+    assert "trust:" not in capsys.readouterr().err  # RecBole's spelling turns the bar off too
+    assert main(["trust", str(compared / "out"), "--show_progress=sometimes"]) == 2
+    assert "--show_progress='sometimes' is invalid" in capsys.readouterr().err
+    assert main(["trust", str(compared / "out"), "--epochs=3"]) == 2
+    assert "no config overrides other than --show_progress, got ['epochs']" in capsys.readouterr().err
 
 
 @pytest.mark.slow
