@@ -306,6 +306,7 @@ def test_summary_averages_each_column_over_the_runs_that_have_it():
              "auc": 0.5 + 0.1 * s, **({"edge": 0.2} if s == 0 else {})} for s in range(3)]
     (entry,) = summarise(rows)
     assert entry["runs"] == 3 and entry["auc"]["n"] == 3 and entry["auc"]["mean"] == pytest.approx(0.6)
+    assert entry["auc"]["std"] == pytest.approx(0.1)  # sample std of 0.5, 0.6, 0.7 (ddof 1), as the comparison's
     assert entry["edge"] == {"mean": 0.2, "std": 0.0, "n": 1}
     assert cell(entry, "edge", 2) == "0.20" and "±" in cell(entry, "auc", 2) and cell(entry, "nope") == "—"
 

@@ -18,8 +18,9 @@ COORDINATES = ("model", "label", "kd", "seed", "dataset", "d", "kd_weight")
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model (in first-seen order): its runs, and per numeric column the mean / std (population,
-    over the runs that have the column) and that count ``n`` (perturbed edges cover chosen seeds only)."""
+    """Per model (in first-seen order): its runs, and per numeric column the mean / std (sample std,
+    ddof 1, as in the comparison's report; 0 for one run) over the runs that have the column, and
+    that count ``n`` (perturbed edges cover chosen seeds only)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["model"], []).append(row)
@@ -32,7 +33,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [m[column] for m in members if column in m]
             if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 array = np.asarray(values, dtype=np.float64)
-                entry[column] = {"mean": float(np.mean(array)), "std": float(np.std(array)), "n": len(values)}
+                std = float(np.std(array, ddof=1)) if len(values) > 1 else 0.0
+                entry[column] = {"mean": float(np.mean(array)), "std": std, "n": len(values)}
         out.append(entry)
     return out
 
