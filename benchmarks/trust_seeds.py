@@ -25,9 +25,9 @@ COLUMNS = [
     ("head recall", "head_recall", 1, ".3f"), ("tail recall", "tail_recall", 1, ".3f"), ("APLT@20", "aplt", 1, ".3f"),
     ("Coverage@20", "coverage", 1, ".3f"), ("Gini", "gini", 1, ".3f"),
 ]
-#: Rows of the same (model, seed) from two reports must agree to this relative tolerance (the same checkpoint;
-#: scores recomputed on another machine differ in the last float32 digits).
-TOLERANCE = 1e-6
+#: Rows of the same (model, seed) from two reports must agree to this relative tolerance: the same
+#: checkpoint, scored again (float32 sums in another order move APR drops by a few 1e-6).
+TOLERANCE = 1e-4
 #: Keys that may differ between two reports of the same checkpoint (timings).
 TIMINGS = ("seconds_privacy", "seconds_robustness", "seconds_fairness")
 
