@@ -11,14 +11,16 @@ import math
 import pytest
 import torch
 
-from freqd.distillers import StepTables, get_distiller, rankings
+from freqd.distillers import StepTables, get_distiller, rankings, sampling
 from freqd.distillers.cd import CDSettings
 from freqd.distillers.dcd import DCDSettings, correction_weights, dual_correction_sample
 from freqd.distillers.kd import KDSettings
 from freqd.distillers.rankings import training_csr
 from freqd.distillers.rrd import RRDSettings, listwise_loss, relaxed_ranking_loss
 from freqd.distillers.sampling import (
+    compiled_pairs,
     gather_rows,
+    pair_scores,
     rank_decay_logits,
     ranks_among_unobserved,
     sample_without_replacement,
@@ -175,6 +177,46 @@ def test_gather_rows_is_a_one_hot_product_in_value_and_gradient(shape):
     (got * upstream).sum().backward()
     assert table.grad is not None
     torch.testing.assert_close(table.grad, one_hot.T @ upstream.reshape(-1, 4))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize(("dtype", "index_dtype"), [(torch.float32, torch.int64), (torch.float64, torch.int32)])
+def test_pair_scores_are_one_hot_products_in_value_and_gradient(compiled, dtype, index_dtype, monkeypatch):
+    """Scores ⟨u_r, V[items[r, j]]⟩ and both gradients against float64 one-hot products, repeated items
+    in a row and across rows, by the compiled loops (when Numba is installed) and by torch's kernels."""
+    if compiled:
+        pytest.importorskip("numba")
+    else:
+        monkeypatch.setattr(sampling, "_numba_installed", lambda: False)
+    gen = torch.Generator().manual_seed(5)
+    users = torch.randn(5, 3, generator=gen, dtype=dtype, requires_grad=True)
+    table = torch.randn(8, 3, generator=gen, dtype=dtype, requires_grad=True)
+    items = torch.randint(0, 8, (5, 4), generator=gen).to(index_dtype)
+    items[0, :2] = 7
+    items[3, 1] = 7                                              # one row repeated within and across users
+    upstream = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    assert compiled_pairs(users, table, items) is compiled
+    got = pair_scores(users, table, items)
+    (got * upstream.to(dtype)).sum().backward()
+    one_hot = torch.nn.functional.one_hot(items.long(), 8).to(torch.float64)    # (rows, k, items)
+    u, v = users.detach().double(), table.detach().double()
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+    torch.testing.assert_close(got.double(), torch.einsum("rkn,nd,rd->rk", one_hot, v, u), **tol)
+    assert users.grad is not None and table.grad is not None
+    torch.testing.assert_close(users.grad.double(), torch.einsum("rk,rkn,nd->rd", upstream, one_hot, v), **tol)
+    torch.testing.assert_close(table.grad.double(), torch.einsum("rk,rkn,rd->nd", upstream, one_hot, u), **tol)
+
+
+def test_pair_scores_keep_torch_kernels_with_several_threads_or_off_cpu_dtypes():
+    users, table, items = torch.randn(2, 3), torch.randn(4, 3), torch.zeros(2, 2, dtype=torch.int64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert not compiled_pairs(users, table, items)
+    finally:
+        torch.set_num_threads(before)
+    assert not compiled_pairs(users.half(), table.half(), items)
+    assert not compiled_pairs(users, table.double(), items)
 
 
 @pytest.mark.parametrize("dense", [None, True, False])

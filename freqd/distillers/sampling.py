@@ -8,6 +8,8 @@ is bounded by chunk_size × n_items. Item 0 is RecBole's padding id and is never
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 
 import torch
@@ -110,8 +112,65 @@ def gather_rows(table: Tensor, index: Tensor) -> Tensor:
     return _GatherRows.apply(table, index)
 
 
+class _CompiledPairScores(torch.autograd.Function):
+    """:func:`pair_scores` by the compiled loops of ``freqd._pairs`` (CPU, one thread, Numba installed):
+    one pass forward and one backward, without the (rows, k, d) block of gathered item rows."""
+
+    @staticmethod
+    def forward(ctx, user_rows: Tensor, item_table: Tensor, items: Tensor) -> Tensor:
+        from freqd import _pairs
+
+        users_np, table_np, items_np = (t.detach().contiguous().numpy() for t in (user_rows, item_table, items))
+        out = torch.empty(items.shape, dtype=user_rows.dtype)
+        _pairs.scores(users_np, table_np, items_np, out.numpy())
+        ctx.save_for_backward(user_rows, item_table, items)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        from freqd import _pairs
+
+        user_rows, item_table, items = ctx.saved_tensors
+        grad_users, grad_items = torch.zeros_like(user_rows), torch.zeros_like(item_table)
+        _pairs.scores_backward(user_rows.detach().contiguous().numpy(), item_table.detach().contiguous().numpy(),
+                               items.contiguous().numpy(), grad.contiguous().numpy(), grad_users.numpy(),
+                               grad_items.numpy())
+        return (grad_users if ctx.needs_input_grad[0] else None,
+                grad_items if ctx.needs_input_grad[1] else None, None)
+
+
+@functools.cache
+def _numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def compiled_pairs(user_rows: Tensor, item_table: Tensor, items: Tensor) -> bool:
+    """Whether :func:`pair_scores` takes the compiled path: Numba installed, every tensor on the CPU, the
+    tables of one float dtype, integer items, and one torch thread (the loops are serial; with more
+    threads torch's own kernels are kept)."""
+    return (_numba_installed() and torch.get_num_threads() == 1
+            and all(t.device.type == "cpu" for t in (user_rows, item_table, items))
+            and user_rows.dtype == item_table.dtype and user_rows.dtype in (torch.float32, torch.float64)
+            and items.dtype in (torch.int32, torch.int64) and items.dim() == 2 and user_rows.dim() == 2 and item_table.dim() == 2)
+
+
 def pair_scores(user_rows: Tensor, item_table: Tensor, items: Tensor) -> Tensor:
-    """Inner products ⟨user_rows[r], item_table[items[r, j]]⟩ as a (rows, k) tensor."""
+    """Inner products ⟨user_rows[r], item_table[items[r, j]]⟩ as a (rows, k) tensor.
+
+    On one CPU thread with Numba installed (:func:`compiled_pairs`), by compiled loops that sum in the
+    same order as the torch path (about 3× faster forward and backward on Gowalla's RRD lists)."""
+    if compiled_pairs(user_rows, item_table, items):
+        return compiled_pair_scores(user_rows, item_table, items)
+    return torch_pair_scores(user_rows, item_table, items)
+
+
+def compiled_pair_scores(user_rows: Tensor, item_table: Tensor, items: Tensor) -> Tensor:
+    """:func:`pair_scores` by the compiled loops (needs Numba; see :func:`compiled_pairs` for where)."""
+    return _CompiledPairScores.apply(user_rows, item_table, items)
+
+
+def torch_pair_scores(user_rows: Tensor, item_table: Tensor, items: Tensor) -> Tensor:
+    """:func:`pair_scores` by torch's kernels: a gather of the item rows and a batched product."""
     return torch.bmm(gather_rows(item_table, items), user_rows.unsqueeze(-1)).squeeze(-1)
 
 
