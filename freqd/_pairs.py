@@ -3,10 +3,10 @@
 The ranking distillers score each batch user against a few hundred listed items (RRD: 300 on
 Gowalla). In torch that is a gather of the item rows into a (rows, k, d) block, a batched product,
 and in the backward pass a product per side plus a scatter of the item rows' gradients: four passes
-over the block for 10 multiply-adds per row at d = 20. These loops make one pass each way and never
+over the block for d = 20 multiply-adds per pair. These loops make one pass each way and never
 build the block. Each score and each gradient entry is summed in the order the torch path uses
 (over the d components; over the listed items in row order), so the results are the same on the
-sizes checked (``benchmarks/bench_kd_cost.py`` records whether they are bit-equal).
+sizes checked (``benchmarks/bench_pair_scores.py`` records whether they are bit-equal).
 Importing this module imports Numba.
 """
 

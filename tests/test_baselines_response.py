@@ -181,7 +181,7 @@ def test_gather_rows_is_a_one_hot_product_in_value_and_gradient(shape):
 
 @pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize(("dtype", "index_dtype"), [(torch.float32, torch.int64), (torch.float64, torch.int32)])
-def test_pair_scores_are_one_hot_products_in_value_and_gradient(compiled, dtype, index_dtype, monkeypatch):
+def test_pair_scores_are_one_hot_products_in_value_and_gradient(compiled, dtype, index_dtype, monkeypatch, one_thread):
     """Scores ⟨u_r, V[items[r, j]]⟩ and both gradients against float64 one-hot products, repeated items
     in a row and across rows, by the compiled loops (when Numba is installed) and by torch's kernels."""
     if compiled:
@@ -207,7 +207,7 @@ def test_pair_scores_are_one_hot_products_in_value_and_gradient(compiled, dtype,
     torch.testing.assert_close(table.grad.double(), torch.einsum("rk,rkn,rd->nd", upstream, one_hot, u), **tol)
 
 
-def test_pair_scores_keep_torch_kernels_with_several_threads_or_off_cpu_dtypes():
+def test_pair_scores_keep_torch_kernels_with_several_threads_or_off_cpu_dtypes(one_thread):
     users, table, items = torch.randn(2, 3), torch.randn(4, 3), torch.zeros(2, 2, dtype=torch.int64)
     before = torch.get_num_threads()
     try:
