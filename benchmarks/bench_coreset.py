@@ -34,6 +34,10 @@
         --solvers random infomax:activity:0.01 topk:activity --budgets 0.3 --extra-solvers --no-size-timing \
         --full-from benchmarks/results/coreset/citeulike-t-fold-in-2026-12-04.json \
         --out benchmarks/results/coreset/citeulike-t-infomax-alpha0.01-30-2026-12-07.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset gowalla --config configs/dataset/gowalla.yaml \
+        --solvers random infomax:activity:0.01 topk:activity --budgets 0.3 --extra-solvers --eval-step 5 \
+        --stopping-step 6 --no-size-timing --work <folder kept between sessions> \
+        --out benchmarks/results/coreset/gowalla-30-<date>.json
 
 writes that JSON and a plot beside it (``.png``). Each teacher's row is also kept in ``<work>/rows/``
 with the settings that made it, and the selection teacher in ``<work>/selector.json``: the same command
