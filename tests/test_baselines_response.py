@@ -207,7 +207,7 @@ def test_pair_scores_are_one_hot_products_in_value_and_gradient(compiled, dtype,
     torch.testing.assert_close(table.grad.double(), torch.einsum("rk,rkn,rd->nd", upstream, one_hot, u), **tol)
 
 
-def test_pair_scores_keep_torch_kernels_with_several_threads_or_off_cpu_dtypes(one_thread):
+def test_pair_scores_keep_torch_kernels_with_several_threads_or_other_dtypes(one_thread):
     users, table, items = torch.randn(2, 3), torch.randn(4, 3), torch.zeros(2, 2, dtype=torch.int64)
     before = torch.get_num_threads()
     try:
