@@ -20,6 +20,7 @@ Both return the same items in the same order.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Any, Literal, get_args
 
@@ -31,8 +32,10 @@ Backend = Literal["auto", "numpy", "compiled"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
 
+@functools.cache
 def compiled_available() -> bool:
-    """Whether the compiled top-k kernel can run (Numba is installed)."""
+    """Whether Numba is installed, so freqd's compiled kernels can run: this module's Hamming top-k and
+    the ranking distillers' pair scores (``freqd/_pairs.py``). Looked up once: the distillers ask every step."""
     return importlib.util.find_spec("numba") is not None
 
 

@@ -187,7 +187,7 @@ def test_pair_scores_are_one_hot_products_in_value_and_gradient(compiled, dtype,
     if compiled:
         pytest.importorskip("numba")
     else:
-        monkeypatch.setattr(sampling, "_numba_installed", lambda: False)
+        monkeypatch.setattr(sampling, "compiled_available", lambda: False)
     gen = torch.Generator().manual_seed(5)
     users = torch.randn(5, 3, generator=gen, dtype=dtype, requires_grad=True)
     table = torch.randn(8, 3, generator=gen, dtype=dtype, requires_grad=True)

@@ -8,13 +8,12 @@ is bounded by chunk_size × n_items. Item 0 is RecBole's padding id and is never
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import logging
 
 import torch
 from torch import Tensor
 
+from freqd.codes import compiled_available
 from freqd.distillers.rankings import mask_training_, teacher_topk, topk_unobserved
 from freqd.distillers.teacher import TeacherTables
 from freqd.distributed import current_shard
@@ -139,16 +138,11 @@ class _CompiledPairScores(torch.autograd.Function):
                 grad_items if ctx.needs_input_grad[1] else None, None)
 
 
-@functools.cache
-def _numba_installed() -> bool:
-    return importlib.util.find_spec("numba") is not None
-
-
 def compiled_pairs(user_rows: Tensor, item_table: Tensor, items: Tensor) -> bool:
     """Whether :func:`pair_scores` takes the compiled path: Numba installed, every tensor on the CPU, the
     tables of one float dtype, integer items, and one torch thread (the loops are serial; with more
     threads torch's own kernels are kept)."""
-    return (_numba_installed() and torch.get_num_threads() == 1
+    return (compiled_available() and torch.get_num_threads() == 1
             and all(t.device.type == "cpu" for t in (user_rows, item_table, items))
             and user_rows.dtype == item_table.dtype and user_rows.dtype in (torch.float32, torch.float64)
             and items.dtype in (torch.int32, torch.int64) and items.dim() == 2 and user_rows.dim() == 2 and item_table.dim() == 2)
