@@ -75,13 +75,13 @@ def per_user_ndcg(checkpoint: str, config, loaders) -> np.ndarray:
     return NDCG(config).metric_info(hits, n_pos)[:, 19]
 
 
-def settings_key(args, files: list[str], **parts) -> dict:
-    """What a cached row (or the selection teacher) depends on: the dataset, its config files' contents,
-    the training settings and ``parts``; a cached file is reused only when its key is equal."""
+def settings_key(args, files: list[str]) -> dict:
+    """What every cached row (and the selection teacher) depends on: the dataset, its config files' contents
+    and the training settings; each record adds its own parts, and is reused only when its key is equal."""
     contents = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files]
     return {"dataset": args.dataset, "configs": contents, "dim": args.dim, "select_dim": args.select_dim,
             "select_epochs": args.select_epochs, "similarity": args.similarity, "fold_in": args.fold_in,
-            "eval_step": args.eval_step, "stopping_step": args.stopping_step, **parts}
+            "eval_step": args.eval_step, "stopping_step": args.stopping_step}
 
 
 def kept_digest(selection: Path) -> str:
@@ -187,7 +187,8 @@ def main() -> None:
             "eval_step": args.eval_step, "stopping_step": args.stopping_step, "valid_smoothing": 3,
             "checkpoint_dir": str(args.work / "saved"), "results_dir": str(args.work / "runs")}
     files = args.config  # freqd.runs.setup refuses a missing file, naming it
-    selector_key = settings_key(args, files, role="selection teacher")
+    shared_key = settings_key(args, files)
+    selector_key = {**shared_key, "role": "selection teacher"}
     selector = cached(args.work / "selector.json", selector_key)
     if selector is None or not Path(selector["checkpoint"]).exists():
         run = train("BPR", args.dataset, files, config_dict={**base, "embedding_size": args.select_dim, "seed": 0,
@@ -217,8 +218,8 @@ def main() -> None:
                                     alpha=alpha, similarity=args.similarity, seed=0)
             select_seconds = record["seconds"]
         for seed in args.seeds:
-            key = settings_key(args, files, solver=solver, budget=budget, seed=seed,
-                               kept=None if selection is None else kept_digest(selection))
+            key = {**shared_key, "solver": solver, "budget": budget, "seed": seed,
+                   "kept": None if selection is None else kept_digest(selection)}
             row_file = args.work / "rows" / f"{solver.replace(':', '-')}-{budget:g}-s{seed}.json"
             row = cached(row_file, key)
             if row is not None:
