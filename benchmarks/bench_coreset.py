@@ -34,6 +34,10 @@
         --solvers random infomax:activity:0.01 topk:activity --budgets 0.3 --extra-solvers --no-size-timing \
         --full-from benchmarks/results/coreset/citeulike-t-fold-in-2026-12-04.json \
         --out benchmarks/results/coreset/citeulike-t-infomax-alpha0.01-30-2026-12-07.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset citeulike-t --config configs/dataset/citeulike-t.yaml \
+        --config configs/model/bpr-teacher-citeulike.yaml --solvers random infomax:activity:0.01 topk:activity \
+        --budgets 0.3 --extra-solvers --seeds 0 1 2 --no-size-timing --work <folder> \
+        --out benchmarks/results/coreset/citeulike-t-teacher-wd-30-2026-12-08.json
     OMP_NUM_THREADS=1 python benchmarks/bench_coreset.py --dataset gowalla --config configs/dataset/gowalla.yaml \
         --solvers random infomax:activity:0.01 topk:activity --budgets 0.3 --extra-solvers --eval-step 5 \
         --stopping-step 6 --no-size-timing --work <folder kept between sessions> \
