@@ -62,21 +62,35 @@ import numpy as np
 import torch
 
 
-def per_user_ndcg(checkpoint: str, config, loaders) -> np.ndarray:
-    """NDCG@20 of every test user (loader order) from the checkpoint's model."""
+def reading_setup(dataset: str, config_files: list[str], dim: int):
+    """Config and loaders to read a work folder's saved BPR teachers (of size ``dim``) with."""
+    from freqd.runs import setup
+
+    config, _, loaders = setup("BPR", dataset, config_files,
+                               {"state": "ERROR", "train_sampler": "fast", "split_seed": 2020, "embedding_size": dim})
+    return config, loaders
+
+
+def table_ndcg(users, items, config, loader) -> tuple[np.ndarray, np.ndarray]:
+    """The loader's users (loader order) and the NDCG@20 of each, ranking by the given user and item tables."""
     from recbole.evaluator.metrics import NDCG
 
-    from freqd.checkpoints import load_teacher
     from freqd.evaluation.fullsort import rank_topk
+
+    uids = loader.uid_list
+    _, rec = rank_topk(users, items, uids, loader.uid2history_item[uids.numpy()],
+                       loader.uid2positive_item[uids.numpy()], 20, 256)
+    hits, n_pos = rec[:, :-1].numpy().astype(bool), rec[:, -1].numpy()
+    return uids.numpy(), NDCG(config).metric_info(hits, n_pos)[:, 19]
+
+
+def per_user_ndcg(checkpoint: str, config, loaders) -> np.ndarray:
+    """NDCG@20 of every test user (loader order) from the checkpoint's model."""
+    from freqd.checkpoints import load_teacher
 
     train, _, test = loaders
     model = load_teacher(checkpoint, config, train._dataset)
-    users, items = model.cached_embeddings()
-    uids = test.uid_list
-    _, rec = rank_topk(users, items, uids, test.uid2history_item[uids.numpy()], test.uid2positive_item[uids.numpy()],
-                       20, 256)
-    hits, n_pos = rec[:, :-1].numpy().astype(bool), rec[:, -1].numpy()
-    return NDCG(config).metric_info(hits, n_pos)[:, 19]
+    return table_ndcg(*model.cached_embeddings(), config, test)[1]
 
 
 def settings_key(args, files: list[str]) -> dict:

@@ -25,11 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_coreset import reading_setup, table_ndcg  # noqa: E402
 
 
 def mean_rows(history: sp.csr_matrix, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -89,26 +93,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from recbole.evaluator.metrics import NDCG
-
     from freqd.checkpoints import load_teacher
     from freqd.coreset.signals import histories
-    from freqd.evaluation.fullsort import rank_topk
-    from freqd.runs import setup
 
-    config, _, loaders = setup("BPR", args.dataset, args.config,
-                               {"state": "ERROR", "train_sampler": "fast", "split_seed": 2020,
-                                "embedding_size": args.dim})
-    train, valid, test = loaders
+    config, (train, valid, test) = reading_setup(args.dataset, args.config, args.dim)
     history = histories(train._dataset).tocsr()
-    ndcg = NDCG(config)
-
-    def per_user(users, items, loader):
-        uids = loader.uid_list
-        _, rec = rank_topk(users, items, uids, loader.uid2history_item[uids.numpy()],
-                           loader.uid2positive_item[uids.numpy()], 20, 256)
-        return uids.numpy(), ndcg.metric_info(rec[:, :-1].numpy().astype(bool), rec[:, -1].numpy())[:, 19]
-
     rows_out = []
     for path in sorted((args.work / "runs").glob("*/results.json")):
         run = json.loads(path.read_text())
@@ -123,7 +112,7 @@ def main() -> None:
             row = {"selection": Path(run["coreset"]["file"]).stem, "seed": int(run["seed"]), "fold_in": name,
                    "folded_in_users": int(len(folded))}
             for split, loader in (("valid", valid), ("test", test)):
-                uids, values = per_user(table, items, loader)
+                uids, values = table_ndcg(table, items, config, loader)
                 outside = np.isin(uids, folded)
                 row.update({f"{split}_ndcg@20": float(values.mean()), f"{split}_folded": float(values[outside].mean()),
                             f"{split}_kept": float(values[~outside].mean())})

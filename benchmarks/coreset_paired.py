@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_coreset import per_user_ndcg  # noqa: E402
+from bench_coreset import per_user_ndcg, reading_setup  # noqa: E402
 
 
 def runs_of(work: Path, selection: str) -> dict[int, dict]:
@@ -51,11 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     from freqd.compare.stats import paired_tests
-    from freqd.runs import setup
 
-    config, _, loaders = setup("BPR", args.dataset, args.config,
-                               {"state": "ERROR", "train_sampler": "fast", "split_seed": 2020,
-                                "embedding_size": args.dim})
+    config, loaders = reading_setup(args.dataset, args.config, args.dim)
     a_runs, b_runs = runs_of(args.work, args.a), runs_of(args.work, args.b)
     seeds = sorted(set(a_runs) & set(b_runs))
     per_user = {}
